@@ -1,0 +1,59 @@
+//! The exit record: how a container ended, written by the shim before it
+//! tells anyone, so the exit survives the shim and berthd both.
+
+use serde::{Deserialize, Serialize};
+
+/// How a container's init ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// Host PID of the container init.
+    pub pid: i32,
+    /// Shell-style status: the exit code, or 128+N for death by signal N.
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// When the shim reaped it (RFC 3339).
+    pub finished_at: String,
+    /// Set when the status was not observed directly (e.g. the shim died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ExitRecord {
+    /// Builds a record from a waitpid status.
+    pub fn from_wait(pid: i32, status: nix::sys::wait::WaitStatus) -> Option<Self> {
+        use nix::sys::wait::WaitStatus;
+        let (exit_code, signal) = match status {
+            WaitStatus::Exited(_, code) => (code, None),
+            WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+            _ => return None,
+        };
+        Some(ExitRecord {
+            pid,
+            exit_code,
+            signal,
+            finished_at: crate::time::now_rfc3339(),
+            reason: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn signal_death_is_128_plus_n() {
+        let r = ExitRecord::from_wait(5, WaitStatus::Signaled(Pid::from_raw(5), Signal::SIGKILL, false))
+            .unwrap();
+        assert_eq!(r.exit_code, 137);
+        assert_eq!(r.signal, Some(9));
+        let r = ExitRecord::from_wait(5, WaitStatus::Exited(Pid::from_raw(5), 3)).unwrap();
+        assert_eq!((r.exit_code, r.signal), (3, None));
+        assert!(ExitRecord::from_wait(5, WaitStatus::StillAlive).is_none());
+    }
+}

@@ -1,0 +1,53 @@
+//! meta.json: what the user asked for, written by berthd at create time.
+//!
+//! Together with the shim's answers and the exit record it is all berthd
+//! needs to rebuild its view after a restart.
+
+use serde::{Deserialize, Serialize};
+
+/// The container as requested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerMeta {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// The process args.
+    pub command: Vec<String>,
+    /// Host path of the root filesystem (the lower dir for the default rootfs).
+    pub rootfs: String,
+    /// True when berth's default busybox rootfs is overlaid for this container.
+    #[serde(default)]
+    pub default_rootfs: bool,
+    /// The user's bundle directory when `--bundle` was used.
+    #[serde(default)]
+    pub source_bundle: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+    /// Remove the container when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    pub log: LogConfig,
+    /// The OCI runtime binary.
+    pub runtime: String,
+}
+
+/// Log rotation limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Rotate when the current file would exceed this many bytes (0: never).
+    pub max_size: u64,
+    /// How many files to keep, the current one included.
+    pub max_files: u32,
+}
+
+impl Default for LogConfig {
+    /// The kubelet's defaults: 10 MiB, 5 files.
+    fn default() -> Self {
+        LogConfig {
+            max_size: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The control protocol, spoken CLI -> berthd and berthd -> shim.
+//!
+//! One JSON message per frame: a request carries an id, a method and params;
+//! the reply carries the same id and either a result or an error with a
+//! stable code. A `hello` exchange comes first on every connection and
+//! carries the protocol version.
+//!
+//! Compatibility rule (live upgrade): peers speak to each other when their
+//! MAJOR versions are equal. A minor bump may add methods and optional
+//! fields (unknown fields are ignored, missing ones default); a peer that
+//! gets an unknown method answers `unknown_method`, never a guess.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::exit::ExitRecord;
+
+/// Major version: bumped on any incompatible change.
+pub const PROTOCOL_MAJOR: u32 = 1;
+/// Minor version: bumped when methods or optional fields are added.
+pub const PROTOCOL_MINOR: u32 = 0;
+
+/// A request frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub method: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// A reply frame: exactly one of `result` and `error` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+/// An error reply: a machine-readable code and a message for the user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RpcError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Stable error codes, so clients can react without parsing messages.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request was malformed or a parameter was bad.
+    InvalidArgument,
+    /// The method is not known to this peer.
+    UnknownMethod,
+    /// The named container does not exist.
+    NotFound,
+    /// The request conflicts with the current state (name taken, running).
+    Conflict,
+    /// The OCI runtime failed; the message is its own.
+    Runtime,
+    /// The peer speaks an incompatible protocol version.
+    VersionMismatch,
+    /// Anything else that went wrong on the server.
+    Internal,
+}
+
+impl RpcError {
+    /// Builds an error reply payload.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl Response {
+    /// A success reply.
+    pub fn ok(id: u64, result: Value) -> Self {
+        Response {
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+    /// An error reply.
+    pub fn err(id: u64, error: RpcError) -> Self {
+        Response {
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+    /// Turns the reply into the result or the peer's error.
+    pub fn into_result(self) -> Result<Value, RpcError> {
+        match (self.error, self.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Ok(Value::Null),
+        }
+    }
+}
+
+/// Parameters of `hello`, sent by the connecting side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub major: u32,
+    pub minor: u32,
+    /// Who is speaking, for logs ("berth 0.1.0").
+    #[serde(default)]
+    pub agent: String,
+}
+
+impl Hello {
+    /// This build's hello.
+    pub fn current(agent: &str) -> Self {
+        Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            agent: agent.to_string(),
+        }
+    }
+
+    /// Checks a peer's hello against ours, per the rule in the module doc.
+    pub fn check_compatible(&self) -> Result<(), RpcError> {
+        if self.major != PROTOCOL_MAJOR {
+            return Err(RpcError::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "protocol {}.{} ({}) is incompatible with {}.{}: major versions differ",
+                    self.major, self.minor, self.agent, PROTOCOL_MAJOR, PROTOCOL_MINOR
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shim-side lifecycle of the container.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShimStatus {
+    /// runc create done, process waiting for start.
+    Created,
+    /// Started and not yet reaped.
+    Running,
+    /// Reaped, output drained, exit record written.
+    Stopped,
+}
+
+/// The shim's answer to `state`: everything berthd needs to reconcile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimState {
+    pub id: String,
+    pub status: ShimStatus,
+    /// The container init's PID on the host.
+    pub pid: i32,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub exit: Option<ExitRecord>,
+    /// The shim's own PID, so berthd can watch it.
+    pub shim_pid: i32,
+}
+
+/// Parameters of shim `kill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillParams {
+    pub signal: i32,
+}
+
+/// Shim method names, in one place for both ends.
+pub mod shim_methods {
+    pub const HELLO: &str = "hello";
+    pub const STATE: &str = "state";
+    pub const START: &str = "start";
+    pub const KILL: &str = "kill";
+    /// Long poll: answered when the container has exited.
+    pub const WAIT: &str = "wait";
+    /// `runc delete`, then the shim exits.
+    pub const DELETE: &str = "delete";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_params_default() {
+        let req: Request =
+            serde_json::from_str(r#"{"id":7,"method":"state","future":true}"#).unwrap();
+        assert_eq!(req.id, 7);
+        assert!(req.params.is_null());
+    }
+
+    #[test]
+    fn major_mismatch_is_refused_with_versions_named() {
+        let peer = Hello {
+            major: 2,
+            minor: 0,
+            agent: "berthd 9".into(),
+        };
+        let err = peer.check_compatible().unwrap_err();
+        assert_eq!(err.code, ErrorCode::VersionMismatch);
+        assert!(err.message.contains("2.0"), "{}", err.message);
+        Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR + 3,
+            agent: String::new(),
+        }
+        .check_compatible()
+        .unwrap();
+    }
+}

@@ -1,0 +1,157 @@
+//! A typed driver for runc (or any OCI runtime with runc's CLI).
+//!
+//! Options become `OsString` arguments here and nowhere else. Callers run
+//! the returned `Command` themselves, because the shim must reap runc with
+//! its own pid-keyed reaper rather than `Child::wait`. runc reports its
+//! errors in a JSON log (`--log`), which is where the user-facing message
+//! ("executable file not found in $PATH") is read from.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How to invoke the runtime for one container.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// The runtime binary (a name resolved through PATH, or a path).
+    pub binary: PathBuf,
+    /// runc's `--root`: where it keeps its own state.
+    pub root: PathBuf,
+    /// runc's `--log`, written as JSON.
+    pub log: PathBuf,
+}
+
+/// Options of `runc create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+}
+
+impl Runc {
+    fn base(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        let args: [OsString; 5] = [
+            "--root".into(),
+            self.root.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--log-format=json".into(),
+        ];
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    /// `runc create --bundle B [--pid-file P] [--console-socket S] ID`.
+    pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOpts) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("create").arg("--bundle").arg(bundle);
+        if let Some(p) = &opts.pid_file {
+            cmd.arg("--pid-file").arg(p);
+        }
+        if let Some(s) = &opts.console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        cmd.arg(id);
+        cmd
+    }
+
+    /// `runc start ID`.
+    pub fn start(&self, id: &str) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("start").arg(id);
+        cmd
+    }
+
+    /// `runc kill ID SIGNAL`.
+    pub fn kill(&self, id: &str, signal: i32) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("kill").arg(id).arg(signal.to_string());
+        cmd
+    }
+
+    /// `runc delete [--force] ID`: plain delete once the init is reaped.
+    pub fn delete(&self, id: &str, force: bool) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("delete");
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.arg(id);
+        cmd
+    }
+
+    /// Size of runc's log now, so an error can be read from what follows.
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The runtime's own message for a failure after `mark`: the last
+    /// error-level record of its JSON log, else `fallback`.
+    pub fn error_since(&self, mark: u64, fallback: &str) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            if f.seek(SeekFrom::Start(mark)).is_ok() {
+                let _ = f.take(1 << 20).read_to_string(&mut text);
+            }
+        }
+        last_error(&text).unwrap_or_else(|| fallback.to_string())
+    }
+}
+
+/// Finds the last error or fatal message in runc's JSON log text.
+pub fn last_error(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_last_error_from_runc_log() {
+        let log = concat!(
+            r#"{"level":"info","msg":"hello","time":"t"}"#,
+            "\n",
+            r#"{"level":"error","msg":"first","time":"t"}"#,
+            "\n",
+            "not json\n",
+            r#"{"level":"error","msg":"runc create failed: exec: \"nope\": executable file not found in $PATH","time":"t"}"#,
+            "\n"
+        );
+        let msg = last_error(log).unwrap();
+        assert!(msg.contains("executable file not found"), "{msg}");
+        assert_eq!(last_error("{}"), None);
+    }
+
+    #[test]
+    fn arguments_are_in_runc_order() {
+        let r = Runc {
+            binary: "runc".into(),
+            root: "/r".into(),
+            log: "/l".into(),
+        };
+        let cmd = r.create(
+            "c1",
+            Path::new("/b"),
+            &CreateOpts {
+                pid_file: Some("/p".into()),
+                console_socket: None,
+            },
+        );
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            ["--root", "/r", "--log", "/l", "--log-format=json", "create", "--bundle", "/b", "--pid-file", "/p", "c1"]
+        );
+    }
+}
