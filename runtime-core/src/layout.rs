@@ -64,6 +64,14 @@ pub const SHIM_SOCK: &str = "shim.sock";
 pub const ATTACH_SOCK: &str = "attach.sock";
 
 impl ContainerPaths {
+    /// Paths for a container directory known by its path (the shim's view).
+    pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
+        ContainerPaths { dir: dir.into() }
+    }
+    /// The console socket runc sends a tty container's pty master to.
+    pub fn console_sock(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
     /// The container's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,1 +1,5 @@
-fn main(){}
+//! berth: the command-line client of berthd. See `berth_supervisor::cli`.
+
+fn main() -> std::process::ExitCode {
+    berth_supervisor::cli::main()
+}

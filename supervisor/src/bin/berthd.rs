@@ -1,1 +1,66 @@
-fn main(){}
+//! berthd: the berth supervisor daemon. See `berth_supervisor::daemon`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use berth_supervisor::daemon::{self, Config};
+
+/// The berth container supervisor. Containers keep running when it stops.
+#[derive(Parser, Debug)]
+#[command(name = "berthd", version)]
+struct Args {
+    /// State directory (sockets, containers, logs).
+    #[arg(long, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// OCI runtime: a name looked up in PATH, or a path.
+    #[arg(long, default_value = "runc")]
+    runtime: PathBuf,
+    /// The berth-shim binary (default: next to berthd, else from PATH).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+}
+
+fn default_shim() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("berth-shim"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let root = if args.root.is_absolute() {
+        args.root
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(args.root),
+            Err(e) => {
+                eprintln!("berthd: cannot resolve relative --root: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let config = Config {
+        root,
+        runtime: args.runtime,
+        shim: args.shim.unwrap_or_else(default_shim),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The shim's attach socket: clients connect straight to the shim, not
+//! through berthd, so a session survives a berthd restart.
+//!
+//! Every client has a bounded output queue (`CLIENT_QUEUE_LIMIT`). A client
+//! that stops reading is cut off when its queue is full; the container,
+//! the log and the other clients never wait for it. Input from clients is
+//! bounded too: past `STDIN_BUFFER_LIMIT` we stop reading from them until
+//! the container has consumed what is buffered.
+
+use std::collections::HashSet;
+use std::io;
+
+use mio::{Interest, Token};
+
+use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
+use runtime_core::frame::{self, Frame};
+use runtime_core::logfmt::Stream;
+use runtime_core::protocol::PROTOCOL_MAJOR;
+
+use crate::conn::{Conn, ReadOutcome};
+use crate::server::{Shim, STDIN_BUFFER_LIMIT};
+use crate::stdio;
+
+/// Output queued for one client before it is cut off as too slow.
+pub const CLIENT_QUEUE_LIMIT: usize = 4 << 20;
+/// Attach clients at once.
+const MAX_ATTACH_CLIENTS: usize = 128;
+
+/// One attached client.
+pub struct AttachClient {
+    conn: Conn,
+    request: Option<AttachRequest>,
+    /// Exit sent: close once the queue is flushed.
+    closing: bool,
+}
+
+impl AttachClient {
+    fn wants(&self, stream: Stream) -> bool {
+        match (&self.request, stream) {
+            (Some(r), Stream::Stdout) => r.stdout,
+            (Some(r), Stream::Stderr) => r.stderr,
+            (None, _) => false,
+        }
+    }
+    fn wants_stdin(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.stdin)
+    }
+}
+
+/// Clients whose reads stopped early (input budget) and must be revisited.
+#[derive(Default)]
+pub struct Rereads {
+    pub tokens: HashSet<Token>,
+}
+
+impl Shim {
+    pub fn accept_attaches(&mut self) {
+        loop {
+            let (mut stream, _) = match self.attach_listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("accept attach: {e}");
+                    return;
+                }
+            };
+            let mut conn_refusal = None;
+            if let Err(why) = runtime_core::peercred::check(&stream) {
+                conn_refusal = Some(format!("refused: {why}"));
+            } else if self.attaches.len() >= MAX_ATTACH_CLIENTS {
+                conn_refusal = Some(format!("refused: {MAX_ATTACH_CLIENTS} clients already attached"));
+            }
+            if let Some(why) = conn_refusal {
+                log::warn!("attach {why}");
+                let mut c = Conn::new(stream, 4096);
+                c.queue_always(proto::TAG_ERROR, why.as_bytes());
+                let _ = c.flush();
+                continue;
+            }
+            let token = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                let client = AttachClient {
+                    conn: Conn::new(stream, CLIENT_QUEUE_LIMIT),
+                    request: None,
+                    closing: false,
+                };
+                self.attaches.insert(token, client);
+            }
+        }
+    }
+
+    pub fn on_attach(&mut self, token: Token, readable: bool, writable: bool) {
+        if readable {
+            self.read_attach(token);
+        }
+        if writable {
+            self.flush_attach(token);
+        }
+    }
+
+    fn read_attach(&mut self, token: Token) {
+        if self.stdin_buf.len() >= STDIN_BUFFER_LIMIT {
+            // Input backpressure: come back when the container has read.
+            self.rereads.tokens.insert(token);
+            return;
+        }
+        let mut frames = Vec::new();
+        let outcome = match self.attaches.get_mut(&token) {
+            Some(c) if !c.closing => c.conn.read_frames_bounded(&mut frames, STDIN_BUFFER_LIMIT),
+            _ => return,
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => return self.cut_off(token, &format!("berth: bad attach frame: {e}")),
+        };
+        for f in frames {
+            if !self.attaches.contains_key(&token) {
+                return;
+            }
+            self.attach_frame(token, f);
+        }
+        match outcome {
+            ReadOutcome::Closed => self.remove_attach(token),
+            ReadOutcome::More => {
+                self.rereads.tokens.insert(token);
+            }
+            ReadOutcome::Open => {}
+        }
+        self.flush_stdin();
+    }
+
+    fn attach_frame(&mut self, token: Token, f: Frame) {
+        let Some(client) = self.attaches.get_mut(&token) else { return };
+        if client.request.is_none() {
+            let req: AttachRequest = match frame::decode_json(&f) {
+                Ok(r) => r,
+                Err(e) => return self.cut_off(token, &format!("berth: bad attach handshake: {e}")),
+            };
+            if req.major != PROTOCOL_MAJOR {
+                let msg = format!("berth: attach protocol {} is not supported (shim speaks {PROTOCOL_MAJOR})", req.major);
+                return self.cut_off(token, &msg);
+            }
+            let stdin_open = self.stdio.input.is_some();
+            let reply = AttachReply {
+                error: None,
+                tty: self.cfg.tty,
+                stdin_open,
+                exited: self.exit.is_some(),
+            };
+            client.request = Some(req);
+            if let Ok(bytes) = serde_json::to_vec(&reply) {
+                client.conn.queue_always(frame::TAG_JSON, &bytes);
+            }
+            if self.exit.is_some() {
+                self.send_exit(token);
+            }
+            return self.flush_attach(token);
+        }
+        match f.tag {
+            proto::TAG_STDIN if client.wants_stdin() => {
+                if f.payload.is_empty() {
+                    self.stdin_close_requested = true;
+                } else if self.stdio.input.is_some() {
+                    self.stdin_buf.extend_from_slice(&f.payload);
+                }
+            }
+            proto::TAG_STDIN => {}
+            proto::TAG_RESIZE => {
+                if let (Some(pty), Some((rows, cols))) = (&self.pty, proto::decode_resize(&f.payload)) {
+                    if let Err(e) = stdio::resize(pty, rows, cols) {
+                        log::warn!("resize: {e}");
+                    }
+                }
+            }
+            proto::TAG_DETACH => self.remove_attach(token),
+            other => self.cut_off(token, &format!("berth: unexpected attach frame tag {other}")),
+        }
+    }
+
+    /// Sends output to every client that asked for this stream.
+    pub fn broadcast(&mut self, stream: Stream, data: &[u8]) {
+        let tag = match stream {
+            Stream::Stdout => proto::TAG_STDOUT,
+            Stream::Stderr => proto::TAG_STDERR,
+        };
+        let mut slow = Vec::new();
+        let mut gone = Vec::new();
+        for (token, client) in self.attaches.iter_mut() {
+            if client.closing || !client.wants(stream) {
+                continue;
+            }
+            let fits = data
+                .chunks(proto::MAX_DATA_FRAME)
+                .all(|chunk| client.conn.queue(tag, chunk));
+            if !fits {
+                slow.push(*token);
+            } else if client.conn.flush().is_err() {
+                gone.push(*token);
+            }
+        }
+        for token in gone {
+            self.remove_attach(token);
+        }
+        for token in slow {
+            let msg = format!(
+                "berth: this client fell {CLIENT_QUEUE_LIMIT} bytes behind the container's output and was cut off; `berth logs` has everything"
+            );
+            log::warn!("attach client cut off: too slow");
+            self.cut_off(token, &msg);
+        }
+    }
+
+    /// Queues the exit frame for every client, after all their output.
+    pub fn announce_exit(&mut self) {
+        let tokens: Vec<Token> = self.attaches.keys().copied().collect();
+        for token in tokens {
+            let handshaken = self.attaches.get(&token).is_some_and(|c| c.request.is_some());
+            if handshaken {
+                self.send_exit(token);
+                self.flush_attach(token);
+            }
+        }
+    }
+
+    fn send_exit(&mut self, token: Token) {
+        let payload = serde_json::to_vec(&self.exit).unwrap_or_default();
+        if let Some(c) = self.attaches.get_mut(&token) {
+            c.conn.queue_always(proto::TAG_EXIT, &payload);
+            c.closing = true;
+        }
+    }
+
+    fn flush_attach(&mut self, token: Token) {
+        let Some(c) = self.attaches.get_mut(&token) else { return };
+        let failed = c.conn.flush().is_err();
+        if failed || (c.closing && c.conn.queued() == 0) {
+            self.remove_attach(token);
+        }
+    }
+
+    /// Tells the client why (best effort) and closes it.
+    fn cut_off(&mut self, token: Token, why: &str) {
+        if let Some(c) = self.attaches.get_mut(&token) {
+            c.conn.discard_queued();
+            c.conn.queue_always(proto::TAG_ERROR, why.as_bytes());
+            let _ = c.conn.flush();
+        }
+        self.remove_attach(token);
+    }
+
+    fn remove_attach(&mut self, token: Token) {
+        if let Some(mut c) = self.attaches.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+        }
+        self.rereads.tokens.remove(&token);
+    }
+
+    /// Reads again from clients whose input was held back.
+    pub fn resume_stdin_readers(&mut self) {
+        let tokens: Vec<Token> = self.rereads.tokens.drain().collect();
+        for token in tokens {
+            self.read_attach(token);
+        }
+    }
+}

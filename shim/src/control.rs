@@ -1,0 +1,226 @@
+//! The shim's control socket: berthd asks for state, start, kill, wait
+//! and delete. One JSON request per frame, answered in order; `wait` is a
+//! long poll answered when the container has exited.
+
+use std::io;
+
+use mio::{Interest, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use runtime_core::frame::{self, Frame};
+use runtime_core::protocol::{
+    shim_methods as m, ErrorCode, Hello, KillParams, Request, Response, RpcError, ShimState,
+    ShimStatus, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+};
+
+use crate::conn::{Conn, ReadOutcome};
+use crate::server::{check_status, Shim};
+
+/// Output bound per control client (replies are small).
+const CONTROL_QUEUE_LIMIT: usize = 4 << 20;
+/// Control clients at once; berthd needs one or two.
+const MAX_CONTROL_CLIENTS: usize = 64;
+
+impl Shim {
+    pub fn accept_controls(&mut self) {
+        loop {
+            let (mut stream, _) = match self.control_listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("accept control: {e}");
+                    return;
+                }
+            };
+            if let Err(why) = runtime_core::peercred::check(&stream) {
+                log::warn!("refused control client: {why}");
+                continue;
+            }
+            if self.controls.len() >= MAX_CONTROL_CLIENTS {
+                log::warn!("refused control client: {MAX_CONTROL_CLIENTS} already connected");
+                continue;
+            }
+            let token = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                self.controls.insert(token, Conn::new(stream, CONTROL_QUEUE_LIMIT));
+            }
+        }
+    }
+
+    pub fn on_control(&mut self, token: Token) {
+        let mut frames = Vec::new();
+        let outcome = match self.controls.get_mut(&token) {
+            Some(conn) => conn.read_frames(&mut frames),
+            None => return,
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                // Oversized or broken framing: say so, then hang up.
+                self.reply(token, Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())));
+                self.drop_control(token);
+                return;
+            }
+        };
+        for f in frames {
+            self.handle_frame(token, f);
+        }
+        let failed = self.controls.get_mut(&token).is_some_and(|c| c.flush().is_err());
+        if failed || matches!(outcome, ReadOutcome::Closed) {
+            self.drop_control(token);
+        }
+    }
+
+    fn drop_control(&mut self, token: Token) {
+        if let Some(mut conn) = self.controls.remove(&token) {
+            let _ = conn.flush();
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+        self.waiters.retain(|(t, _)| *t != token);
+    }
+
+    fn reply(&mut self, token: Token, resp: Response) {
+        if let Some(conn) = self.controls.get_mut(&token) {
+            match serde_json::to_vec(&resp) {
+                Ok(bytes) => conn.queue_always(frame::TAG_JSON, &bytes),
+                Err(e) => log::error!("encode reply: {e}"),
+            }
+            let _ = conn.flush();
+        }
+    }
+
+    fn handle_frame(&mut self, token: Token, f: Frame) {
+        let req: Request = match frame::decode_json(&f) {
+            Ok(r) => r,
+            Err(e) => {
+                let err = RpcError::new(ErrorCode::InvalidArgument, e.to_string());
+                return self.reply(token, Response::err(0, err));
+            }
+        };
+        let id = req.id;
+        if req.method == m::WAIT && self.exit.is_none() {
+            self.waiters.push((token, id));
+            return;
+        }
+        let resp = match self.dispatch(&req) {
+            Ok(v) => Response::ok(id, v),
+            Err(e) => Response::err(id, e),
+        };
+        self.reply(token, resp);
+    }
+
+    fn dispatch(&mut self, req: &Request) -> Result<Value, RpcError> {
+        let bad = |e: serde_json::Error| RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method));
+        match req.method.as_str() {
+            m::HELLO => {
+                let hello: Hello = serde_json::from_value(req.params.clone()).map_err(bad)?;
+                hello.check_compatible()?;
+                Ok(json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": format!("berth-shim {}", env!("CARGO_PKG_VERSION")) }))
+            }
+            m::STATE => Ok(serde_json::to_value(self.state()).unwrap_or(Value::Null)),
+            m::START => self.start().map(|()| Value::Null),
+            m::KILL => {
+                let p: KillParams = serde_json::from_value(req.params.clone()).map_err(bad)?;
+                self.signal(p.signal).map(|()| Value::Null)
+            }
+            m::WAIT => Ok(serde_json::to_value(&self.exit).unwrap_or(Value::Null)),
+            m::DELETE => self.delete().map(|()| Value::Null),
+            other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))),
+        }
+    }
+
+    /// The state berthd reconciles against.
+    pub fn state(&self) -> ShimState {
+        ShimState {
+            id: self.cfg.id.clone(),
+            status: self.status,
+            pid: self.init_pid,
+            started_at: self.started_at.clone(),
+            exit: self.exit.clone(),
+            shim_pid: std::process::id() as i32,
+        }
+    }
+
+    fn runtime_error(message: String) -> RpcError {
+        RpcError::new(ErrorCode::Runtime, message)
+    }
+
+    fn start(&mut self) -> Result<(), RpcError> {
+        if self.status != ShimStatus::Created || self.pending_exit_known() {
+            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not in the created state", self.cfg.id)));
+        }
+        let mark = self.runc.log_mark();
+        let mut cmd = self.runc.start(&self.cfg.id);
+        let child = cmd.spawn().map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+        let status = self.reaper.wait_for(child.id() as i32);
+        check_status(&self.runc, mark, status, "start").map_err(Self::runtime_error)?;
+        self.status = ShimStatus::Running;
+        self.started_at = Some(runtime_core::time::now_rfc3339());
+        Ok(())
+    }
+
+    fn pending_exit_known(&self) -> bool {
+        self.exit.is_some()
+    }
+
+    /// Signals the init directly: we are its reaper, so its PID cannot be
+    /// reused before we have collected it. A created (not started) container
+    /// goes through runc, which knows how to stop `runc init`.
+    fn signal(&mut self, signal: i32) -> Result<(), RpcError> {
+        let sig = Signal::try_from(signal)
+            .map_err(|_| RpcError::new(ErrorCode::InvalidArgument, format!("invalid signal {signal}")))?;
+        if self.exit.is_some() || self.reaped() {
+            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not running", self.cfg.id)));
+        }
+        if self.status == ShimStatus::Created {
+            let mark = self.runc.log_mark();
+            let child = self.runc.kill(&self.cfg.id, signal).spawn()
+                .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+            let status = self.reaper.wait_for(child.id() as i32);
+            return check_status(&self.runc, mark, status, "kill").map_err(Self::runtime_error);
+        }
+        kill(Pid::from_raw(self.init_pid), sig)
+            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid)))
+    }
+
+    fn reaped(&self) -> bool {
+        self.exit.is_some() || self.status == ShimStatus::Stopped
+    }
+
+    /// Removes the runtime's state and stops the shim. Only a stopped or
+    /// never-started container can be deleted; berthd kills first for -f.
+    fn delete(&mut self) -> Result<(), RpcError> {
+        let force = match (self.status, self.exit.is_some()) {
+            (_, true) => false,
+            (ShimStatus::Created, false) => true,
+            _ => {
+                return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is running: stop it first", self.cfg.id)))
+            }
+        };
+        let mark = self.runc.log_mark();
+        let child = self.runc.delete(&self.cfg.id, force).spawn()
+            .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+        let status = self.reaper.wait_for(child.id() as i32);
+        check_status(&self.runc, mark, status, "delete").map_err(Self::runtime_error)?;
+        let _ = std::fs::remove_file(self.paths.shim_sock());
+        let _ = std::fs::remove_file(self.paths.attach_sock());
+        let _ = std::fs::remove_file(self.paths.shim_pid());
+        self.done = true;
+        Ok(())
+    }
+
+    /// Answers every pending `wait` with the exit record.
+    pub fn answer_waiters(&mut self) {
+        let exit = serde_json::to_value(&self.exit).unwrap_or(Value::Null);
+        for (token, id) in std::mem::take(&mut self.waiters) {
+            self.reply(token, Response::ok(id, exit.clone()));
+        }
+    }
+}

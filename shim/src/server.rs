@@ -1,0 +1,520 @@
+//! `berth-shim serve`: the long-lived shim and its single event loop.
+//!
+//! One thread, one mio `Poll`, one explicit loop over events: SIGCHLD
+//! (signal-hook-mio), the container's output pipes, its input, the control
+//! and attach listeners and their clients. Edge-triggered, so every source
+//! is read or written until WouldBlock.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mio::net::UnixListener;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use runtime_core::exit::ExitRecord;
+use runtime_core::layout::{ContainerPaths, ATTACH_SOCK, SHIM_SOCK};
+use runtime_core::logfmt::Stream;
+use runtime_core::logwrite::LogWriter;
+use runtime_core::protocol::ShimStatus;
+use runtime_core::runc::{CreateOpts, Runc};
+use runtime_core::{atomic, sockpath};
+
+use crate::attach::AttachClient;
+use crate::config::ShimConfig;
+use crate::conn::Conn;
+use crate::reaper::Reaper;
+use crate::stdio::{self, ShimStdio};
+
+pub const SIGNALS: Token = Token(0);
+pub const CONTROL_LISTENER: Token = Token(1);
+pub const ATTACH_LISTENER: Token = Token(2);
+pub const STDOUT: Token = Token(3);
+pub const STDERR: Token = Token(4);
+pub const STDIN: Token = Token(5);
+const FIRST_CLIENT: usize = 16;
+
+/// How long output is drained after the init exits, in case an escaped
+/// process keeps the pipes open.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Largest chunk read from the container at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bound on container input buffered while the container is not reading.
+pub const STDIN_BUFFER_LIMIT: usize = 1 << 20;
+
+/// The shim's view of the container.
+pub struct Shim {
+    pub cfg: ShimConfig,
+    pub paths: ContainerPaths,
+    pub runc: Runc,
+    pub poll: Poll,
+    signals: Signals,
+    pub reaper: Reaper,
+    pub control_listener: UnixListener,
+    pub attach_listener: UnixListener,
+    pub stdio: ShimStdio,
+    /// The pty master, kept for resizes (tty containers only).
+    pub pty: Option<OwnedFd>,
+    log: LogWriter,
+    pub status: ShimStatus,
+    pub init_pid: i32,
+    pub started_at: Option<String>,
+    pub exit: Option<ExitRecord>,
+    /// Reaped but output not yet drained: the record and the drain deadline.
+    pending_exit: Option<(ExitRecord, Instant)>,
+    pub controls: HashMap<Token, Conn>,
+    pub attaches: HashMap<Token, AttachClient>,
+    /// Control requests (`wait`) to answer when the container exits.
+    pub waiters: Vec<(Token, u64)>,
+    /// Attach clients with unread input (see `attach`).
+    pub rereads: crate::attach::Rereads,
+    next_token: usize,
+    pub stdin_buf: Vec<u8>,
+    pub stdin_close_requested: bool,
+    read_buf: Vec<u8>,
+    pub done: bool,
+}
+
+/// Entry point of `serve`.
+pub fn serve(config: ShimConfig) -> ExitCode {
+    let ready = config.ready_fd.map(|fd| {
+        // SAFETY: `start` passed us this fd, open and owned by nobody else here.
+        #[allow(unsafe_code)]
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            owned.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        fs::File::from(owned)
+    });
+    detach_from_parent(ready.as_ref().map(|f| f.as_raw_fd()));
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let report = |msg: String| {
+        if let Some(mut f) = ready.as_ref() {
+            let _ = f.write_all(msg.as_bytes());
+        }
+    };
+    match Shim::create(config) {
+        Ok(mut shim) => {
+            report(format!(
+                "ok {}\n",
+                serde_json::json!({
+                    "pid": std::process::id(),
+                    "init_pid": shim.init_pid,
+                    "control": shim.paths.shim_sock(),
+                    "attach": shim.paths.attach_sock(),
+                })
+            ));
+            drop(ready);
+            log::info!("container {} created, init pid {}", shim.cfg.id, shim.init_pid);
+            match shim.run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("event loop failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(msg) => {
+            log::error!("create failed: {msg}");
+            report(format!("error {msg}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// New session, cwd /, child subreaper, and no inherited fds but stdio and `keep`.
+fn detach_from_parent(keep: Option<i32>) {
+    let _ = nix::unistd::setsid();
+    let _ = nix::unistd::chdir("/");
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        if fd > 2 && Some(fd) != keep {
+            // The fds are leftovers we do not own through any Rust object.
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+fn bind(paths: &ContainerPaths, name: &str) -> Result<UnixListener, String> {
+    let path = paths.dir().join(name);
+    let _ = fs::remove_file(&path);
+    let (short, _handle) = sockpath::short(&path).map_err(|e| e.to_string())?;
+    let listener =
+        UnixListener::bind(&short).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    fs::set_permissions(&short, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+impl Shim {
+    /// Sets up sockets and stdio and runs `runc create`; the error is the
+    /// message the user sees (the runtime's own, where it gave one).
+    fn create(cfg: ShimConfig) -> Result<Shim, String> {
+        let paths = ContainerPaths::from_dir(&cfg.state_dir);
+        let runc = Runc {
+            binary: cfg.runtime.clone(),
+            root: cfg.runc_root.clone(),
+            log: paths.runc_log(),
+        };
+        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        // Subscribe to SIGCHLD before anything is spawned.
+        let mut signals = Signals::new([SIGCHLD as i32, SIGTERM as i32, SIGINT as i32, SIGHUP as i32])
+            .map_err(|e| format!("signals: {e}"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("register signals: {e}"))?;
+        let control_listener = bind(&paths, SHIM_SOCK)?;
+        let attach_listener = bind(&paths, ATTACH_SOCK)?;
+        let mut reaper = Reaper::default();
+        let (stdio, pty, init_pid) = match create_container(&cfg, &paths, &runc, &mut reaper) {
+            Ok(v) => v,
+            Err(msg) => {
+                let _ = fs::remove_file(paths.shim_sock());
+                let _ = fs::remove_file(paths.attach_sock());
+                return Err(msg);
+            }
+        };
+        let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
+        atomic::write(&paths.shim_pid(), std::process::id().to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut shim = Shim {
+            cfg,
+            paths,
+            runc,
+            poll,
+            signals,
+            reaper,
+            control_listener,
+            attach_listener,
+            stdio,
+            pty,
+            log,
+            status: ShimStatus::Created,
+            init_pid,
+            started_at: None,
+            exit: None,
+            pending_exit: None,
+            controls: HashMap::new(),
+            attaches: HashMap::new(),
+            waiters: Vec::new(),
+            rereads: Default::default(),
+            next_token: FIRST_CLIENT,
+            stdin_buf: Vec::new(),
+            stdin_close_requested: false,
+            read_buf: vec![0u8; READ_CHUNK],
+            done: false,
+        };
+        shim.register_sources().map_err(|e| format!("register: {e}"))?;
+        // The init may already have died (reaped while runc create ran).
+        shim.on_sigchld();
+        Ok(shim)
+    }
+
+    fn register_sources(&mut self) -> io::Result<()> {
+        let reg = self.poll.registry();
+        reg.register(&mut self.control_listener, CONTROL_LISTENER, Interest::READABLE)?;
+        reg.register(&mut self.attach_listener, ATTACH_LISTENER, Interest::READABLE)?;
+        if let Some(r) = self.stdio.stdout.as_mut() {
+            reg.register(r, STDOUT, Interest::READABLE)?;
+        }
+        if let Some(r) = self.stdio.stderr.as_mut() {
+            reg.register(r, STDERR, Interest::READABLE)?;
+        }
+        if let Some(w) = self.stdio.input.as_mut() {
+            reg.register(w, STDIN, Interest::WRITABLE)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh token for a client connection.
+    pub fn token(&mut self) -> Token {
+        let t = Token(self.next_token);
+        self.next_token += 1;
+        t
+    }
+
+    /// The event loop; returns after `delete`.
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(128);
+        while !self.done {
+            let timeout = if self.rereads_ready() {
+                Some(Duration::ZERO)
+            } else {
+                self.pending_exit
+                    .as_ref()
+                    .map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.on_signals(),
+                    CONTROL_LISTENER => self.accept_controls(),
+                    ATTACH_LISTENER => self.accept_attaches(),
+                    STDOUT => self.drain_output(Stream::Stdout),
+                    STDERR => self.drain_output(Stream::Stderr),
+                    STDIN => self.flush_stdin(),
+                    token if self.controls.contains_key(&token) => self.on_control(token),
+                    token if self.attaches.contains_key(&token) => {
+                        self.on_attach(token, event.is_readable(), event.is_writable())
+                    }
+                    _ => {}
+                }
+            }
+            if self.rereads_ready() {
+                self.resume_stdin_readers();
+            }
+            self.maybe_finish_exit();
+        }
+        Ok(())
+    }
+
+    fn rereads_ready(&self) -> bool {
+        !self.rereads.tokens.is_empty() && self.stdin_buf.len() < STDIN_BUFFER_LIMIT
+    }
+
+    fn on_signals(&mut self) {
+        let mut child = false;
+        for sig in self.signals.pending() {
+            if sig == SIGCHLD as i32 {
+                child = true;
+            } else {
+                log::info!("ignoring signal {sig}: the shim stops only on delete");
+            }
+        }
+        if child {
+            self.on_sigchld();
+        }
+    }
+
+    /// Reaps; when the init is among the dead, starts draining its output.
+    fn on_sigchld(&mut self) {
+        self.reaper.reap_available();
+        if self.exit.is_some() || self.pending_exit.is_some() {
+            self.reaper.forget_others(-1);
+            return;
+        }
+        if let Some(status) = self.reaper.take(self.init_pid) {
+            if let Some(record) = ExitRecord::from_wait(self.init_pid, status) {
+                log::info!("init {} exited: {}", self.init_pid, record.exit_code);
+                self.pending_exit = Some((record, Instant::now() + DRAIN_LIMIT));
+                // Nothing will read input any more.
+                self.close_stdin();
+                // Pick up what is already in the pipes before checking for EOF.
+                self.drain_output(Stream::Stdout);
+                self.drain_output(Stream::Stderr);
+            }
+        }
+        self.reaper.forget_others(self.init_pid);
+    }
+
+    /// Reads a pipe until WouldBlock, logging and broadcasting each chunk.
+    pub fn drain_output(&mut self, stream: Stream) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        loop {
+            let source = match stream {
+                Stream::Stdout => self.stdio.stdout.as_mut(),
+                Stream::Stderr => self.stdio.stderr.as_mut(),
+            };
+            let Some(pipe) = source else { break };
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    self.close_output(stream);
+                    break;
+                }
+                Ok(n) => {
+                    if let Err(e) = self.log.write(stream, &buf[..n]) {
+                        log::error!("{e}");
+                    }
+                    self.broadcast(stream, &buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EIO on a pty master: the last slave end closed.
+                Err(_) => {
+                    self.close_output(stream);
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    fn close_output(&mut self, stream: Stream) {
+        let slot = match stream {
+            Stream::Stdout => &mut self.stdio.stdout,
+            Stream::Stderr => &mut self.stdio.stderr,
+        };
+        if let Some(mut pipe) = slot.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+    }
+
+    /// Writes buffered input to the container until WouldBlock.
+    pub fn flush_stdin(&mut self) {
+        let mut written = 0;
+        if let Some(w) = self.stdio.input.as_mut() {
+            while written < self.stdin_buf.len() {
+                match w.write(&self.stdin_buf[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // The container closed its stdin: drop what it will never read.
+                        written = self.stdin_buf.len();
+                        break;
+                    }
+                }
+            }
+        }
+        self.stdin_buf.drain(..written);
+        if self.stdin_buf.is_empty() && self.stdin_close_requested {
+            self.close_stdin();
+        }
+    }
+
+    /// Closes the container's stdin (EOF for it); a pty keeps its master.
+    pub fn close_stdin(&mut self) {
+        if self.cfg.tty {
+            return;
+        }
+        if let Some(mut w) = self.stdio.input.take() {
+            let _ = self.poll.registry().deregister(&mut w);
+        }
+        self.stdin_buf.clear();
+    }
+
+    /// Finishes an exit once output hit EOF or the drain deadline passed:
+    /// exit record first, then everyone who waits.
+    fn maybe_finish_exit(&mut self) {
+        let Some((_, deadline)) = &self.pending_exit else { return };
+        let drained = self.stdio.stdout.is_none() && self.stdio.stderr.is_none();
+        if !drained && Instant::now() < *deadline {
+            return;
+        }
+        if !drained {
+            log::warn!("output still open {DRAIN_LIMIT:?} after init exit (escaped process?); reporting exit");
+            self.drain_output(Stream::Stdout);
+            self.drain_output(Stream::Stderr);
+        }
+        let Some((record, _)) = self.pending_exit.take() else { return };
+        if let Err(e) = atomic::write_json(&self.paths.exit(), &record) {
+            log::error!("writing exit record: {e}");
+        }
+        self.status = ShimStatus::Stopped;
+        self.exit = Some(record);
+        self.answer_waiters();
+        self.announce_exit();
+    }
+}
+
+/// Creates pipes or the console socket and runs `runc create`.
+fn create_container(
+    cfg: &ShimConfig,
+    paths: &ContainerPaths,
+    runc: &Runc,
+    reaper: &mut Reaper,
+) -> Result<(ShimStdio, Option<OwnedFd>, i32), String> {
+    let _ = fs::remove_file(paths.init_pid());
+    let mut opts = CreateOpts {
+        pid_file: Some(paths.init_pid()),
+        console_socket: None,
+    };
+    let mut console = None;
+    let (shim_stdio, child) = if cfg.tty {
+        let sock = paths.console_sock();
+        let _ = fs::remove_file(&sock);
+        let (short, _h) = sockpath::short(&sock).map_err(|e| e.to_string())?;
+        let l = std::os::unix::net::UnixListener::bind(&short)
+            .map_err(|e| format!("bind {}: {e}", sock.display()))?;
+        opts.console_socket = Some(sock.clone());
+        console = Some(l);
+        (None, None)
+    } else {
+        let (s, c) = stdio::pipes(cfg.stdin).map_err(|e| format!("pipes: {e}"))?;
+        (Some(s), Some(c))
+    };
+    let mut cmd = runc.create(&cfg.id, &cfg.bundle, &opts);
+    if let Some(c) = child {
+        cmd.stdin(c.stdin).stdout(c.stdout).stderr(c.stderr);
+    }
+    let mark = runc.log_mark();
+    let spawned = cmd.spawn();
+    // Drop our copies of the child's ends so EOF means the container closed them.
+    drop(cmd);
+    let child = spawned.map_err(|e| format!("runtime {}: {e}", runc.binary.display()))?;
+    let status = reaper.wait_for(child.id() as i32);
+    let result = (|| {
+        check_status(runc, mark, status, "create")?;
+        let shim_stdio = match (shim_stdio, &console) {
+            (Some(s), _) => s,
+            (None, Some(l)) => stdio::receive_pty(l, cfg.stdin).map_err(|e| e.to_string())?,
+            (None, None) => return Err("no stdio".to_string()),
+        };
+        let pid_text = fs::read_to_string(paths.init_pid())
+            .map_err(|e| format!("runtime wrote no pid file {}: {e}", paths.init_pid().display()))?;
+        let pid: i32 = pid_text
+            .trim()
+            .parse()
+            .map_err(|e| format!("bad pid file {:?}: {e}", pid_text))?;
+        Ok((shim_stdio, pid))
+    })();
+    if console.is_some() {
+        let _ = fs::remove_file(paths.console_sock());
+    }
+    match result {
+        Ok((s, pid)) => {
+            let pty = if cfg.tty {
+                s.stdout
+                    .as_ref()
+                    .and_then(|r| r.as_fd().try_clone_to_owned().ok())
+            } else {
+                None
+            };
+            Ok((s, pty, pid))
+        }
+        Err(msg) => {
+            // Leave nothing half-made behind: runc state and any init.
+            let mut del = runc.delete(&cfg.id, true);
+            if let Ok(c) = del.spawn() {
+                reaper.wait_for(c.id() as i32);
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// Turns a runc exit status into Ok or the runtime's own message.
+pub fn check_status(
+    runc: &Runc,
+    mark: u64,
+    status: nix::sys::wait::WaitStatus,
+    op: &'static str,
+) -> Result<(), String> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, 0) => Ok(()),
+        other => {
+            let fallback = format!("{} {op} failed: {other:?}", runc.binary.display());
+            Err(runc.error_since(mark, &fallback))
+        }
+    }
+}

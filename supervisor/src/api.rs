@@ -1,0 +1,123 @@
+//! The berthd API: what the CLI sends and what it gets back.
+//! Framing, request ids, errors and versioning are those of
+//! `runtime_core::protocol`; these are the params and results.
+
+use serde::{Deserialize, Serialize};
+
+/// Method names of the berthd API.
+pub mod methods {
+    pub const HELLO: &str = "hello";
+    pub const CREATE: &str = "create";
+    pub const START: &str = "start";
+    pub const LIST: &str = "list";
+    pub const INSPECT: &str = "inspect";
+    pub const KILL: &str = "kill";
+    pub const WAIT: &str = "wait";
+    pub const REMOVE: &str = "remove";
+}
+
+/// `create`: everything `berth run` can ask for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateParams {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Process args; may be empty with `bundle` (the bundle's args are used).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// An exploded root filesystem (absolute path).
+    #[serde(default)]
+    pub rootfs: Option<String>,
+    /// An OCI bundle directory (absolute path).
+    #[serde(default)]
+    pub bundle: Option<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Start at once (detached run); otherwise the client attaches and starts.
+    #[serde(default)]
+    pub start: bool,
+    #[serde(default)]
+    pub log_max_size: Option<u64>,
+    #[serde(default)]
+    pub log_max_files: Option<u32>,
+}
+
+/// Params naming one container (by ID, unique ID prefix or name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub id: String,
+}
+
+/// `kill` params.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillParams {
+    pub id: String,
+    pub signal: i32,
+}
+
+/// `remove` params.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveParams {
+    pub id: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `list` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A container as berthd reports it (`ps`, `inspect`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// created, running, exited, restoring or unknown.
+    pub status: String,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Why the status is what it is, when berthd did not see it directly.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    pub command: Vec<String>,
+    pub rootfs: String,
+    pub log_path: String,
+    /// The shim's attach socket: clients connect to it directly.
+    pub attach_socket: String,
+    pub state_dir: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub shim_pid: Option<i32>,
+}
+
+/// `wait` result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitResult {
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}

@@ -1,0 +1,43 @@
+//! `berth attach ID`: join a running container's stdio through its shim.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::attach::{self, AttachEnd, SessionOpts};
+use super::term::parse_detach_keys;
+use super::{connect, Failure, Outcome};
+use crate::api::{methods, ContainerInfo, Target};
+
+/// Default detach sequence, as in Docker.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not forward our stdin (watch only).
+    #[arg(long)]
+    no_stdin: bool,
+    /// Key sequence that detaches (tty containers), e.g. ctrl-x,x.
+    #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
+    /// Container ID, ID prefix or name.
+    container: String,
+}
+
+pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
+    let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
+    let mut c = connect(root).await?;
+    let info: ContainerInfo = c.call(methods::INSPECT, &Target { id: a.container }).await?;
+    drop(c);
+    let session = attach::connect(Path::new(&info.attach_socket), !a.no_stdin && info.stdin).await?;
+    finish(session.run(SessionOpts { detach_keys: keys }).await?)
+}
+
+/// Turns the end of a session into the CLI's exit code.
+pub fn finish(end: AttachEnd) -> Outcome {
+    match end {
+        AttachEnd::Exited(rec) => Ok(rec.exit_code.clamp(0, 255) as u8),
+        AttachEnd::Detached => Ok(0),
+        AttachEnd::Lost(msg) => Err(Failure { message: msg, code: 125 }),
+    }
+}

@@ -1,0 +1,126 @@
+//! The `berth` command line: one module per verb.
+
+mod attach;
+mod attach_cmd;
+mod inspect;
+mod kill;
+mod logs;
+mod ps;
+mod rm;
+mod run;
+mod signals;
+mod term;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use runtime_core::layout::Root;
+
+use crate::rpc::{CallError, RpcClient};
+
+/// berth: run containers under berthd; they outlive berthd restarts.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version)]
+pub struct Cli {
+    /// berthd's state directory.
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create and start a container, attached unless -d.
+    Run(run::RunArgs),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Print a container's output (stdout to stdout, stderr to stderr).
+    Logs(logs::LogsArgs),
+    /// Send a signal to a container (SIGTERM by default).
+    Kill(kill::KillArgs),
+    /// Show a container's state as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Wait for a container to exit and print its exit code.
+    Wait(wait::WaitArgs),
+    /// Remove containers and their state.
+    Rm(rm::RmArgs),
+    /// Attach to a running container's stdio, straight through its shim.
+    Attach(attach_cmd::AttachArgs),
+}
+
+/// What a failed command reports: a message and an exit code.
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    /// A failure with exit code 1.
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+/// Result of a verb: the process exit code.
+pub type Outcome = Result<u8, Failure>;
+
+/// Connects to berthd, saying clearly when it is not there.
+pub async fn connect(root: &std::path::Path) -> Result<RpcClient, Failure> {
+    let sock = Root::new(root).api_socket();
+    RpcClient::connect(&sock, concat!("berth ", env!("CARGO_PKG_VERSION")))
+        .await
+        .map_err(|e| match e {
+            CallError::Transport(_) => Failure::new(format!(
+                "cannot reach berthd at {}: is it running?",
+                sock.display()
+            )),
+            other => Failure::from(other),
+        })
+}
+
+/// Entry point of the `berth` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    let root = cli.root.clone();
+    let outcome = rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run::run(&root, a).await,
+            Command::Ps(a) => ps::ps(&root, a).await,
+            Command::Logs(a) => logs::logs(&root, a).await,
+            Command::Kill(a) => kill::kill(&root, a).await,
+            Command::Inspect(a) => inspect::inspect(&root, a).await,
+            Command::Wait(a) => wait::wait(&root, a).await,
+            Command::Rm(a) => rm::rm(&root, a).await,
+            Command::Attach(a) => attach_cmd::attach(&root, a).await,
+        }
+    });
+    // The stdin reader thread may still block in read(2): leave without it.
+    rt.shutdown_background();
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("berth: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `berth rm [-f] ID...`: remove containers; -f kills running ones first.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::{connect, Failure, Outcome};
+use crate::api::{methods, RemoveParams};
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill the container first if it is running.
+    #[arg(short, long)]
+    force: bool,
+    /// Container IDs, ID prefixes or names.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub async fn rm(root: &Path, a: RmArgs) -> Outcome {
+    let mut c = connect(root).await?;
+    let mut failed = Vec::new();
+    for id in a.containers {
+        let params = RemoveParams {
+            id: id.clone(),
+            force: a.force,
+        };
+        match c.call_value(methods::REMOVE, &params).await {
+            Ok(_) => println!("{id}"),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(Failure::new(failed.join("\nberth: ")))
+    }
+}

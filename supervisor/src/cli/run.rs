@@ -1,0 +1,171 @@
+//! `berth run`: create, attach, start, stream, exit with the container's
+//! code (128+N for a signal death), like `docker run`.
+//!
+//! The attach connection is made before the container starts, so not a
+//! byte of output is missed; the exit code comes in the same stream, after
+//! the last byte of output.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::attach::{self, AttachEnd, SessionOpts};
+use super::attach_cmd::{finish, DEFAULT_DETACH_KEYS};
+use super::term::parse_detach_keys;
+use super::{connect, Failure, Outcome};
+use crate::api::{methods, ContainerInfo, CreateParams, RemoveParams, Target, WaitResult};
+use crate::rpc::RpcClient;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open and forward ours to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// A name for the container (letters, digits, '_', '.', '-'; up to 64).
+    #[arg(long)]
+    name: Option<String>,
+    /// Run on this exploded root filesystem instead of berth's busybox.
+    #[arg(long, conflicts_with = "bundle")]
+    rootfs: Option<PathBuf>,
+    /// Run this OCI bundle (its config.json); a COMMAND replaces its args.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy ours).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    /// Container hostname (default: its name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Key sequence that detaches from a tty session.
+    #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
+    /// Rotate the log at this size (bytes, or with k/m/g suffix).
+    #[arg(long, value_parser = parse_size)]
+    log_max_size: Option<u64>,
+    /// Log files to keep, the current one included.
+    #[arg(long)]
+    log_max_files: Option<u32>,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("invalid size {s:?}: use bytes or a k/m/g suffix"))
+}
+
+fn absolute(p: &Path) -> Result<String, Failure> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Failure::new(format!("current directory: {e}")))?
+            .join(p)
+    };
+    Ok(abs.display().to_string())
+}
+
+/// Exit code for a failed create/start: 127 when the command does not
+/// exist, 126 when it cannot be run, 125 for everything else (as Docker).
+fn start_failure(message: String) -> Failure {
+    let code = if message.contains("not found") || message.contains("no such file") {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        125
+    };
+    Failure { message, code }
+}
+
+pub async fn run(root: &Path, a: RunArgs) -> Outcome {
+    let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
+    let env = a
+        .env
+        .iter()
+        .filter_map(|e| match e.split_once('=') {
+            Some(_) => Some(e.clone()),
+            None => std::env::var(e).ok().map(|v| format!("{e}={v}")),
+        })
+        .collect();
+    let params = CreateParams {
+        name: a.name.clone(),
+        command: a.command.clone(),
+        rootfs: a.rootfs.as_deref().map(absolute).transpose()?,
+        bundle: a.bundle.as_deref().map(absolute).transpose()?,
+        env,
+        cwd: a.workdir.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+        auto_remove: a.rm,
+        start: a.detach,
+        log_max_size: a.log_max_size,
+        log_max_files: a.log_max_files,
+    };
+    let mut c = connect(root).await?;
+    let info: ContainerInfo = c
+        .call(methods::CREATE, &params)
+        .await
+        .map_err(|e| start_failure(e.to_string()))?;
+    if a.detach {
+        println!("{}", info.id);
+        return Ok(0);
+    }
+    let session = match attach::connect(Path::new(&info.attach_socket), a.interactive).await {
+        Ok(s) => s,
+        Err(f) => {
+            discard(&mut c, &info.id).await;
+            return Err(f);
+        }
+    };
+    if let Err(e) = c.call_value(methods::START, &Target { id: info.id.clone() }).await {
+        discard(&mut c, &info.id).await;
+        return Err(start_failure(e.to_string()));
+    }
+    let end = session.run(SessionOpts { detach_keys: keys }).await?;
+    let outcome = match end {
+        AttachEnd::Lost(msg) => {
+            // Cut off or disconnected: the container's code is still known to berthd.
+            eprintln!("berth: {msg}");
+            let r: WaitResult = c.call(methods::WAIT, &Target { id: info.id.clone() }).await?;
+            r.exit_code
+                .map(|code| code.clamp(0, 255) as u8)
+                .ok_or_else(|| Failure::new(r.reason.unwrap_or_else(|| "exit code unknown".into())))
+        }
+        other => finish(other),
+    };
+    if a.rm && outcome.is_ok() {
+        let _ = c
+            .call_value(methods::REMOVE, &RemoveParams { id: info.id.clone(), force: false })
+            .await;
+    }
+    outcome
+}
+
+async fn discard(c: &mut RpcClient, id: &str) {
+    let _ = c
+        .call_value(methods::REMOVE, &RemoveParams { id: id.to_string(), force: true })
+        .await;
+}

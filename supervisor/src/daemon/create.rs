@@ -1,0 +1,218 @@
+//! `create`: from the user's request to a created (or started) container.
+//!
+//! Order matters for crash safety: the directory and meta.json come first,
+//! so a berthd killed at any later step leaves something the next berthd
+//! recognizes and either adopts (a shim answers) or cleans up.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use runtime_core::meta::{ContainerMeta, LogConfig};
+use runtime_core::protocol::{ErrorCode, RpcError};
+use runtime_core::rootfs::Overlay;
+use runtime_core::spec::{self, ProcessOpts};
+use runtime_core::{atomic, id, rootfs};
+
+use super::registry::{Entry, Phase};
+use super::{lifecycle, shim, watch, Daemon};
+use crate::api::{ContainerInfo, CreateParams};
+
+fn invalid(msg: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorCode::InvalidArgument, msg)
+}
+
+fn absolute(what: &str, p: &str) -> Result<PathBuf, RpcError> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(invalid(format!("{what} {p:?} must be an absolute path")));
+    }
+    Ok(path)
+}
+
+/// How the root filesystem is provided.
+enum RootSource {
+    /// berth's busybox rootfs under an overlay.
+    Default,
+    /// A user's directory, used as is.
+    Dir(PathBuf),
+    /// A user's bundle: its config and its rootfs.
+    Bundle(PathBuf, Box<oci_spec::runtime::Spec>),
+}
+
+/// Handles `create`; on any failure nothing is left behind.
+pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, RpcError> {
+    if let Some(name) = &p.name {
+        id::validate("name", name).map_err(|e| invalid(e.to_string()))?;
+    }
+    if p.rootfs.is_some() && p.bundle.is_some() {
+        return Err(invalid("--rootfs and --bundle cannot be used together"));
+    }
+    if p.command.is_empty() && p.bundle.is_none() {
+        return Err(invalid("no command given: berth run [OPTIONS] -- COMMAND [ARG...]"));
+    }
+    if p.log_max_files == Some(0) {
+        return Err(invalid("--log-max-files must be at least 1"));
+    }
+    let runtime = shim::resolve_runtime(&d.config.runtime)
+        .map_err(|m| RpcError::new(ErrorCode::Runtime, m))?;
+    let source = if let Some(b) = &p.bundle {
+        let dir = absolute("bundle", b)?;
+        let spec = spec::load_bundle_config(&dir).map_err(|e| invalid(e.to_string()))?;
+        let rootfs = spec::root_path(&spec, &dir).map_err(|e| invalid(e.to_string()))?;
+        spec::check_rootfs(&rootfs).map_err(|e| invalid(e.to_string()))?;
+        RootSource::Bundle(dir, Box::new(spec))
+    } else if let Some(r) = &p.rootfs {
+        let dir = absolute("rootfs", r)?;
+        spec::check_rootfs(&dir).map_err(|e| invalid(e.to_string()))?;
+        RootSource::Dir(dir)
+    } else {
+        RootSource::Default
+    };
+    if matches!(source, RootSource::Default) {
+        let _guard = d.rootfs_build.lock().await;
+        let target = d.root.default_rootfs();
+        tokio::task::spawn_blocking(move || rootfs::ensure_default(&target))
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("default rootfs: {e}")))?;
+    }
+
+    let new_id = id::generate().map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    let name = p.name.clone().unwrap_or_else(|| new_id.clone());
+    let mut process = ProcessOpts {
+        args: p.command.clone(),
+        env: p.env.clone(),
+        cwd: p.cwd.clone(),
+        hostname: p.hostname.clone().or_else(|| Some(name.clone())),
+        tty: p.tty,
+    };
+    let (mut oci, rootfs_path, readonly, source_bundle) = match &source {
+        RootSource::Default => (spec::default_spec(), d.root.default_rootfs(), false, None),
+        RootSource::Dir(dir) => (spec::default_spec(), dir.clone(), false, None),
+        RootSource::Bundle(dir, s) => {
+            let ro = s.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+            let root = spec::root_path(s, dir).map_err(|e| invalid(e.to_string()))?;
+            // A bundle keeps its own hostname unless one is asked for.
+            process.hostname = p.hostname.clone();
+            ((**s).clone(), root, ro, Some(dir.display().to_string()))
+        }
+    };
+    spec::apply(&mut oci, &process).map_err(|e| invalid(e.to_string()))?;
+    let command = oci
+        .process()
+        .as_ref()
+        .and_then(|pr| pr.args().clone())
+        .unwrap_or_default();
+    let defaults = LogConfig::default();
+    let meta = ContainerMeta {
+        id: new_id.clone(),
+        name: name.clone(),
+        created_at: runtime_core::time::now_rfc3339(),
+        command,
+        rootfs: rootfs_path.display().to_string(),
+        default_rootfs: matches!(source, RootSource::Default),
+        source_bundle,
+        tty: p.tty,
+        stdin: p.stdin,
+        auto_remove: p.auto_remove,
+        log: LogConfig {
+            max_size: p.log_max_size.unwrap_or(defaults.max_size),
+            max_files: p.log_max_files.unwrap_or(defaults.max_files),
+        },
+        runtime: runtime.display().to_string(),
+    };
+
+    // Reserve the name and ID under the lock; the slow work runs outside it.
+    {
+        let mut entries = d.registry.lock();
+        if entries.values().any(|e| e.meta.name == name) {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("the name {name:?} is already in use by another container"),
+            ));
+        }
+        entries.insert(
+            new_id.clone(),
+            Entry {
+                meta: meta.clone(),
+                phase: Phase::Creating,
+                removing: false,
+            },
+        );
+    }
+    let paths = d.root.container(&new_id);
+    let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
+    let started = match made {
+        Ok(()) => shim::start_shim(d, &meta, &paths)
+            .await
+            .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
+        Err(e) => Err(e),
+    };
+    let addr = match started {
+        Ok(a) => a,
+        Err(e) => {
+            discard(d, &meta).await;
+            return Err(e);
+        }
+    };
+    log::info!("created {} ({name}) shim pid {} init pid {}", new_id, addr.pid, addr.init_pid);
+    watch::refresh(d, &new_id).await;
+    watch::spawn_watcher(d, new_id.clone());
+    if p.start {
+        lifecycle::start(d, &new_id).await?;
+    }
+    d.registry
+        .get(&new_id)
+        .map(|e| e.info(&d.root))
+        .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("container {new_id} vanished")))
+}
+
+async fn make_bundle(
+    d: &Daemon,
+    meta: &ContainerMeta,
+    oci: &mut oci_spec::runtime::Spec,
+    rootfs_path: &Path,
+    readonly: bool,
+) -> Result<(), RpcError> {
+    let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
+    let paths = d.root.container(&meta.id);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(paths.dir())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("create {}: {e}", paths.dir().display())))?;
+    atomic::write_json(&paths.meta(), meta).map_err(internal)?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(paths.bundle())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("create {}: {e}", paths.bundle().display())))?;
+    if meta.default_rootfs {
+        Overlay {
+            lower: rootfs_path.to_path_buf(),
+            upper: paths.overlay_upper(),
+            work: paths.overlay_work(),
+            target: paths.bundle_rootfs(),
+        }
+        .mount()
+        .map_err(internal)?;
+        spec::set_root(oci, Path::new("rootfs"), false);
+    } else {
+        spec::set_root(oci, rootfs_path, readonly);
+    }
+    spec::write_config(oci, &paths.bundle()).map_err(internal)
+}
+
+/// Removes every trace of a container that never came to be.
+pub async fn discard(d: &Daemon, meta: &ContainerMeta) {
+    let paths = d.root.container(&meta.id);
+    if let Err(e) = rootfs::unmount_if_mounted(&paths.bundle_rootfs()) {
+        log::warn!("{e}");
+    }
+    if let Err(e) = fs::remove_dir_all(paths.dir()) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("remove {}: {e}", paths.dir().display());
+        }
+    }
+    d.registry.lock().remove(&meta.id);
+}

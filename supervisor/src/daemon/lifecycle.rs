@@ -1,0 +1,142 @@
+//! start, kill, wait and remove: each asks the shim, which is the truth.
+
+use std::time::Duration;
+
+use runtime_core::exit::ExitRecord;
+use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
+use runtime_core::rootfs;
+
+use super::registry::Phase;
+use super::{shim, watch, Daemon};
+use crate::api::WaitResult;
+use crate::rpc::CallError;
+
+fn from_call(id: &str, e: CallError) -> RpcError {
+    match e {
+        CallError::Remote(r) => r,
+        CallError::Transport(t) => RpcError::new(
+            ErrorCode::Internal,
+            format!("container {id}: shim unreachable: {t}"),
+        ),
+    }
+}
+
+/// Starts a created container.
+pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
+    let paths = d.root.container(id);
+    let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
+    c.call_value(m::START, &()).await.map_err(|e| from_call(id, e))?;
+    watch::refresh(d, id).await;
+    Ok(())
+}
+
+/// Sends a signal to the container's init.
+pub async fn kill(d: &Daemon, id: &str, signal: i32) -> Result<(), RpcError> {
+    let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
+    if !entry.maybe_running() {
+        return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not running", entry.meta.name)));
+    }
+    let paths = d.root.container(id);
+    let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
+    c.call_value(m::KILL, &KillParams { signal }).await.map_err(|e| from_call(id, e))?;
+    Ok(())
+}
+
+fn not_found(id: &str) -> RpcError {
+    RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))
+}
+
+/// Blocks until the container has exited; its exit code, or why none.
+pub async fn wait(d: &Daemon, id: &str) -> Result<WaitResult, RpcError> {
+    loop {
+        let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
+        if let Phase::Gone { exit, reason } = &entry.phase {
+            return Ok(result(exit.as_ref(), reason.clone()));
+        }
+        let paths = d.root.container(id);
+        if let Ok(mut c) = shim::connect(&paths).await {
+            match c.call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
+                Ok(Some(exit)) => return Ok(result(Some(&exit), None)),
+                Ok(None) => {}
+                Err(CallError::Remote(e)) => return Err(e),
+                // The shim went away while we waited: the watcher will tell.
+                Err(CallError::Transport(_)) => {}
+            }
+        }
+        watch::refresh(d, id).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
+    WaitResult {
+        exit_code: exit.map(|e| e.exit_code),
+        reason: reason.or_else(|| exit.and_then(|e| e.reason.clone())),
+    }
+}
+
+/// Removes a container and its state; `force` kills a running one first.
+pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
+    {
+        let mut entries = d.registry.lock();
+        let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+        if entry.removing {
+            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is already being removed", entry.meta.name)));
+        }
+        if matches!(entry.phase, Phase::Creating) {
+            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is still being created", entry.meta.name)));
+        }
+        let running = match &entry.phase {
+            Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
+            Phase::Restoring => true,
+            _ => false,
+        };
+        if running && !force {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("container {} is running: stop it first, or remove it with rm -f", entry.meta.name),
+            ));
+        }
+        entry.removing = true;
+    }
+    let outcome = remove_inner(d, id, force).await;
+    if outcome.is_err() {
+        if let Some(e) = d.registry.lock().get_mut(id) {
+            e.removing = false;
+        }
+    }
+    outcome
+}
+
+async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
+    let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
+    let paths = d.root.container(id);
+    match shim::connect(&paths).await {
+        Ok(mut c) => {
+            if force {
+                // Killing an exited container fails harmlessly.
+                let _ = c.call_value(m::KILL, &KillParams { signal: libc::SIGKILL }).await;
+                let waited = tokio::time::timeout(Duration::from_secs(10), c.call_value(m::WAIT, &())).await;
+                if waited.is_err() {
+                    return Err(RpcError::new(ErrorCode::Internal, format!("container {id} did not die within 10s of SIGKILL")));
+                }
+                c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
+            }
+            c.call_value(m::DELETE, &()).await.map_err(|e| from_call(id, e))?;
+        }
+        Err(e) => {
+            if shim::live_shim_pid(&paths).is_some() {
+                return Err(from_call(id, e));
+            }
+            // No shim: make sure runc holds nothing either.
+            shim::force_delete_runtime_state(d, &entry.meta).await;
+        }
+    }
+    rootfs::unmount_if_mounted(&paths.bundle_rootfs())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    std::fs::remove_dir_all(paths.dir())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("remove {}: {e}", paths.dir().display())))?;
+    d.registry.lock().remove(id);
+    log::info!("removed {id}");
+    Ok(())
+}

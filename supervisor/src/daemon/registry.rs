@@ -1,0 +1,144 @@
+//! berthd's in-memory view of the containers: a cache rebuilt from disk and
+//! the shims, never the source of truth.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use runtime_core::exit::ExitRecord;
+use runtime_core::layout::Root;
+use runtime_core::meta::ContainerMeta;
+use runtime_core::protocol::{ErrorCode, RpcError, ShimState, ShimStatus};
+
+use crate::api::ContainerInfo;
+
+/// Where berthd is with one container.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// berthd is creating it right now.
+    Creating,
+    /// Found on disk after a restart, shim not asked yet.
+    Restoring,
+    /// The shim answered.
+    Live(ShimState),
+    /// The shim is gone; the exit record (if any) says how it ended.
+    Gone {
+        exit: Option<ExitRecord>,
+        reason: Option<String>,
+    },
+}
+
+/// One container.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub meta: ContainerMeta,
+    pub phase: Phase,
+    /// A remove is in progress; watchers stand down.
+    pub removing: bool,
+}
+
+impl Entry {
+    /// True if the container may still run.
+    pub fn maybe_running(&self) -> bool {
+        match &self.phase {
+            Phase::Creating | Phase::Restoring => true,
+            Phase::Live(s) => s.status != ShimStatus::Stopped,
+            Phase::Gone { .. } => false,
+        }
+    }
+
+    /// The API's view of the entry.
+    pub fn info(&self, root: &Root) -> ContainerInfo {
+        let paths = root.container(&self.meta.id);
+        let (status, pid, exit, started_at, reason, shim_pid) = match &self.phase {
+            Phase::Creating => ("creating".to_string(), None, None, None, None, None),
+            Phase::Restoring => ("restoring".to_string(), None, None, None, None, None),
+            Phase::Live(s) => {
+                let status = match s.status {
+                    ShimStatus::Created => "created",
+                    ShimStatus::Running => "running",
+                    ShimStatus::Stopped => "exited",
+                };
+                (status.to_string(), Some(s.pid), s.exit.clone(), s.started_at.clone(), None, Some(s.shim_pid))
+            }
+            Phase::Gone { exit, reason } => (
+                "exited".to_string(),
+                exit.as_ref().map(|e| e.pid),
+                exit.clone(),
+                None,
+                reason.clone(),
+                None,
+            ),
+        };
+        ContainerInfo {
+            id: self.meta.id.clone(),
+            name: self.meta.name.clone(),
+            status,
+            pid,
+            exit_code: exit.as_ref().map(|e| e.exit_code),
+            signal: exit.as_ref().and_then(|e| e.signal),
+            reason: reason.or_else(|| exit.as_ref().and_then(|e| e.reason.clone())),
+            created_at: self.meta.created_at.clone(),
+            started_at,
+            finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
+            command: self.meta.command.clone(),
+            rootfs: self.meta.rootfs.clone(),
+            log_path: paths.log().display().to_string(),
+            attach_socket: paths.attach_sock().display().to_string(),
+            state_dir: paths.dir().display().to_string(),
+            tty: self.meta.tty,
+            stdin: self.meta.stdin,
+            auto_remove: self.meta.auto_remove,
+            shim_pid,
+        }
+    }
+}
+
+/// The table of containers, behind one lock held only briefly.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    /// Locks the table; a poisoned lock (a panicked handler) is recovered,
+    /// since every entry is rebuilt from disk anyway.
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves a user's reference: exact ID, exact name, or unique ID prefix.
+    pub fn resolve(&self, reference: &str) -> Result<String, RpcError> {
+        let entries = self.lock();
+        if entries.contains_key(reference) {
+            return Ok(reference.to_string());
+        }
+        if let Some(e) = entries.values().find(|e| e.meta.name == reference) {
+            return Ok(e.meta.id.clone());
+        }
+        let matches: Vec<&String> = if reference.is_empty() {
+            Vec::new()
+        } else {
+            entries.keys().filter(|id| id.starts_with(reference)).collect()
+        };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RpcError::new(ErrorCode::NotFound, format!("no such container: {reference}"))),
+            _ => Err(RpcError::new(
+                ErrorCode::InvalidArgument,
+                format!("{reference} matches {} containers; give more of the ID", matches.len()),
+            )),
+        }
+    }
+
+    /// A copy of one entry.
+    pub fn get(&self, id: &str) -> Option<Entry> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Changes one entry's phase, if it still exists.
+    pub fn set_phase(&self, id: &str, phase: Phase) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.phase = phase;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! berthd's API socket: accept, check the peer, answer requests in order.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+use runtime_core::frame;
+use runtime_core::protocol::{ErrorCode, Hello, Request, Response, RpcError, PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use runtime_core::sockpath;
+
+use super::{create, lifecycle, Daemon};
+use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
+use crate::rpc::read_frame;
+
+/// Binds `<root>/berthd.sock` (0600), replacing a stale socket file; the
+/// root lock guarantees no live berthd owns it.
+pub fn bind(d: &Daemon) -> anyhow::Result<UnixListener> {
+    let path = d.root.api_socket();
+    let _ = std::fs::remove_file(&path);
+    let (short, _handle) = sockpath::short(&path)?;
+    let listener = UnixListener::bind(&short).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves until SIGTERM or SIGINT, then closes the API and returns. Shims
+/// and containers are left running: that is the point of berth.
+pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let d = d.clone();
+                    tokio::spawn(async move { connection(d, stream).await });
+                }
+                Err(e) => log::warn!("accept: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    log::info!("berthd stopping; containers and shims keep running");
+    let _ = std::fs::remove_file(d.root.api_socket());
+    Ok(())
+}
+
+async fn connection(d: Arc<Daemon>, mut stream: UnixStream) {
+    if let Err(why) = runtime_core::peercred::check(&stream) {
+        log::warn!("refused API client: {why}");
+        return;
+    }
+    loop {
+        let frame = match read_frame(&mut stream).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                let err = RpcError::new(ErrorCode::InvalidArgument, e);
+                let _ = send(&mut stream, &Response::err(0, err)).await;
+                return;
+            }
+        };
+        let resp = match frame::decode_json::<Request>(&frame) {
+            Ok(req) => {
+                let id = req.id;
+                match dispatch(&d, req).await {
+                    Ok(v) => Response::ok(id, v),
+                    Err(e) => Response::err(id, e),
+                }
+            }
+            Err(e) => Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())),
+        };
+        if send(&mut stream, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
+    let bytes = frame::encode_json(resp).map_err(std::io::Error::other)?;
+    stream.write_all(&bytes).await
+}
+
+fn params<T: DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
+    serde_json::from_value(req.params.clone())
+        .map_err(|e| RpcError::new(ErrorCode::InvalidArgument, format!("bad params for {}: {e}", req.method)))
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+}
+
+async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
+    match req.method.as_str() {
+        m::HELLO => {
+            let hello: Hello = params(&req)?;
+            hello.check_compatible()?;
+            Ok(json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": concat!("berthd ", env!("CARGO_PKG_VERSION")) }))
+        }
+        m::CREATE => to_value(create::create(d, params::<CreateParams>(&req)?).await?),
+        m::START => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            lifecycle::start(d, &id).await?;
+            info(d, &id)
+        }
+        m::LIST => {
+            let all = params::<Option<ListParams>>(&req)?.unwrap_or_default().all;
+            let mut list: Vec<_> = d
+                .registry
+                .lock()
+                .values()
+                .filter(|e| all || e.maybe_running())
+                .map(|e| e.info(&d.root))
+                .collect();
+            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            to_value(list)
+        }
+        m::INSPECT => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            info(d, &id)
+        }
+        m::KILL => {
+            let p: KillParams = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            lifecycle::kill(d, &id, p.signal).await?;
+            Ok(Value::Null)
+        }
+        m::WAIT => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            to_value(lifecycle::wait(d, &id).await?)
+        }
+        m::REMOVE => {
+            let p: RemoveParams = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            lifecycle::remove(d, &id, p.force).await?;
+            Ok(json!({ "id": id }))
+        }
+        other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))),
+    }
+}
+
+fn info(d: &Daemon, id: &str) -> Result<Value, RpcError> {
+    let entry = d
+        .registry
+        .get(id)
+        .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("no such container: {id}")))?;
+    to_value(entry.info(&d.root))
+}

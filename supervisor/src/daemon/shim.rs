@@ -1,0 +1,132 @@
+//! Starting shims and talking to them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use runtime_core::layout::ContainerPaths;
+use runtime_core::meta::ContainerMeta;
+
+use super::Daemon;
+use crate::rpc::{CallError, RpcClient};
+
+/// How long one shim may take to answer a connect + hello.
+pub const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `berth-shim start` prints once the container is created.
+#[derive(Debug, Deserialize)]
+pub struct ShimAddress {
+    pub pid: i32,
+    pub init_pid: i32,
+}
+
+/// Runs `berth-shim start`; the error is the shim's (often runc's) message.
+pub async fn start_shim(
+    d: &Daemon,
+    meta: &ContainerMeta,
+    paths: &ContainerPaths,
+) -> Result<ShimAddress, String> {
+    let mut cmd = tokio::process::Command::new(&d.config.shim);
+    cmd.arg("start")
+        .arg("--id")
+        .arg(&meta.id)
+        .arg("--state-dir")
+        .arg(paths.dir())
+        .arg("--bundle")
+        .arg(paths.bundle())
+        .arg("--runtime")
+        .arg(&meta.runtime)
+        .arg("--runc-root")
+        .arg(d.root.runc_root())
+        .arg("--log-max-size")
+        .arg(meta.log.max_size.to_string())
+        .arg("--log-max-files")
+        .arg(meta.log.max_files.to_string());
+    if meta.stdin {
+        cmd.arg("--stdin");
+    }
+    if meta.tty {
+        cmd.arg("--tty");
+    }
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run shim {}: {e}", d.config.shim.display()))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(if msg.is_empty() {
+            format!("berth-shim start failed: {}", out.status)
+        } else {
+            msg
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "unreadable answer from berth-shim start ({e}): {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Connects to a shim's control socket with a timeout.
+pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
+    let agent = concat!("berthd ", env!("CARGO_PKG_VERSION"));
+    match tokio::time::timeout(SHIM_TIMEOUT, RpcClient::connect(&paths.shim_sock(), agent)).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::Transport(format!(
+            "shim at {} did not answer within {SHIM_TIMEOUT:?}",
+            paths.shim_sock().display()
+        ))),
+    }
+}
+
+/// Finds the runtime binary: a path as is, a bare name through PATH.
+pub fn resolve_runtime(runtime: &Path) -> Result<PathBuf, String> {
+    if runtime.components().count() > 1 {
+        return if runtime.is_file() {
+            Ok(runtime.to_path_buf())
+        } else {
+            Err(format!("OCI runtime {} does not exist", runtime.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(runtime))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "OCI runtime {:?} not found in PATH: install runc or start berthd with --runtime PATH",
+                runtime.display().to_string()
+            )
+        })
+}
+
+/// The live shim PID from shim.pid, if that process is still a berth-shim.
+pub fn live_shim_pid(paths: &ContainerPaths) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(paths.shim_pid()).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // A zombie is not alive; "pid (comm) Z ..." has the state after the ')'.
+    let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let is_shim = cmdline.split(|&b| b == 0).next().is_some_and(|arg0| arg0.ends_with(b"berth-shim"));
+    (is_shim && !zombie).then_some(pid)
+}
+
+/// Forcibly removes a container whose shim is gone: runc delete -f kills
+/// any process left and removes runc's state.
+pub async fn force_delete_runtime_state(d: &Daemon, meta: &ContainerMeta) {
+    let runc = runtime_core::runc::Runc {
+        binary: meta.runtime.clone().into(),
+        root: d.root.runc_root(),
+        log: d.root.container(&meta.id).runc_log(),
+    };
+    let cmd = runc.delete(&meta.id, true);
+    let mut cmd = tokio::process::Command::from(cmd);
+    match cmd.status().await {
+        Ok(s) if s.success() => {}
+        Ok(s) => log::debug!("runc delete -f {}: {s} (probably already gone)", meta.id),
+        Err(e) => log::warn!("runc delete -f {}: {e}", meta.id),
+    }
+}
