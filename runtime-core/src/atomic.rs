@@ -78,7 +78,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.json");
         fs::write(&path, "{nope").unwrap();
-        let err = read_json::<serde_json::Value>(&path).unwrap_err().to_string();
+        let err = read_json::<serde_json::Value>(&path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.json"), "{err}");
         assert!(err.contains("line 1"), "{err}");
     }

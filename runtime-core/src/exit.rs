@@ -48,8 +48,11 @@ mod tests {
 
     #[test]
     fn signal_death_is_128_plus_n() {
-        let r = ExitRecord::from_wait(5, WaitStatus::Signaled(Pid::from_raw(5), Signal::SIGKILL, false))
-            .unwrap();
+        let r = ExitRecord::from_wait(
+            5,
+            WaitStatus::Signaled(Pid::from_raw(5), Signal::SIGKILL, false),
+        )
+        .unwrap();
         assert_eq!(r.exit_code, 137);
         assert_eq!(r.signal, Some(9));
         let r = ExitRecord::from_wait(5, WaitStatus::Exited(Pid::from_raw(5), 3)).unwrap();

@@ -39,8 +39,7 @@ pub fn encode_into(out: &mut Vec<u8>, tag: u8, payload: &[u8]) -> Result<()> {
 
 /// Encodes a JSON message frame.
 pub fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    let payload =
-        serde_json::to_vec(value).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    let payload = serde_json::to_vec(value).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
     let mut out = Vec::new();
     encode_into(&mut out, TAG_JSON, &payload)?;
     Ok(out)

@@ -27,6 +27,10 @@ impl Root {
     pub fn api_socket(&self) -> PathBuf {
         self.dir.join("berthd.sock")
     }
+    /// berthd's PID, for operators and scripts.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("berthd.pid")
+    }
     /// Lock file that keeps two berthd off one root.
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join("berthd.lock")

@@ -162,7 +162,10 @@ mod tests {
             }
         }
         got.extend(collect(&mut r).0);
-        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expect).unwrap());
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(expect).unwrap()
+        );
     }
 
     #[test]
@@ -175,7 +178,8 @@ mod tests {
         };
         let mut w = LogWriter::open(&path, config).unwrap();
         for i in 0..30 {
-            w.write(Stream::Stderr, format!("{i}\n").as_bytes()).unwrap();
+            w.write(Stream::Stderr, format!("{i}\n").as_bytes())
+                .unwrap();
         }
         let (out, err) = collect(&mut LogReader::new(&path));
         assert!(out.is_empty());

@@ -81,7 +81,9 @@ fn build(busybox: &Path, dir: &Path) -> Result<()> {
         let p = p.to_owned();
         move |e| Error::io(op, p, e)
     };
-    for sub in ["bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "var", "usr/bin"] {
+    for sub in [
+        "bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "var", "usr/bin",
+    ] {
         let d = dir.join(sub);
         fs::create_dir_all(&d).map_err(io("create", &d))?;
     }
@@ -103,7 +105,10 @@ fn build(busybox: &Path, dir: &Path) -> Result<()> {
     let env = dir.join("usr/bin/env");
     symlink("/bin/busybox", &env).map_err(io("symlink", &env))?;
     let files = [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
     ];

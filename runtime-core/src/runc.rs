@@ -148,10 +148,25 @@ mod tests {
                 console_socket: None,
             },
         );
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             args,
-            ["--root", "/r", "--log", "/l", "--log-format=json", "create", "--bundle", "/b", "--pid-file", "/p", "c1"]
+            [
+                "--root",
+                "/r",
+                "--log",
+                "/l",
+                "--log-format=json",
+                "create",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/p",
+                "c1"
+            ]
         );
     }
 }

@@ -76,15 +76,21 @@ pub fn apply(spec: &mut Spec, opts: &ProcessOpts) -> Result<()> {
         process.set_args(Some(opts.args.clone()));
     }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(Error::Other("no command given and the config has no process args".into()));
+        return Err(Error::Other(
+            "no command given and the config has no process args".into(),
+        ));
     }
     let mut env = process.env().clone().unwrap_or_default();
     for kv in &opts.env {
         let Some((key, _)) = kv.split_once('=') else {
-            return Err(Error::Other(format!("environment entry {kv:?} is not KEY=VALUE")));
+            return Err(Error::Other(format!(
+                "environment entry {kv:?} is not KEY=VALUE"
+            )));
         };
         if key.is_empty() {
-            return Err(Error::Other(format!("environment entry {kv:?} has an empty key")));
+            return Err(Error::Other(format!(
+                "environment entry {kv:?} has an empty key"
+            )));
         }
         let prefix = format!("{key}=");
         env.retain(|e| !e.starts_with(&prefix));
@@ -93,7 +99,9 @@ pub fn apply(spec: &mut Spec, opts: &ProcessOpts) -> Result<()> {
     process.set_env(Some(env));
     if let Some(cwd) = &opts.cwd {
         if !cwd.starts_with('/') {
-            return Err(Error::Other(format!("working directory {cwd:?} is not absolute")));
+            return Err(Error::Other(format!(
+                "working directory {cwd:?} is not absolute"
+            )));
         }
         process.set_cwd(PathBuf::from(cwd));
     }
@@ -138,13 +146,25 @@ mod tests {
     #[test]
     fn rejects_bad_env_and_relative_cwd() {
         let mut spec = default_spec();
-        let err = apply(&mut spec, &ProcessOpts { env: vec!["NOEQUALS".into()], ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let err = apply(
+            &mut spec,
+            &ProcessOpts {
+                env: vec!["NOEQUALS".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("NOEQUALS"), "{err}");
-        let err = apply(&mut spec, &ProcessOpts { cwd: Some("rel".into()), ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let err = apply(
+            &mut spec,
+            &ProcessOpts {
+                cwd: Some("rel".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not absolute"), "{err}");
     }
 
@@ -159,7 +179,9 @@ mod tests {
 
     #[test]
     fn missing_rootfs_is_named() {
-        let err = check_rootfs(Path::new("/nonexistent/rootfs")).unwrap_err().to_string();
+        let err = check_rootfs(Path::new("/nonexistent/rootfs"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/rootfs"), "{err}");
     }
 }

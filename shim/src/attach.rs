@@ -68,7 +68,9 @@ impl Shim {
             if let Err(why) = runtime_core::peercred::check(&stream) {
                 conn_refusal = Some(format!("refused: {why}"));
             } else if self.attaches.len() >= MAX_ATTACH_CLIENTS {
-                conn_refusal = Some(format!("refused: {MAX_ATTACH_CLIENTS} clients already attached"));
+                conn_refusal = Some(format!(
+                    "refused: {MAX_ATTACH_CLIENTS} clients already attached"
+                ));
             }
             if let Some(why) = conn_refusal {
                 log::warn!("attach {why}");
@@ -135,14 +137,19 @@ impl Shim {
     }
 
     fn attach_frame(&mut self, token: Token, f: Frame) {
-        let Some(client) = self.attaches.get_mut(&token) else { return };
+        let Some(client) = self.attaches.get_mut(&token) else {
+            return;
+        };
         if client.request.is_none() {
             let req: AttachRequest = match frame::decode_json(&f) {
                 Ok(r) => r,
                 Err(e) => return self.cut_off(token, &format!("berth: bad attach handshake: {e}")),
             };
             if req.major != PROTOCOL_MAJOR {
-                let msg = format!("berth: attach protocol {} is not supported (shim speaks {PROTOCOL_MAJOR})", req.major);
+                let msg = format!(
+                    "berth: attach protocol {} is not supported (shim speaks {PROTOCOL_MAJOR})",
+                    req.major
+                );
                 return self.cut_off(token, &msg);
             }
             let stdin_open = self.stdio.input.is_some();
@@ -171,14 +178,19 @@ impl Shim {
             }
             proto::TAG_STDIN => {}
             proto::TAG_RESIZE => {
-                if let (Some(pty), Some((rows, cols))) = (&self.pty, proto::decode_resize(&f.payload)) {
+                if let (Some(pty), Some((rows, cols))) =
+                    (&self.pty, proto::decode_resize(&f.payload))
+                {
                     if let Err(e) = stdio::resize(pty, rows, cols) {
                         log::warn!("resize: {e}");
                     }
                 }
             }
             proto::TAG_DETACH => self.remove_attach(token),
-            other => self.cut_off(token, &format!("berth: unexpected attach frame tag {other}")),
+            other => self.cut_off(
+                token,
+                &format!("berth: unexpected attach frame tag {other}"),
+            ),
         }
     }
 
@@ -219,7 +231,10 @@ impl Shim {
     pub fn announce_exit(&mut self) {
         let tokens: Vec<Token> = self.attaches.keys().copied().collect();
         for token in tokens {
-            let handshaken = self.attaches.get(&token).is_some_and(|c| c.request.is_some());
+            let handshaken = self
+                .attaches
+                .get(&token)
+                .is_some_and(|c| c.request.is_some());
             if handshaken {
                 self.send_exit(token);
                 self.flush_attach(token);
@@ -236,7 +251,9 @@ impl Shim {
     }
 
     fn flush_attach(&mut self, token: Token) {
-        let Some(c) = self.attaches.get_mut(&token) else { return };
+        let Some(c) = self.attaches.get_mut(&token) else {
+            return;
+        };
         let failed = c.conn.flush().is_err();
         if failed || (c.closing && c.conn.queued() == 0) {
             self.remove_attach(token);

@@ -67,7 +67,11 @@ impl ShimConfig {
             }
         }
         runtime_core::id::validate("id", &c.id).map_err(|e| e.to_string())?;
-        for (name, p) in [("--state-dir", &c.state_dir), ("--bundle", &c.bundle), ("--runc-root", &c.runc_root)] {
+        for (name, p) in [
+            ("--state-dir", &c.state_dir),
+            ("--bundle", &c.bundle),
+            ("--runc-root", &c.runc_root),
+        ] {
             if !p.is_absolute() {
                 return Err(format!("{name} must be an absolute path, got {p:?}"));
             }
@@ -92,16 +96,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.id, "c1");
         assert!(c.stdin && !c.tty);
-        assert_eq!(c.log, LogConfig { max_size: 5, max_files: 2 });
+        assert_eq!(
+            c.log,
+            LogConfig {
+                max_size: 5,
+                max_files: 2
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_flag() {
         let e = ShimConfig::parse(&args("--id")).unwrap_err();
         assert!(e.contains("--id needs a value"), "{e}");
-        let e = ShimConfig::parse(&args("--id ../x --state-dir /s --bundle /b --runc-root /r")).unwrap_err();
+        let e = ShimConfig::parse(&args("--id ../x --state-dir /s --bundle /b --runc-root /r"))
+            .unwrap_err();
         assert!(e.contains("../x"), "{e}");
-        let e = ShimConfig::parse(&args("--id a --state-dir rel --bundle /b --runc-root /r")).unwrap_err();
+        let e = ShimConfig::parse(&args("--id a --state-dir rel --bundle /b --runc-root /r"))
+            .unwrap_err();
         assert!(e.contains("--state-dir"), "{e}");
         let e = ShimConfig::parse(&args("--bogus")).unwrap_err();
         assert!(e.contains("--bogus"), "{e}");

@@ -49,7 +49,8 @@ impl Shim {
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 .is_ok()
             {
-                self.controls.insert(token, Conn::new(stream, CONTROL_QUEUE_LIMIT));
+                self.controls
+                    .insert(token, Conn::new(stream, CONTROL_QUEUE_LIMIT));
             }
         }
     }
@@ -64,7 +65,10 @@ impl Shim {
             Ok(o) => o,
             Err(e) => {
                 // Oversized or broken framing: say so, then hang up.
-                self.reply(token, Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())));
+                self.reply(
+                    token,
+                    Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())),
+                );
                 self.drop_control(token);
                 return;
             }
@@ -72,7 +76,10 @@ impl Shim {
         for f in frames {
             self.handle_frame(token, f);
         }
-        let failed = self.controls.get_mut(&token).is_some_and(|c| c.flush().is_err());
+        let failed = self
+            .controls
+            .get_mut(&token)
+            .is_some_and(|c| c.flush().is_err());
         if failed || matches!(outcome, ReadOutcome::Closed) {
             self.drop_control(token);
         }
@@ -117,12 +124,16 @@ impl Shim {
     }
 
     fn dispatch(&mut self, req: &Request) -> Result<Value, RpcError> {
-        let bad = |e: serde_json::Error| RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method));
+        let bad = |e: serde_json::Error| {
+            RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method))
+        };
         match req.method.as_str() {
             m::HELLO => {
                 let hello: Hello = serde_json::from_value(req.params.clone()).map_err(bad)?;
                 hello.check_compatible()?;
-                Ok(json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": format!("berth-shim {}", env!("CARGO_PKG_VERSION")) }))
+                Ok(
+                    json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": format!("berth-shim {}", env!("CARGO_PKG_VERSION")) }),
+                )
             }
             m::STATE => Ok(serde_json::to_value(self.state()).unwrap_or(Value::Null)),
             m::START => self.start().map(|()| Value::Null),
@@ -132,7 +143,10 @@ impl Shim {
             }
             m::WAIT => Ok(serde_json::to_value(&self.exit).unwrap_or(Value::Null)),
             m::DELETE => self.delete().map(|()| Value::Null),
-            other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))),
+            other => Err(RpcError::new(
+                ErrorCode::UnknownMethod,
+                format!("unknown method {other:?}"),
+            )),
         }
     }
 
@@ -154,11 +168,16 @@ impl Shim {
 
     fn start(&mut self) -> Result<(), RpcError> {
         if self.status != ShimStatus::Created || self.pending_exit_known() {
-            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not in the created state", self.cfg.id)));
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("container {} is not in the created state", self.cfg.id),
+            ));
         }
         let mark = self.runc.log_mark();
         let mut cmd = self.runc.start(&self.cfg.id);
-        let child = cmd.spawn().map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
         let status = self.reaper.wait_for(child.id() as i32);
         check_status(&self.runc, mark, status, "start").map_err(Self::runtime_error)?;
         self.status = ShimStatus::Running;
@@ -174,15 +193,24 @@ impl Shim {
     /// reused before we have collected it. A created (not started) container
     /// goes through runc, which knows how to stop `runc init`.
     fn signal(&mut self, signal: i32) -> Result<(), RpcError> {
-        let sig = Signal::try_from(signal)
-            .map_err(|_| RpcError::new(ErrorCode::InvalidArgument, format!("invalid signal {signal}")))?;
+        let sig = Signal::try_from(signal).map_err(|_| {
+            RpcError::new(
+                ErrorCode::InvalidArgument,
+                format!("invalid signal {signal}"),
+            )
+        })?;
         if self.exit.is_some() || self.reaped() {
-            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not running", self.cfg.id)));
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("container {} is not running", self.cfg.id),
+            ));
         }
         if self.status == ShimStatus::Created {
             let mark = self.runc.log_mark();
-            let child = self.runc.kill(&self.cfg.id, signal).spawn()
-                .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+            let child =
+                self.runc.kill(&self.cfg.id, signal).spawn().map_err(|e| {
+                    Self::runtime_error(format!("{}: {e}", self.runc.binary.display()))
+                })?;
             let status = self.reaper.wait_for(child.id() as i32);
             return check_status(&self.runc, mark, status, "kill").map_err(Self::runtime_error);
         }
@@ -201,11 +229,17 @@ impl Shim {
             (_, true) => false,
             (ShimStatus::Created, false) => true,
             _ => {
-                return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is running: stop it first", self.cfg.id)))
+                return Err(RpcError::new(
+                    ErrorCode::Conflict,
+                    format!("container {} is running: stop it first", self.cfg.id),
+                ))
             }
         };
         let mark = self.runc.log_mark();
-        let child = self.runc.delete(&self.cfg.id, force).spawn()
+        let child = self
+            .runc
+            .delete(&self.cfg.id, force)
+            .spawn()
             .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
         let status = self.reaper.wait_for(child.id() as i32);
         check_status(&self.runc, mark, status, "delete").map_err(Self::runtime_error)?;

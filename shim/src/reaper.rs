@@ -75,13 +75,23 @@ mod tests {
 
     // Runs in one test so no other test's children race our waitpid(-1).
     #[test]
+    // The reaper under test collects these children, not Child::wait.
+    #[allow(clippy::zombie_processes)]
     fn wait_for_keeps_other_statuses() {
-        let a = Command::new("/bin/sh").args(["-c", "exit 3"]).spawn().unwrap();
-        let b = Command::new("/bin/sh").args(["-c", "sleep 0.2; exit 4"]).spawn().unwrap();
+        let a = Command::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let b = Command::new("/bin/sh")
+            .args(["-c", "sleep 0.2; exit 4"])
+            .spawn()
+            .unwrap();
         let mut r = Reaper::default();
         let sb = r.wait_for(b.id() as i32);
         assert!(matches!(sb, WaitStatus::Exited(_, 4)), "{sb:?}");
-        let sa = r.take(a.id() as i32).or_else(|| Some(r.wait_for(a.id() as i32)));
+        let sa = r
+            .take(a.id() as i32)
+            .or_else(|| Some(r.wait_for(a.id() as i32)));
         assert!(matches!(sa, Some(WaitStatus::Exited(_, 3))), "{sa:?}");
     }
 }

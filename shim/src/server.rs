@@ -114,7 +114,11 @@ pub fn serve(config: ShimConfig) -> ExitCode {
                 })
             ));
             drop(ready);
-            log::info!("container {} created, init pid {}", shim.cfg.id, shim.init_pid);
+            log::info!(
+                "container {} created, init pid {}",
+                shim.cfg.id,
+                shim.init_pid
+            );
             match shim.run() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -173,8 +177,9 @@ impl Shim {
         };
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         // Subscribe to SIGCHLD before anything is spawned.
-        let mut signals = Signals::new([SIGCHLD as i32, SIGTERM as i32, SIGINT as i32, SIGHUP as i32])
-            .map_err(|e| format!("signals: {e}"))?;
+        let mut signals =
+            Signals::new([SIGCHLD as i32, SIGTERM as i32, SIGINT as i32, SIGHUP as i32])
+                .map_err(|e| format!("signals: {e}"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("register signals: {e}"))?;
@@ -219,7 +224,8 @@ impl Shim {
             read_buf: vec![0u8; READ_CHUNK],
             done: false,
         };
-        shim.register_sources().map_err(|e| format!("register: {e}"))?;
+        shim.register_sources()
+            .map_err(|e| format!("register: {e}"))?;
         // The init may already have died (reaped while runc create ran).
         shim.on_sigchld();
         Ok(shim)
@@ -227,8 +233,16 @@ impl Shim {
 
     fn register_sources(&mut self) -> io::Result<()> {
         let reg = self.poll.registry();
-        reg.register(&mut self.control_listener, CONTROL_LISTENER, Interest::READABLE)?;
-        reg.register(&mut self.attach_listener, ATTACH_LISTENER, Interest::READABLE)?;
+        reg.register(
+            &mut self.control_listener,
+            CONTROL_LISTENER,
+            Interest::READABLE,
+        )?;
+        reg.register(
+            &mut self.attach_listener,
+            ATTACH_LISTENER,
+            Interest::READABLE,
+        )?;
         if let Some(r) = self.stdio.stdout.as_mut() {
             reg.register(r, STDOUT, Interest::READABLE)?;
         }
@@ -405,7 +419,9 @@ impl Shim {
     /// Finishes an exit once output hit EOF or the drain deadline passed:
     /// exit record first, then everyone who waits.
     fn maybe_finish_exit(&mut self) {
-        let Some((_, deadline)) = &self.pending_exit else { return };
+        let Some((_, deadline)) = &self.pending_exit else {
+            return;
+        };
         let drained = self.stdio.stdout.is_none() && self.stdio.stderr.is_none();
         if !drained && Instant::now() < *deadline {
             return;
@@ -415,7 +431,9 @@ impl Shim {
             self.drain_output(Stream::Stdout);
             self.drain_output(Stream::Stderr);
         }
-        let Some((record, _)) = self.pending_exit.take() else { return };
+        let Some((record, _)) = self.pending_exit.take() else {
+            return;
+        };
         if let Err(e) = atomic::write_json(&self.paths.exit(), &record) {
             log::error!("writing exit record: {e}");
         }
@@ -469,8 +487,12 @@ fn create_container(
             (None, Some(l)) => stdio::receive_pty(l, cfg.stdin).map_err(|e| e.to_string())?,
             (None, None) => return Err("no stdio".to_string()),
         };
-        let pid_text = fs::read_to_string(paths.init_pid())
-            .map_err(|e| format!("runtime wrote no pid file {}: {e}", paths.init_pid().display()))?;
+        let pid_text = fs::read_to_string(paths.init_pid()).map_err(|e| {
+            format!(
+                "runtime wrote no pid file {}: {e}",
+                paths.init_pid().display()
+            )
+        })?;
         let pid: i32 = pid_text
             .trim()
             .parse()

@@ -65,7 +65,10 @@ pub fn pipes(with_stdin: bool) -> io::Result<(ShimStdio, ChildStdio)> {
 pub fn receive_pty(listener: &UnixListener, with_stdin: bool) -> io::Result<ShimStdio> {
     listener.set_nonblocking(true)?;
     let (conn, _) = listener.accept().map_err(|e| {
-        io::Error::new(e.kind(), format!("runtime sent no pty on the console socket: {e}"))
+        io::Error::new(
+            e.kind(),
+            format!("runtime sent no pty on the console socket: {e}"),
+        )
     })?;
     let mut buf = [0u8; 4096];
     let mut iov = [io::IoSliceMut::new(&mut buf)];

@@ -49,7 +49,10 @@ fn main() -> ExitCode {
         runtime: args.runtime,
         shim: args.shim.unwrap_or_else(default_shim),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berthd: cannot start the async runtime: {e}");

@@ -59,16 +59,24 @@ pub async fn connect(socket: &Path, stdin: bool) -> Result<Attached, Failure> {
     let f = read_frame(&mut stream)
         .await
         .map_err(Failure::new)?
-        .ok_or_else(|| Failure::new("the shim closed the attach connection during the handshake"))?;
+        .ok_or_else(|| {
+            Failure::new("the shim closed the attach connection during the handshake")
+        })?;
     if f.tag == proto::TAG_ERROR {
-        return Err(Failure::new(String::from_utf8_lossy(&f.payload).into_owned()));
+        return Err(Failure::new(
+            String::from_utf8_lossy(&f.payload).into_owned(),
+        ));
     }
     let reply: AttachReply = frame::decode_json(&f).map_err(|e| Failure::new(e.to_string()))?;
     if let Some(e) = reply.error {
         return Err(Failure::new(e));
     }
     let stdin = stdin && reply.stdin_open;
-    Ok(Attached { stream, reply, stdin })
+    Ok(Attached {
+        stream,
+        reply,
+        stdin,
+    })
 }
 
 /// Options of a session.
@@ -81,13 +89,23 @@ impl Attached {
     /// Runs the session until exit, detach or loss.
     pub async fn run(self, opts: SessionOpts) -> Result<AttachEnd, Failure> {
         let tty = self.reply.tty;
-        let _raw = if tty && self.stdin { RawMode::enable() } else { None };
+        let _raw = if tty && self.stdin {
+            RawMode::enable()
+        } else {
+            None
+        };
         let (rd, mut wr) = self.stream.into_split();
         if tty {
             send_size(&mut wr).await;
         }
         let (detach_tx, mut detach_rx) = mpsc::channel::<()>(1);
-        let input = tokio::spawn(forward_input(wr, self.stdin, tty, opts.detach_keys, detach_tx));
+        let input = tokio::spawn(forward_input(
+            wr,
+            self.stdin,
+            tty,
+            opts.detach_keys,
+            detach_tx,
+        ));
         let end = tokio::select! {
             end = receive_output(rd) => end,
             Some(()) = detach_rx.recv() => Ok(AttachEnd::Detached),
@@ -100,7 +118,13 @@ impl Attached {
 async fn send_size(wr: &mut OwnedWriteHalf) {
     if let Some((rows, cols)) = term::size() {
         let mut out = Vec::new();
-        if frame::encode_into(&mut out, proto::TAG_RESIZE, &proto::encode_resize(rows, cols)).is_ok() {
+        if frame::encode_into(
+            &mut out,
+            proto::TAG_RESIZE,
+            &proto::encode_resize(rows, cols),
+        )
+        .is_ok()
+        {
             let _ = wr.write_all(&out).await;
         }
     }
@@ -115,10 +139,7 @@ async fn forward_input(
     keys: Vec<u8>,
     detach: mpsc::Sender<()>,
 ) {
-    let mut winch = match signal(SignalKind::window_change()) {
-        Ok(s) => Some(s),
-        Err(_) => None,
-    };
+    let mut winch = signal(SignalKind::window_change()).ok();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     if stdin {
         std::thread::spawn(move || {
@@ -220,7 +241,9 @@ async fn receive_output(rd: tokio::net::unix::OwnedReadHalf) -> Result<AttachEnd
                 return Ok(AttachEnd::Exited(rec));
             }
             proto::TAG_ERROR => {
-                return Ok(AttachEnd::Lost(String::from_utf8_lossy(&f.payload).into_owned()));
+                return Ok(AttachEnd::Lost(
+                    String::from_utf8_lossy(&f.payload).into_owned(),
+                ));
             }
             _ => {}
         }

@@ -27,9 +27,12 @@ pub struct AttachArgs {
 pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
     let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
     let mut c = connect(root).await?;
-    let info: ContainerInfo = c.call(methods::INSPECT, &Target { id: a.container }).await?;
+    let info: ContainerInfo = c
+        .call(methods::INSPECT, &Target { id: a.container })
+        .await?;
     drop(c);
-    let session = attach::connect(Path::new(&info.attach_socket), !a.no_stdin && info.stdin).await?;
+    let session =
+        attach::connect(Path::new(&info.attach_socket), !a.no_stdin && info.stdin).await?;
     finish(session.run(SessionOpts { detach_keys: keys }).await?)
 }
 
@@ -38,6 +41,9 @@ pub fn finish(end: AttachEnd) -> Outcome {
     match end {
         AttachEnd::Exited(rec) => Ok(rec.exit_code.clamp(0, 255) as u8),
         AttachEnd::Detached => Ok(0),
-        AttachEnd::Lost(msg) => Err(Failure { message: msg, code: 125 }),
+        AttachEnd::Lost(msg) => Err(Failure {
+            message: msg,
+            code: 125,
+        }),
     }
 }

@@ -15,7 +15,9 @@ pub struct InspectArgs {
 
 pub async fn inspect(root: &Path, a: InspectArgs) -> Outcome {
     let mut c = connect(root).await?;
-    let info: ContainerInfo = c.call(methods::INSPECT, &Target { id: a.container }).await?;
+    let info: ContainerInfo = c
+        .call(methods::INSPECT, &Target { id: a.container })
+        .await?;
     let text = serde_json::to_string_pretty(&info).map_err(|e| Failure::new(e.to_string()))?;
     println!("{text}");
     Ok(0)

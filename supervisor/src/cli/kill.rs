@@ -19,8 +19,14 @@ pub struct KillArgs {
 pub async fn kill(root: &Path, a: KillArgs) -> Outcome {
     let signal = parse_signal(&a.signal).map_err(Failure::new)?;
     let mut c = connect(root).await?;
-    c.call_value(methods::KILL, &KillParams { id: a.container.clone(), signal })
-        .await?;
+    c.call_value(
+        methods::KILL,
+        &KillParams {
+            id: a.container.clone(),
+            signal,
+        },
+    )
+    .await?;
     println!("{}", a.container);
     Ok(0)
 }

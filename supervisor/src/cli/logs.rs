@@ -27,7 +27,9 @@ pub struct LogsArgs {
 
 pub async fn logs(root: &Path, a: LogsArgs) -> Outcome {
     let mut c = connect(root).await?;
-    let info: ContainerInfo = c.call(methods::INSPECT, &Target { id: a.container }).await?;
+    let info: ContainerInfo = c
+        .call(methods::INSPECT, &Target { id: a.container })
+        .await?;
     drop(c);
     let follow = a.follow;
     tokio::task::spawn_blocking(move || print_log(&info, follow))

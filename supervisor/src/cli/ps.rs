@@ -26,7 +26,10 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
         println!("{text}");
         return Ok(0);
     }
-    println!("{:<16}  {:<20}  {:<14}  {:<16}  COMMAND", "ID", "NAME", "STATUS", "CREATED");
+    println!(
+        "{:<16}  {:<20}  {:<14}  {:<16}  COMMAND",
+        "ID", "NAME", "STATUS", "CREATED"
+    );
     for info in &list {
         println!(
             "{:<16}  {:<20}  {:<14}  {:<16}  {}",
@@ -50,8 +53,13 @@ pub fn status_text(info: &ContainerInfo) -> String {
 }
 
 fn ago(rfc3339: &str) -> String {
-    let Ok(t) = humantime::parse_rfc3339(rfc3339) else { return "?".into() };
-    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    let Ok(t) = humantime::parse_rfc3339(rfc3339) else {
+        return "?".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         0..=59 => format!("{secs} seconds ago"),
         60..=3599 => format!("{} minutes ago", secs / 60),
@@ -89,7 +97,11 @@ mod tests {
 
     #[test]
     fn joins_and_truncates_commands() {
-        let cmd = vec!["sh".to_string(), "-c".to_string(), "echo a; exit 3".to_string()];
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo a; exit 3".to_string(),
+        ];
         assert_eq!(shell_join(&cmd), "sh -c 'echo a; exit 3'");
         assert_eq!(truncate("abcdef", 4), "abc…");
     }

@@ -140,7 +140,15 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
             return Err(f);
         }
     };
-    if let Err(e) = c.call_value(methods::START, &Target { id: info.id.clone() }).await {
+    if let Err(e) = c
+        .call_value(
+            methods::START,
+            &Target {
+                id: info.id.clone(),
+            },
+        )
+        .await
+    {
         discard(&mut c, &info.id).await;
         return Err(start_failure(e.to_string()));
     }
@@ -149,7 +157,14 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         AttachEnd::Lost(msg) => {
             // Cut off or disconnected: the container's code is still known to berthd.
             eprintln!("berth: {msg}");
-            let r: WaitResult = c.call(methods::WAIT, &Target { id: info.id.clone() }).await?;
+            let r: WaitResult = c
+                .call(
+                    methods::WAIT,
+                    &Target {
+                        id: info.id.clone(),
+                    },
+                )
+                .await?;
             r.exit_code
                 .map(|code| code.clamp(0, 255) as u8)
                 .ok_or_else(|| Failure::new(r.reason.unwrap_or_else(|| "exit code unknown".into())))
@@ -158,7 +173,13 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
     };
     if a.rm && outcome.is_ok() {
         let _ = c
-            .call_value(methods::REMOVE, &RemoveParams { id: info.id.clone(), force: false })
+            .call_value(
+                methods::REMOVE,
+                &RemoveParams {
+                    id: info.id.clone(),
+                    force: false,
+                },
+            )
             .await;
     }
     outcome
@@ -166,6 +187,12 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
 
 async fn discard(c: &mut RpcClient, id: &str) {
     let _ = c
-        .call_value(methods::REMOVE, &RemoveParams { id: id.to_string(), force: true })
+        .call_value(
+            methods::REMOVE,
+            &RemoveParams {
+                id: id.to_string(),
+                force: true,
+            },
+        )
         .await;
 }

@@ -12,7 +12,11 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
             .map_err(|_| format!("invalid signal number {n}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&name)
         .map(|sig| sig as i32)
         .map_err(|_| format!("unknown signal {s:?}"))

@@ -74,7 +74,9 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
         } else if key.len() == 1 && key.is_ascii() {
             key.as_bytes()[0]
         } else {
-            return Err(format!("invalid detach key {key:?}: use a character or ctrl-<char>"));
+            return Err(format!(
+                "invalid detach key {key:?}: use a character or ctrl-<char>"
+            ));
         };
         keys.push(byte);
     }

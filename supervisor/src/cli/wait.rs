@@ -15,7 +15,14 @@ pub struct WaitArgs {
 
 pub async fn wait(root: &Path, a: WaitArgs) -> Outcome {
     let mut c = connect(root).await?;
-    let r: WaitResult = c.call(methods::WAIT, &Target { id: a.container.clone() }).await?;
+    let r: WaitResult = c
+        .call(
+            methods::WAIT,
+            &Target {
+                id: a.container.clone(),
+            },
+        )
+        .await?;
     match r.exit_code {
         Some(code) => {
             println!("{code}");

@@ -50,7 +50,9 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         return Err(invalid("--rootfs and --bundle cannot be used together"));
     }
     if p.command.is_empty() && p.bundle.is_none() {
-        return Err(invalid("no command given: berth run [OPTIONS] -- COMMAND [ARG...]"));
+        return Err(invalid(
+            "no command given: berth run [OPTIONS] -- COMMAND [ARG...]",
+        ));
     }
     if p.log_max_files == Some(0) {
         return Err(invalid("--log-max-files must be at least 1"));
@@ -92,7 +94,11 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         RootSource::Default => (spec::default_spec(), d.root.default_rootfs(), false, None),
         RootSource::Dir(dir) => (spec::default_spec(), dir.clone(), false, None),
         RootSource::Bundle(dir, s) => {
-            let ro = s.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+            let ro = s
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false);
             let root = spec::root_path(s, dir).map_err(|e| invalid(e.to_string()))?;
             // A bundle keeps its own hostname unless one is asked for.
             process.hostname = p.hostname.clone();
@@ -157,7 +163,12 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             return Err(e);
         }
     };
-    log::info!("created {} ({name}) shim pid {} init pid {}", new_id, addr.pid, addr.init_pid);
+    log::info!(
+        "created {} ({name}) shim pid {} init pid {}",
+        new_id,
+        addr.pid,
+        addr.init_pid
+    );
     watch::refresh(d, &new_id).await;
     watch::spawn_watcher(d, new_id.clone());
     if p.start {
@@ -181,12 +192,22 @@ async fn make_bundle(
     fs::DirBuilder::new()
         .mode(0o700)
         .create(paths.dir())
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("create {}: {e}", paths.dir().display())))?;
+        .map_err(|e| {
+            RpcError::new(
+                ErrorCode::Internal,
+                format!("create {}: {e}", paths.dir().display()),
+            )
+        })?;
     atomic::write_json(&paths.meta(), meta).map_err(internal)?;
     fs::DirBuilder::new()
         .mode(0o700)
         .create(paths.bundle())
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("create {}: {e}", paths.bundle().display())))?;
+        .map_err(|e| {
+            RpcError::new(
+                ErrorCode::Internal,
+                format!("create {}: {e}", paths.bundle().display()),
+            )
+        })?;
     if meta.default_rootfs {
         Overlay {
             lower: rootfs_path.to_path_buf(),

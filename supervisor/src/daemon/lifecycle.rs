@@ -25,7 +25,9 @@ fn from_call(id: &str, e: CallError) -> RpcError {
 pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
     let paths = d.root.container(id);
     let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-    c.call_value(m::START, &()).await.map_err(|e| from_call(id, e))?;
+    c.call_value(m::START, &())
+        .await
+        .map_err(|e| from_call(id, e))?;
     watch::refresh(d, id).await;
     Ok(())
 }
@@ -34,11 +36,16 @@ pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
 pub async fn kill(d: &Daemon, id: &str, signal: i32) -> Result<(), RpcError> {
     let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
     if !entry.maybe_running() {
-        return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is not running", entry.meta.name)));
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("container {} is not running", entry.meta.name),
+        ));
     }
     let paths = d.root.container(id);
     let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-    c.call_value(m::KILL, &KillParams { signal }).await.map_err(|e| from_call(id, e))?;
+    c.call_value(m::KILL, &KillParams { signal })
+        .await
+        .map_err(|e| from_call(id, e))?;
     Ok(())
 }
 
@@ -77,27 +84,8 @@ fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
 
 /// Removes a container and its state; `force` kills a running one first.
 pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
-    {
-        let mut entries = d.registry.lock();
-        let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
-        if entry.removing {
-            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is already being removed", entry.meta.name)));
-        }
-        if matches!(entry.phase, Phase::Creating) {
-            return Err(RpcError::new(ErrorCode::Conflict, format!("container {} is still being created", entry.meta.name)));
-        }
-        let running = match &entry.phase {
-            Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
-            Phase::Restoring => true,
-            _ => false,
-        };
-        if running && !force {
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                format!("container {} is running: stop it first, or remove it with rm -f", entry.meta.name),
-            ));
-        }
-        entry.removing = true;
+    if claim_removal(d, id, force)? {
+        return wait_removed(d, id).await;
     }
     let outcome = remove_inner(d, id, force).await;
     if outcome.is_err() {
@@ -108,6 +96,54 @@ pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     outcome
 }
 
+/// Marks the entry as being removed, or says another remove already is
+/// (true). Refuses a running container without `force`.
+fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
+    let mut entries = d.registry.lock();
+    let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+    if entry.removing {
+        return Ok(true);
+    }
+    if matches!(entry.phase, Phase::Creating) {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("container {} is still being created", entry.meta.name),
+        ));
+    }
+    let running = match &entry.phase {
+        Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
+        Phase::Restoring => true,
+        _ => false,
+    };
+    if running && !force {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!(
+                "container {} is running: stop it first, or remove it with rm -f",
+                entry.meta.name
+            ),
+        ));
+    }
+    entry.removing = true;
+    Ok(false)
+}
+
+/// Another remove (e.g. the auto-remove of `--rm`) is under way: succeed
+/// when it has finished, so `rm` is idempotent for the caller.
+async fn wait_removed(d: &Daemon, id: &str) -> Result<(), RpcError> {
+    for _ in 0..1500 {
+        match d.registry.get(id) {
+            None => return Ok(()),
+            Some(e) if !e.removing => break,
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    Err(RpcError::new(
+        ErrorCode::Conflict,
+        format!("container {id} is being removed by another request that did not finish"),
+    ))
+}
+
 async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
     let paths = d.root.container(id);
@@ -115,14 +151,27 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
         Ok(mut c) => {
             if force {
                 // Killing an exited container fails harmlessly.
-                let _ = c.call_value(m::KILL, &KillParams { signal: libc::SIGKILL }).await;
-                let waited = tokio::time::timeout(Duration::from_secs(10), c.call_value(m::WAIT, &())).await;
+                let _ = c
+                    .call_value(
+                        m::KILL,
+                        &KillParams {
+                            signal: libc::SIGKILL,
+                        },
+                    )
+                    .await;
+                let waited =
+                    tokio::time::timeout(Duration::from_secs(10), c.call_value(m::WAIT, &())).await;
                 if waited.is_err() {
-                    return Err(RpcError::new(ErrorCode::Internal, format!("container {id} did not die within 10s of SIGKILL")));
+                    return Err(RpcError::new(
+                        ErrorCode::Internal,
+                        format!("container {id} did not die within 10s of SIGKILL"),
+                    ));
                 }
                 c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
             }
-            c.call_value(m::DELETE, &()).await.map_err(|e| from_call(id, e))?;
+            c.call_value(m::DELETE, &())
+                .await
+                .map_err(|e| from_call(id, e))?;
         }
         Err(e) => {
             if shim::live_shim_pid(&paths).is_some() {
@@ -134,8 +183,12 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
     }
     rootfs::unmount_if_mounted(&paths.bundle_rootfs())
         .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
-    std::fs::remove_dir_all(paths.dir())
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("remove {}: {e}", paths.dir().display())))?;
+    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
+        RpcError::new(
+            ErrorCode::Internal,
+            format!("remove {}: {e}", paths.dir().display()),
+        )
+    })?;
     d.registry.lock().remove(id);
     log::info!("removed {id}");
     Ok(())

@@ -77,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         Err((_, e)) => bail!("lock {}: {e}", lock_path.display()),
     };
+    runtime_core::atomic::write(&root.pid_file(), std::process::id().to_string().as_bytes())?;
     let daemon = Arc::new(Daemon {
         config,
         root,

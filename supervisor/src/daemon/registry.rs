@@ -58,7 +58,14 @@ impl Entry {
                     ShimStatus::Running => "running",
                     ShimStatus::Stopped => "exited",
                 };
-                (status.to_string(), Some(s.pid), s.exit.clone(), s.started_at.clone(), None, Some(s.shim_pid))
+                (
+                    status.to_string(),
+                    Some(s.pid),
+                    s.exit.clone(),
+                    s.started_at.clone(),
+                    None,
+                    Some(s.shim_pid),
+                )
             }
             Phase::Gone { exit, reason } => (
                 "exited".to_string(),
@@ -118,14 +125,23 @@ impl Registry {
         let matches: Vec<&String> = if reference.is_empty() {
             Vec::new()
         } else {
-            entries.keys().filter(|id| id.starts_with(reference)).collect()
+            entries
+                .keys()
+                .filter(|id| id.starts_with(reference))
+                .collect()
         };
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(RpcError::new(ErrorCode::NotFound, format!("no such container: {reference}"))),
+            [] => Err(RpcError::new(
+                ErrorCode::NotFound,
+                format!("no such container: {reference}"),
+            )),
             _ => Err(RpcError::new(
                 ErrorCode::InvalidArgument,
-                format!("{reference} matches {} containers; give more of the ID", matches.len()),
+                format!(
+                    "{reference} matches {} containers; give more of the ID",
+                    matches.len()
+                ),
             )),
         }
     }

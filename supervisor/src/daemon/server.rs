@@ -11,7 +11,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
 use runtime_core::frame;
-use runtime_core::protocol::{ErrorCode, Hello, Request, Response, RpcError, PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use runtime_core::protocol::{
+    ErrorCode, Hello, Request, Response, RpcError, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+};
 use runtime_core::sockpath;
 
 use super::{create, lifecycle, Daemon};
@@ -24,7 +26,8 @@ pub fn bind(d: &Daemon) -> anyhow::Result<UnixListener> {
     let path = d.root.api_socket();
     let _ = std::fs::remove_file(&path);
     let (short, _handle) = sockpath::short(&path)?;
-    let listener = UnixListener::bind(&short).with_context(|| format!("bind {}", path.display()))?;
+    let listener =
+        UnixListener::bind(&short).with_context(|| format!("bind {}", path.display()))?;
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod {}", path.display()))?;
     Ok(listener)
@@ -90,8 +93,12 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
 }
 
 fn params<T: DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
-    serde_json::from_value(req.params.clone())
-        .map_err(|e| RpcError::new(ErrorCode::InvalidArgument, format!("bad params for {}: {e}", req.method)))
+    serde_json::from_value(req.params.clone()).map_err(|e| {
+        RpcError::new(
+            ErrorCode::InvalidArgument,
+            format!("bad params for {}: {e}", req.method),
+        )
+    })
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
@@ -103,7 +110,9 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         m::HELLO => {
             let hello: Hello = params(&req)?;
             hello.check_compatible()?;
-            Ok(json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": concat!("berthd ", env!("CARGO_PKG_VERSION")) }))
+            Ok(
+                json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": concat!("berthd ", env!("CARGO_PKG_VERSION")) }),
+            )
         }
         m::CREATE => to_value(create::create(d, params::<CreateParams>(&req)?).await?),
         m::START => {
@@ -143,7 +152,10 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             lifecycle::remove(d, &id, p.force).await?;
             Ok(json!({ "id": id }))
         }
-        other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))),
+        other => Err(RpcError::new(
+            ErrorCode::UnknownMethod,
+            format!("unknown method {other:?}"),
+        )),
     }
 }
 

@@ -105,12 +105,21 @@ pub fn resolve_runtime(runtime: &Path) -> Result<PathBuf, String> {
 
 /// The live shim PID from shim.pid, if that process is still a berth-shim.
 pub fn live_shim_pid(paths: &ContainerPaths) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(paths.shim_pid()).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(paths.shim_pid())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // A zombie is not alive; "pid (comm) Z ..." has the state after the ')'.
-    let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    let is_shim = cmdline.split(|&b| b == 0).next().is_some_and(|arg0| arg0.ends_with(b"berth-shim"));
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let is_shim = cmdline
+        .split(|&b| b == 0)
+        .next()
+        .is_some_and(|arg0| arg0.ends_with(b"berth-shim"));
     (is_shim && !zombie).then_some(pid)
 }
 

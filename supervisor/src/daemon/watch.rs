@@ -20,7 +20,9 @@ const LOST: &str = "lost";
 /// Asks the shim for its state and stores it; false if the shim is gone.
 pub async fn refresh(d: &Daemon, id: &str) -> bool {
     let paths = d.root.container(id);
-    let Ok(mut c) = shim::connect(&paths).await else { return false };
+    let Ok(mut c) = shim::connect(&paths).await else {
+        return false;
+    };
     match c.call::<_, ShimState>(m::STATE, &()).await {
         Ok(state) => {
             d.registry.set_phase(id, Phase::Live(state));
@@ -80,7 +82,10 @@ async fn watch(d: Arc<Daemon>, id: String) {
 }
 
 async fn on_exit(d: &Daemon, id: &str) {
-    let auto_remove = d.registry.get(id).is_some_and(|e| e.meta.auto_remove && !e.removing);
+    let auto_remove = d
+        .registry
+        .get(id)
+        .is_some_and(|e| e.meta.auto_remove && !e.removing);
     if auto_remove {
         if let Err(e) = lifecycle::remove(d, id, false).await {
             log::debug!("auto-remove {id}: {e}");
@@ -91,7 +96,9 @@ async fn on_exit(d: &Daemon, id: &str) {
 /// The shim is gone. Its exit record, if written, has the truth; if not,
 /// the shim died first: kill what is left and say so.
 async fn shim_gone(d: &Daemon, id: &str) {
-    let Some(entry) = d.registry.get(id) else { return };
+    let Some(entry) = d.registry.get(id) else {
+        return;
+    };
     if entry.removing {
         return;
     }
@@ -132,9 +139,13 @@ async fn shim_gone(d: &Daemon, id: &str) {
 /// its own task, so one hung shim never holds up the rest or the API.
 pub fn restore_all(d: &Arc<Daemon>) {
     let dir = d.root.containers();
-    let Ok(read) = std::fs::read_dir(&dir) else { return };
+    let Ok(read) = std::fs::read_dir(&dir) else {
+        return;
+    };
     for ent in read.flatten() {
-        let Some(id) = ent.file_name().to_str().map(str::to_string) else { continue };
+        let Some(id) = ent.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if runtime_core::id::validate("id", &id).is_err() {
             continue;
         }
@@ -154,7 +165,10 @@ pub fn restore_all(d: &Arc<Daemon>) {
             }
             Err(_) => {
                 // No meta.json: berthd died before the container was made.
-                log::warn!("removing half-made container directory {}", paths.dir().display());
+                log::warn!(
+                    "removing half-made container directory {}",
+                    paths.dir().display()
+                );
                 let d2 = d.clone();
                 tokio::spawn(async move {
                     let meta = ContainerMeta {

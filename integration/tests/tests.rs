@@ -1,0 +1,12 @@
+//! End-to-end tests: real berthd, real berth-shim, real runc, real
+//! namespaces, a real busybox rootfs. Run as root.
+
+// Tests may panic on setup failures: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod bad_input;
+mod lifecycle;
+mod run;
+mod stdio;

@@ -1,0 +1,342 @@
+//! The integration harness: one private berth instance per test (its own
+//! temp root, its own runc root, its own berthd), torn down on drop even
+//! when the test fails: berthd and every shim killed by PID, containers
+//! removed with `runc delete -f`, overlays unmounted, the temp dir removed.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Fails (under CI) or skips (locally) when the machine cannot run containers.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root privileges");
+    }
+    let has_runc = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()))
+        .unwrap_or(false);
+    if !has_runc {
+        missing.push("runc (apt-get install runc)");
+    }
+    if runtime_core::rootfs::find_busybox().is_err() {
+        missing.push("a static busybox (apt-get install busybox-static)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("integration prerequisites missing: {}", missing.join(", "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// Directory holding the built binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .to_path_buf();
+    for b in ["berth", "berthd", "berth-shim"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run `cargo build --workspace` before the integration tests",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// One private berth instance.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    berthd: Option<Child>,
+    /// Extra args for berthd (e.g. --runtime).
+    pub berthd_args: Vec<String>,
+    /// Environment overrides for berthd.
+    pub berthd_env: Vec<(String, String)>,
+}
+
+impl Env {
+    /// A fresh root and a running berthd; `None` when skipped locally.
+    pub fn new() -> Option<Env> {
+        let mut env = Env::stopped()?;
+        env.start_berthd();
+        Some(env)
+    }
+
+    /// A fresh root without berthd.
+    pub fn stopped() -> Option<Env> {
+        if !prerequisites() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("berth-it-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        Some(Env {
+            dir,
+            root,
+            bin: bin_dir(),
+            berthd: None,
+            berthd_args: Vec::new(),
+            berthd_env: Vec::new(),
+        })
+    }
+
+    /// Starts berthd and waits until its socket accepts.
+    pub fn start_berthd(&mut self) {
+        assert!(self.berthd.is_none(), "berthd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .expect("berthd log");
+        let mut cmd = Command::new(self.bin.join("berthd"));
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(&self.berthd_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        for (k, v) in &self.berthd_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn berthd");
+        self.berthd = Some(child);
+        let sock = self.root.join("berthd.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("berthd did not come up; log:\n{}", self.berthd_log());
+    }
+
+    /// berthd's PID, if running.
+    pub fn berthd_pid(&self) -> Option<i32> {
+        self.berthd.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// SIGKILLs berthd (containers must not notice).
+    pub fn kill_berthd(&mut self) {
+        if let Some(mut child) = self.berthd.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM to berthd and waits for it to exit.
+    pub fn stop_berthd(&mut self) -> std::process::ExitStatus {
+        let mut child = self.berthd.take().expect("berthd running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM berthd");
+        child.wait().expect("wait berthd")
+    }
+
+    pub fn berthd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// A `berth` command aimed at this instance.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("berth"));
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `berth ARGS` and returns its output.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run berth")
+    }
+
+    /// Runs `berth ARGS` with `input` on stdin.
+    pub fn berth_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("berth output");
+        writer.join().expect("stdin writer");
+        out
+    }
+
+    /// Runs `berth ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed with {}: {}\nberthd log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.berthd_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berth ps -a --json`, parsed.
+    pub fn ps_all(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["ps", "-a", "--json"])).expect("ps json")
+    }
+
+    /// `berth inspect ID`, parsed.
+    pub fn inspect(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", id])).expect("inspect json")
+    }
+
+    /// Waits until `cond` holds or panics after `secs`.
+    pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "timed out waiting for {what}; berthd log:\n{}",
+            self.berthd_log()
+        );
+    }
+
+    /// Live (non-zombie) processes whose command line mentions our root:
+    /// shims and runc invocations of this instance.
+    pub fn our_processes(&self) -> Vec<(i32, String)> {
+        let needle = self.root.to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if Some(pid) == self.berthd_pid() {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if cmd.contains(&needle) && !zombie && !cmd.contains("berthd") {
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+
+    /// runc's view of this instance's containers.
+    pub fn runc_containers(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.root.join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Asserts nothing of a container is left: not in ps, not in runc, no
+    /// shim process, no state directory.
+    pub fn assert_clean(&self) {
+        let ps = self.ps_all();
+        assert!(ps.is_empty(), "containers left: {ps:?}");
+        assert!(
+            self.runc_containers().is_empty(),
+            "runc containers left: {:?}",
+            self.runc_containers()
+        );
+        self.wait_until(5, "shim processes to exit", || {
+            self.our_processes().is_empty()
+        });
+        let left: Vec<_> = std::fs::read_dir(self.root.join("containers"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "container directories left: {left:?}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_berthd();
+        let containers = self.root.join("containers");
+        if let Ok(entries) = std::fs::read_dir(&containers) {
+            for e in entries.flatten() {
+                let dir = e.path();
+                if let Ok(pid) = std::fs::read_to_string(dir.join("shim.pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let is_ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .map(|c| {
+                                String::from_utf8_lossy(&c).contains(&*self.root.to_string_lossy())
+                            })
+                            .unwrap_or(false);
+                        if is_ours {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+        for id in self.runc_containers() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.root.join("runc"))
+                .args(["delete", "-f", &id])
+                .output();
+        }
+        if let Ok(entries) = std::fs::read_dir(&containers) {
+            for e in entries.flatten() {
+                let _ = runtime_core::rootfs::unmount_if_mounted(&e.path().join("bundle/rootfs"));
+            }
+        }
+    }
+}
+
+/// stdout of an output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of an output as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Copies berth's default rootfs builder output into `dir` (a user rootfs).
+pub fn make_rootfs(dir: &Path) {
+    runtime_core::rootfs::ensure_default(dir).expect("build a rootfs");
+}
