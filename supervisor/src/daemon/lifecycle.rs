@@ -84,6 +84,10 @@ fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
 
 /// Removes a container and its state; `force` kills a running one first.
 pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
+    // The cache may not have seen the exit yet: ask the shim before refusing.
+    if !force && d.registry.get(id).is_some_and(|e| e.maybe_running() && !e.removing) {
+        watch::refresh(d, id).await;
+    }
     if claim_removal(d, id, force)? {
         return wait_removed(d, id).await;
     }
