@@ -70,3 +70,127 @@ fn second_berthd_on_same_root_refuses() {
     // The first one still answers.
     assert!(stdout(&env.berth(&["ps"])).contains("ID"));
 }
+
+/// A stand-in shim of another build: answers hello with the given version,
+/// `state` with a running container (plus a field this build does not
+/// know), and holds `wait` open.
+fn fake_shim(env: &Env, id: &str, major: u32, minor: u32) {
+    use runtime_core::frame::{read_frame, write_frame, TAG_JSON};
+    use std::os::unix::net::UnixListener;
+
+    let dir = env.root.join("containers").join(id);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let meta = serde_json::json!({
+        "id": id, "name": id, "created_at": "2026-01-01T00:00:00Z", "command": ["sleep", "1"],
+        "rootfs": "/", "log": {"max_size": 0, "max_files": 1}, "runtime": "runc"
+    });
+    std::fs::write(dir.join("meta.json"), meta.to_string()).expect("meta");
+    let listener = UnixListener::bind(dir.join("shim.sock")).expect("bind fake shim");
+    let id = id.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let id = id.clone();
+            std::thread::spawn(move || {
+                while let Ok(Some(f)) = read_frame(&mut conn) {
+                    let req: serde_json::Value = serde_json::from_slice(&f.payload).expect("json");
+                    let result = match req["method"].as_str() {
+                        Some("hello") => {
+                            serde_json::json!({"major": major, "minor": minor, "agent": format!("berth-shim {major}.{minor}")})
+                        }
+                        Some("state") => {
+                            serde_json::json!({"id": id, "status": "running", "pid": 4242, "shim_pid": 4243, "started_at": "2026-01-01T00:00:01Z", "exit": null, "cgroup_stats": {"from": "the future"}})
+                        }
+                        _ => {
+                            std::thread::sleep(std::time::Duration::from_secs(3600));
+                            return;
+                        }
+                    };
+                    let resp = serde_json::json!({"id": req["id"], "result": result});
+                    if write_frame(&mut conn, TAG_JSON, resp.to_string().as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn live_upgrade_adopts_compatible_shims_and_reports_others() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    fake_shim(
+        &env,
+        "newerminor",
+        runtime_core::protocol::PROTOCOL_MAJOR,
+        9,
+    );
+    fake_shim(
+        &env,
+        "othermajor",
+        runtime_core::protocol::PROTOCOL_MAJOR + 1,
+        0,
+    );
+    env.start_berthd();
+    env.wait_restored();
+    let ok = env.inspect("newerminor");
+    assert_eq!(ok["status"], "running", "{ok}");
+    assert_eq!(ok["pid"], 4242);
+    let bad = env.inspect("othermajor");
+    assert_eq!(bad["status"], "unknown", "{bad}");
+    let reason = bad["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("cannot adopt") && reason.contains("incompatible"),
+        "{reason}"
+    );
+    assert!(env.ok(&["ps"]).contains("unknown"));
+}
+
+#[test]
+fn hung_shim_stalls_neither_restore_nor_api_and_is_not_killed() {
+    let Some(mut env) = Env::new() else { return };
+    env.ok(&["run", "-d", "--name", "fine", "--", "sleep", "1000"]);
+    env.kill_berthd();
+    // A live process called berth-shim whose socket accepts and never answers.
+    let dir = env.root.join("containers").join("hung");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let meta = serde_json::json!({
+        "id": "hung", "name": "hung", "created_at": "2026-01-01T00:00:00Z", "command": ["x"],
+        "rootfs": "/", "log": {"max_size": 0, "max_files": 1}, "runtime": "runc"
+    });
+    std::fs::write(dir.join("meta.json"), meta.to_string()).expect("meta");
+    let fake_bin = env.dir.path().join("berth-shim");
+    std::fs::copy("/bin/sleep", &fake_bin).expect("copy sleep");
+    let mut fake = std::process::Command::new(&fake_bin)
+        .arg("1000")
+        .spawn()
+        .expect("fake shim");
+    std::fs::write(dir.join("shim.pid"), fake.id().to_string()).expect("pid");
+    let _listener = std::os::unix::net::UnixListener::bind(dir.join("shim.sock")).expect("bind");
+
+    env.start_berthd();
+    env.wait_until(10, "the healthy container to be adopted", || {
+        env.inspect("fine")["status"] == "running"
+    });
+    assert!(matches!(
+        env.inspect("hung")["status"].as_str(),
+        Some("restoring" | "unknown")
+    ));
+    env.wait_until(20, "the hung shim to be reported", || {
+        env.inspect("hung")["status"] == "unknown"
+    });
+    let reason = env.inspect("hung")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("not answering"), "{reason}");
+    assert!(
+        fake.try_wait().expect("try_wait").is_none(),
+        "berthd killed a shim it could not reach"
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    env.ok(&["rm", "-f", "fine"]);
+}

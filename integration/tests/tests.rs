@@ -8,5 +8,6 @@ mod util;
 
 mod bad_input;
 mod lifecycle;
+mod restart;
 mod run;
 mod stdio;

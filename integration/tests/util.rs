@@ -148,6 +148,19 @@ impl Env {
         child.wait().expect("wait berthd")
     }
 
+    /// Waits for berthd to exit by itself (e.g. a crash point); its status.
+    pub fn wait_berthd_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.berthd.take().expect("berthd running");
+        child.wait().expect("wait berthd")
+    }
+
+    /// Waits until no container is "restoring" any more.
+    pub fn wait_restored(&self) {
+        self.wait_until(20, "restore to finish", || {
+            self.ps_all().iter().all(|c| c["status"] != "restoring")
+        });
+    }
+
     pub fn berthd_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
     }

@@ -183,6 +183,10 @@ impl Shim {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("register signals: {e}"))?;
+        // First, so a restarted berthd can tell a shim at work from a
+        // container that never got one.
+        atomic::write(&paths.shim_pid(), std::process::id().to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
         let control_listener = bind(&paths, SHIM_SOCK)?;
         let attach_listener = bind(&paths, ATTACH_SOCK)?;
         let mut reaper = Reaper::default();
@@ -191,12 +195,11 @@ impl Shim {
             Err(msg) => {
                 let _ = fs::remove_file(paths.shim_sock());
                 let _ = fs::remove_file(paths.attach_sock());
+                let _ = fs::remove_file(paths.shim_pid());
                 return Err(msg);
             }
         };
         let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
-        atomic::write(&paths.shim_pid(), std::process::id().to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
         let mut shim = Shim {
             cfg,
             paths,

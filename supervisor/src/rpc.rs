@@ -17,6 +17,8 @@ use runtime_core::sockpath;
 pub struct RpcClient {
     stream: UnixStream,
     next_id: u64,
+    /// Bound on each call's round trip, except `long_call`.
+    timeout: Option<std::time::Duration>,
 }
 
 /// Why a call failed: the transport, or the peer's own error reply.
@@ -46,10 +48,31 @@ impl RpcClient {
         let stream = UnixStream::connect(&short)
             .await
             .map_err(|e| CallError::Transport(format!("connect {}: {e}", path.display())))?;
-        let mut client = RpcClient { stream, next_id: 1 };
+        let mut client = RpcClient {
+            stream,
+            next_id: 1,
+            timeout: None,
+        };
         let reply: Hello = client.call("hello", &Hello::current(agent)).await?;
         reply.check_compatible().map_err(CallError::Remote)?;
         Ok(client)
+    }
+
+    /// Bounds every later call (but `long_call`) by `timeout`.
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.timeout = Some(timeout);
+    }
+
+    /// A call that may legitimately block for long (`wait`): no timeout.
+    pub async fn long_call<P: Serialize, R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, CallError> {
+        let saved = self.timeout.take();
+        let r = self.call(method, params).await;
+        self.timeout = saved;
+        r
     }
 
     /// Sends one request and waits for its reply.
@@ -65,6 +88,23 @@ impl RpcClient {
 
     /// Like `call`, returning the raw JSON result.
     pub async fn call_value<P: Serialize>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<Value, CallError> {
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.round_trip(method, params))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CallError::Transport(format!(
+                        "{method}: no answer within {t:?}"
+                    )))
+                }),
+            None => self.round_trip(method, params).await,
+        }
+    }
+
+    async fn round_trip<P: Serialize>(
         &mut self,
         method: &str,
         params: &P,

@@ -19,6 +19,16 @@ use super::registry::{Entry, Phase};
 use super::{lifecycle, shim, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
+/// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
+/// names this step, berthd dies on the spot with SIGKILL, exactly as an
+/// operator's `kill -9` would leave things.
+fn crash_point(step: &str) {
+    if std::env::var("BERTH_TEST_CRASH_AT").is_ok_and(|s| s == step) {
+        log::warn!("BERTH_TEST_CRASH_AT={step}: killing berthd");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> RpcError {
     RpcError::new(ErrorCode::InvalidArgument, msg)
 }
@@ -150,6 +160,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     }
     let paths = d.root.container(&new_id);
     let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
+    crash_point("after-bundle");
     let started = match made {
         Ok(()) => shim::start_shim(d, &meta, &paths)
             .await
@@ -169,6 +180,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         addr.pid,
         addr.init_pid
     );
+    crash_point("after-shim");
     watch::refresh(d, &new_id).await;
     watch::spawn_watcher(d, new_id.clone());
     if p.start {
@@ -199,6 +211,7 @@ async fn make_bundle(
             )
         })?;
     atomic::write_json(&paths.meta(), meta).map_err(internal)?;
+    crash_point("after-meta");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(paths.bundle())

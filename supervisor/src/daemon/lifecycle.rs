@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
 use runtime_core::rootfs;
@@ -62,8 +64,11 @@ pub async fn wait(d: &Daemon, id: &str) -> Result<WaitResult, RpcError> {
         }
         let paths = d.root.container(id);
         if let Ok(mut c) = shim::connect(&paths).await {
-            match c.call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
-                Ok(Some(exit)) => return Ok(result(Some(&exit), None)),
+            match c.long_call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
+                Ok(Some(exit)) => {
+                    watch::refresh(d, id).await;
+                    return Ok(result(Some(&exit), None));
+                }
                 Ok(None) => {}
                 Err(CallError::Remote(e)) => return Err(e),
                 // The shim went away while we waited: the watcher will tell.
@@ -85,7 +90,11 @@ fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
 /// Removes a container and its state; `force` kills a running one first.
 pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     // The cache may not have seen the exit yet: ask the shim before refusing.
-    if !force && d.registry.get(id).is_some_and(|e| e.maybe_running() && !e.removing) {
+    if !force
+        && d.registry
+            .get(id)
+            .is_some_and(|e| e.maybe_running() && !e.removing)
+    {
         watch::refresh(d, id).await;
     }
     if claim_removal(d, id, force)? {
@@ -116,7 +125,7 @@ fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
     }
     let running = match &entry.phase {
         Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
-        Phase::Restoring => true,
+        Phase::Restoring | Phase::Unknown { .. } => true,
         _ => false,
     };
     if running && !force {
@@ -163,8 +172,11 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
                         },
                     )
                     .await;
-                let waited =
-                    tokio::time::timeout(Duration::from_secs(10), c.call_value(m::WAIT, &())).await;
+                let waited = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.long_call::<_, Value>(m::WAIT, &()),
+                )
+                .await;
                 if waited.is_err() {
                     return Err(RpcError::new(
                         ErrorCode::Internal,

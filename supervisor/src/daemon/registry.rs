@@ -20,6 +20,9 @@ pub enum Phase {
     Restoring,
     /// The shim answered.
     Live(ShimState),
+    /// The shim is alive but cannot be adopted or does not answer; the
+    /// container is left alone and the reason shown.
+    Unknown { reason: String },
     /// The shim is gone; the exit record (if any) says how it ended.
     Gone {
         exit: Option<ExitRecord>,
@@ -40,7 +43,7 @@ impl Entry {
     /// True if the container may still run.
     pub fn maybe_running(&self) -> bool {
         match &self.phase {
-            Phase::Creating | Phase::Restoring => true,
+            Phase::Creating | Phase::Restoring | Phase::Unknown { .. } => true,
             Phase::Live(s) => s.status != ShimStatus::Stopped,
             Phase::Gone { .. } => false,
         }
@@ -52,6 +55,14 @@ impl Entry {
         let (status, pid, exit, started_at, reason, shim_pid) = match &self.phase {
             Phase::Creating => ("creating".to_string(), None, None, None, None, None),
             Phase::Restoring => ("restoring".to_string(), None, None, None, None, None),
+            Phase::Unknown { reason } => (
+                "unknown".to_string(),
+                None,
+                None,
+                None,
+                Some(reason.clone()),
+                None,
+            ),
             Phase::Live(s) => {
                 let status = match s.status {
                     ShimStatus::Created => "created",

@@ -16,7 +16,7 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{create, lifecycle, Daemon};
+use super::{create, lifecycle, watch, Daemon};
 use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
 use crate::rpc::read_frame;
 
@@ -122,6 +122,10 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         }
         m::LIST => {
             let all = params::<Option<ListParams>>(&req)?.unwrap_or_default().all;
+            let ids: Vec<String> = d.registry.lock().keys().cloned().collect();
+            for id in ids {
+                watch::settle(d, &id).await;
+            }
             let mut list: Vec<_> = d
                 .registry
                 .lock()
@@ -134,6 +138,7 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         }
         m::INSPECT => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            watch::settle(d, &id).await;
             info(d, &id)
         }
         m::KILL => {

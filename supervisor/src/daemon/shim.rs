@@ -13,6 +13,8 @@ use crate::rpc::{CallError, RpcClient};
 
 /// How long one shim may take to answer a connect + hello.
 pub const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one shim call (other than `wait`) may take.
+pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `berth-shim start` prints once the container is created.
 #[derive(Debug, Deserialize)]
@@ -74,7 +76,12 @@ pub async fn start_shim(
 pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
     let agent = concat!("berthd ", env!("CARGO_PKG_VERSION"));
     match tokio::time::timeout(SHIM_TIMEOUT, RpcClient::connect(&paths.shim_sock(), agent)).await {
-        Ok(r) => r,
+        Ok(Ok(mut c)) => {
+            // runc start/kill/delete run inside the shim: allow for them.
+            c.set_timeout(SHIM_CALL_TIMEOUT);
+            Ok(c)
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(CallError::Transport(format!(
             "shim at {} did not answer within {SHIM_TIMEOUT:?}",
             paths.shim_sock().display()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::meta::ContainerMeta;
-use runtime_core::protocol::{shim_methods as m, ShimState};
+use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
 
 use super::registry::{Entry, Phase};
 use super::{create, lifecycle, shim, Daemon};
@@ -32,35 +32,69 @@ pub async fn refresh(d: &Daemon, id: &str) -> bool {
     }
 }
 
+/// Brings a cached "running" entry up to date when the shim has already
+/// written its exit record (the record comes before anyone is told, so a
+/// client that saw the exit can ask berthd at once and get the truth).
+pub async fn settle(d: &Daemon, id: &str) {
+    let stale = d.registry.get(id).is_some_and(|e| match &e.phase {
+        Phase::Live(s) => s.status != ShimStatus::Stopped,
+        _ => false,
+    }) && d.root.container(id).exit().exists();
+    if stale {
+        refresh(d, id).await;
+    }
+}
+
 /// Starts the watcher of one container.
 pub fn spawn_watcher(d: &Arc<Daemon>, id: String) {
     let d = d.clone();
-    tokio::spawn(async move { watch(d, id).await });
+    tokio::spawn(async move { watch(d, id, false).await });
 }
 
-async fn watch(d: Arc<Daemon>, id: String) {
+/// Watches one container until it is gone. `restoring`: found on disk at
+/// start-up, where a container still in the created state was left by a
+/// `run` that berthd's death interrupted: nobody will start it, so it is
+/// removed.
+async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
     let paths = d.root.container(&id);
-    let mut failures = 0u32;
+    let mut backoff = Duration::from_millis(100);
     loop {
         if d.registry.get(&id).is_none_or(|e| e.removing) {
             return;
         }
-        let conn = shim::connect(&paths).await;
-        let mut c = match conn {
+        let mut c = match shim::connect(&paths).await {
             Ok(c) => c,
+            Err(CallError::Remote(e)) if e.code == ErrorCode::VersionMismatch => {
+                // Never kill what we cannot speak to: leave it, say why.
+                let reason = format!("cannot adopt this container's shim: {e}; it keeps running, manage it with the berthd that started it");
+                log::warn!("container {id}: {reason}");
+                d.registry.set_phase(&id, Phase::Unknown { reason });
+                return;
+            }
             Err(e) => {
-                if shim::live_shim_pid(&paths).is_some() && failures < 20 {
-                    failures += 1;
-                    log::warn!("container {id}: shim alive but unreachable ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Some(pid) = shim::live_shim_pid(&paths) {
+                    let reason = format!("shim (pid {pid}) is alive but not answering: {e}");
+                    log::warn!("container {id}: {reason}; retrying in {backoff:?}");
+                    d.registry.set_phase(&id, Phase::Unknown { reason });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 return shim_gone(&d, &id).await;
             }
         };
-        failures = 0;
+        backoff = Duration::from_millis(100);
         match c.call::<_, ShimState>(m::STATE, &()).await {
+            Ok(state) if restoring && state.status == ShimStatus::Created => {
+                log::warn!("container {id} was created but never started before berthd stopped; removing it");
+                d.registry.set_phase(&id, Phase::Live(state));
+                if let Err(e) = lifecycle::remove(&d, &id, true).await {
+                    log::error!("removing never-started container {id}: {e}");
+                }
+                return;
+            }
             Ok(state) => {
+                restoring = false;
                 let exited = state.exit.is_some();
                 d.registry.set_phase(&id, Phase::Live(state));
                 if exited {
@@ -69,7 +103,7 @@ async fn watch(d: Arc<Daemon>, id: String) {
             }
             Err(_) => continue,
         }
-        match c.call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
+        match c.long_call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
             Ok(_) => continue, // loop: fetch the final state and finish
             Err(CallError::Remote(e)) => {
                 log::warn!("container {id}: wait: {e}");
@@ -103,8 +137,10 @@ async fn shim_gone(d: &Daemon, id: &str) {
         return;
     }
     let paths = d.root.container(id);
-    if !paths.shim_pid().exists() && !paths.exit().exists() {
-        // The shim never finished creating it (berthd died mid-create).
+    let never_created =
+        !paths.exit().exists() && (!paths.shim_pid().exists() || !paths.init_pid().exists());
+    if never_created {
+        // No shim ever finished creating it (berthd or the shim died mid-create).
         log::warn!("container {id} was never completely created; cleaning it up");
         shim::force_delete_runtime_state(d, &entry.meta).await;
         create::discard(d, &entry.meta).await;
@@ -161,7 +197,7 @@ pub fn restore_all(d: &Arc<Daemon>) {
                     },
                 );
                 let d2 = d.clone();
-                tokio::spawn(async move { watch(d2, id).await });
+                tokio::spawn(async move { watch(d2, id, true).await });
             }
             Err(_) => {
                 // No meta.json: berthd died before the container was made.

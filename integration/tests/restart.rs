@@ -1,0 +1,316 @@
+//! berthd restarts: adoption, exits while down, dead shims, crashes in the
+//! middle of create, restart loops. Nothing lost, nothing leaked.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::util::{stdout, Env};
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn alive(pid: i64) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+}
+
+/// A container printing 0, 1, 2, ... one per line, quickly.
+const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.005; done";
+
+fn check_counter(text: &str, what: &str) -> usize {
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, i.to_string(), "{what}: gap or duplicate at line {i}");
+        n += 1;
+    }
+    n
+}
+
+fn spawn_attach(env: &Env, name: &str) -> Child {
+    env.cmd(&["attach", "--no-stdin", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth attach")
+}
+
+#[test]
+fn sigkill_berthd_with_20_containers_loses_nothing() {
+    let Some(mut env) = Env::new() else { return };
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let name = format!("c{i}");
+        let cmd = if i % 2 == 0 { COUNTER } else { "sleep 1000" };
+        env.ok(&["run", "-d", "--name", &name, "--", "sh", "-c", cmd]);
+        names.push(name);
+    }
+    let pids: Vec<_> = names
+        .iter()
+        .map(|n| env.inspect(n)["pid"].clone())
+        .collect();
+    let attached: Vec<Child> = ["c0", "c2", "c4"]
+        .iter()
+        .map(|n| spawn_attach(&env, n))
+        .collect();
+    sleep_ms(300);
+    env.kill_berthd();
+    sleep_ms(500);
+    env.start_berthd();
+    env.wait_restored();
+    for (name, pid) in names.iter().zip(&pids) {
+        let info = env.inspect(name);
+        assert_eq!(info["status"], "running", "{name}");
+        assert_eq!(&info["pid"], pid, "{name} has a new PID");
+    }
+    sleep_ms(300);
+    for name in ["c0", "c2", "c4"] {
+        env.ok(&["kill", "-s", "KILL", name]);
+    }
+    for (name, child) in ["c0", "c2", "c4"].iter().zip(attached) {
+        let out = child.wait_with_output().expect("attach output");
+        assert_eq!(
+            out.status.code(),
+            Some(137),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Attached late: the stream starts somewhere, then never skips or repeats.
+        let text = stdout(&out);
+        let lines: Vec<u64> = text.lines().map(|l| l.parse().expect("number")).collect();
+        assert!(lines.len() > 50, "{name}: only {} lines", lines.len());
+        for w in lines.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{name}: attached stream not contiguous");
+        }
+        let log = stdout(&env.berth(&["logs", name]));
+        let n = check_counter(&log, name);
+        assert!(
+            n as u64 > *lines.last().expect("lines"),
+            "{name}: log shorter than the attached stream"
+        );
+    }
+    for name in &names {
+        env.ok(&["rm", "-f", name]);
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn exits_while_berthd_is_down_keep_their_codes() {
+    let Some(mut env) = Env::new() else { return };
+    for (name, code) in [("e0", 0), ("e3", 3), ("e42", 42)] {
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep 0.3; exit {code}"),
+        ]);
+    }
+    env.ok(&["run", "-d", "--name", "victim", "--", "sleep", "1000"]);
+    let victim = env.inspect("victim")["pid"].as_i64().expect("pid");
+    env.kill_berthd();
+    // Killed from outside while nobody supervises.
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill victim");
+    sleep_ms(1500);
+    env.start_berthd();
+    env.wait_restored();
+    for (name, code) in [("e0", 0), ("e3", 3), ("e42", 42), ("victim", 137)] {
+        let info = env.inspect(name);
+        assert_eq!(info["status"], "exited", "{name}");
+        assert_eq!(info["exit_code"], code, "{name}");
+        assert!(info["finished_at"].is_string(), "{name}");
+        assert_eq!(env.ok(&["wait", name]), format!("{code}\n"), "{name}");
+    }
+    assert_eq!(env.inspect("victim")["signal"], 9);
+    // The same after the shims are gone too: from the exit records.
+    for name in ["e0", "e3", "e42", "victim"] {
+        let shim = env.inspect(name)["shim_pid"].as_i64().expect("shim pid");
+        env.kill_berthd();
+        kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill shim");
+        env.start_berthd();
+        env.wait_restored();
+    }
+    for (name, code) in [("e0", 0), ("e3", 3), ("e42", 42), ("victim", 137)] {
+        assert_eq!(
+            env.inspect(name)["exit_code"],
+            code,
+            "{name} from the exit record"
+        );
+    }
+    for name in ["e0", "e3", "e42", "victim"] {
+        env.ok(&["rm", name]);
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn output_never_blocks_while_berthd_is_down() {
+    let Some(mut env) = Env::new() else { return };
+    let mib = 64;
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flood",
+        "--log-max-size",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        &format!("head -c {}m /dev/zero | tr '\\0' 'x' | fold -w 1023", mib),
+    ]);
+    let dir = std::path::PathBuf::from(env.inspect("flood")["state_dir"].as_str().expect("dir"));
+    env.kill_berthd();
+    // Nobody but the shim is there; the container must still finish.
+    env.wait_until(60, "the exit record while berthd is down", || {
+        dir.join("exit").exists()
+    });
+    env.start_berthd();
+    env.wait_restored();
+    assert_eq!(env.inspect("flood")["exit_code"], 0);
+    let out = env.berth(&["logs", "flood"]);
+    let bytes = mib << 20;
+    // fold adds a newline after every 1023 bytes (and none at the very end).
+    assert_eq!(out.stdout.len(), bytes + bytes / 1023);
+    env.ok(&["rm", "flood"]);
+}
+
+#[test]
+fn killed_shim_is_detected_while_up_and_at_start() {
+    let Some(mut env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "orphan",
+        "--",
+        "sh",
+        "-c",
+        "echo before; sleep 1000",
+    ]);
+    let info = env.inspect("orphan");
+    let (shim, init) = (
+        info["shim_pid"].as_i64().expect("shim"),
+        info["pid"].as_i64().expect("pid"),
+    );
+    kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill shim");
+    env.wait_until(10, "berthd to notice the dead shim", || {
+        env.inspect("orphan")["status"] == "exited"
+    });
+    let info = env.inspect("orphan");
+    assert!(info["exit_code"].is_null(), "made-up exit code: {info}");
+    assert!(
+        info["reason"].as_str().unwrap_or("").contains("shim died"),
+        "{info}"
+    );
+    env.wait_until(10, "the container process to be gone", || !alive(init));
+    assert!(env.runc_containers().is_empty());
+    assert_eq!(
+        stdout(&env.berth(&["logs", "orphan"])),
+        "before\n",
+        "log kept"
+    );
+    let wait = env.berth(&["wait", "orphan"]);
+    assert!(String::from_utf8_lossy(&wait.stderr).contains("shim died"));
+
+    // The same with berthd down when the shim dies.
+    env.ok(&["run", "-d", "--name", "orphan2", "--", "sleep", "1000"]);
+    let info = env.inspect("orphan2");
+    let (shim, init) = (
+        info["shim_pid"].as_i64().expect("shim"),
+        info["pid"].as_i64().expect("pid"),
+    );
+    env.kill_berthd();
+    kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill shim");
+    env.start_berthd();
+    env.wait_until(10, "dead shim found at start", || {
+        env.inspect("orphan2")["status"] == "exited"
+    });
+    assert!(env.inspect("orphan2")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("shim died"));
+    env.wait_until(10, "the container process to be gone", || !alive(init));
+    // It stays explained across another restart.
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_restored();
+    assert!(env.inspect("orphan2")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("shim died"));
+    env.ok(&["rm", "orphan", "orphan2"]);
+    env.assert_clean();
+}
+
+#[test]
+fn berthd_killed_at_each_step_of_create_leaves_a_clean_state() {
+    for step in ["after-meta", "after-bundle", "after-shim"] {
+        let Some(mut env) = Env::stopped() else {
+            return;
+        };
+        env.berthd_env = vec![("BERTH_TEST_CRASH_AT".into(), step.into())];
+        env.start_berthd();
+        let out = env.berth(&["run", "-d", "--name", "half", "--", "sleep", "1000"]);
+        assert!(!out.status.success(), "{step}: run succeeded");
+        let status = env.wait_berthd_exit();
+        assert!(!status.success(), "{step}: berthd did not die");
+        env.berthd_env.clear();
+        env.start_berthd();
+        env.wait_until(10, "cleanup after restart", || env.ps_all().is_empty());
+        env.assert_clean();
+        // And the name is free again.
+        env.ok(&["run", "--name", "half", "--", "true"]);
+    }
+}
+
+#[test]
+fn restart_loop_loses_nothing_and_leaks_nothing() {
+    let Some(mut env) = Env::new() else { return };
+    let mut expected = Vec::new();
+    for round in 0..20 {
+        let name = format!("r{round}");
+        let code = round % 7;
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {name}; sleep 0.{}; exit {code}", round % 4),
+        ]);
+        expected.push((name, code));
+        if round % 3 == 0 {
+            // A quick one removed as it goes, racing the restart.
+            env.ok(&["run", "-d", "--rm", "--", "true"]);
+        }
+        env.kill_berthd();
+        env.start_berthd();
+    }
+    env.wait_restored();
+    for (name, code) in &expected {
+        assert_eq!(env.ok(&["wait", name]), format!("{code}\n"), "{name}");
+        assert_eq!(stdout(&env.berth(&["logs", name])), format!("{name}\n"));
+    }
+    env.wait_until(10, "--rm containers to go", || {
+        env.ps_all().len() == expected.len()
+    });
+    for (name, _) in &expected {
+        env.ok(&["rm", name]);
+    }
+    env.assert_clean();
+}
