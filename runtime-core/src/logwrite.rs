@@ -56,21 +56,47 @@ impl LogWriter {
         })
     }
 
-    /// Records one chunk of output from `stream`.
+    /// Records one chunk of output from `stream`. A chunk holding many
+    /// lines may rotate several times: the limit holds per record.
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        self.buf.clear();
-        encode_chunk(&mut self.buf, &crate::time::now_rfc3339(), stream, data);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        encode_chunk(&mut buf, &crate::time::now_rfc3339(), stream, data);
+        let result = self.write_records(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn write_records(&mut self, buf: &[u8]) -> Result<()> {
         let limit = self.config.max_size;
-        if limit > 0 && self.size > 0 && self.size + self.buf.len() as u64 > limit {
-            self.rotate()?;
+        let (mut start, mut pos) = (0, 0);
+        while limit > 0 && pos < buf.len() {
+            let rec_end = buf[pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(buf.len(), |i| pos + i + 1);
+            let pending = (pos - start) as u64;
+            if self.size + pending + (rec_end - pos) as u64 > limit && self.size + pending > 0 {
+                self.append(&buf[start..pos])?;
+                self.rotate()?;
+                start = pos;
+            }
+            pos = rec_end;
+        }
+        self.append(&buf[start..])
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
         }
         self.file
-            .write_all(&self.buf)
+            .write_all(bytes)
             .map_err(|e| Error::io("write log", &self.path, e))?;
-        self.size += self.buf.len() as u64;
+        self.size += bytes.len() as u64;
         Ok(())
     }
 
@@ -127,5 +153,22 @@ mod tests {
         }
         let last = fs::read_to_string(&path).unwrap();
         assert!(last.trim_end().ends_with("line 19"), "{last}");
+    }
+
+    #[test]
+    fn one_big_chunk_still_respects_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let config = LogConfig {
+            max_size: 300,
+            max_files: 100,
+        };
+        let mut w = LogWriter::open(&path, config).unwrap();
+        let chunk: String = (0..100).map(|i| format!("row {i}\n")).collect();
+        w.write(Stream::Stdout, chunk.as_bytes()).unwrap();
+        assert!(rotated(&path, 5).exists());
+        for n in 1..5 {
+            assert!(fs::metadata(rotated(&path, n)).unwrap().len() <= 300);
+        }
     }
 }
