@@ -6,6 +6,7 @@
 
 mod util;
 
+mod attach;
 mod bad_input;
 mod lifecycle;
 mod restart;

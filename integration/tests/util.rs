@@ -353,3 +353,59 @@ pub fn stderr(o: &Output) -> String {
 pub fn make_rootfs(dir: &Path) {
     runtime_core::rootfs::ensure_default(dir).expect("build a rootfs");
 }
+
+/// A raw attach client speaking the protocol directly to a shim.
+pub struct RawAttach {
+    pub stream: std::os::unix::net::UnixStream,
+}
+
+impl RawAttach {
+    /// Connects to `name`'s attach socket and completes the handshake.
+    pub fn connect(env: &Env, name: &str, stdin: bool) -> RawAttach {
+        let sock = env.inspect(name)["attach_socket"]
+            .as_str()
+            .expect("socket")
+            .to_string();
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect attach");
+        let hello = serde_json::json!({"major": runtime_core::protocol::PROTOCOL_MAJOR, "minor": 0, "stdin": stdin});
+        runtime_core::frame::write_frame(&mut stream, 0, hello.to_string().as_bytes())
+            .expect("handshake");
+        let reply = runtime_core::frame::read_frame(&mut stream)
+            .expect("reply")
+            .expect("reply frame");
+        assert_eq!(
+            reply.tag,
+            0,
+            "handshake refused: {}",
+            String::from_utf8_lossy(&reply.payload)
+        );
+        RawAttach { stream }
+    }
+
+    /// Sends bytes to the container's stdin.
+    pub fn send_stdin(&mut self, data: &[u8]) {
+        runtime_core::frame::write_frame(&mut self.stream, runtime_core::attach::TAG_STDIN, data)
+            .expect("stdin frame");
+    }
+
+    /// Reads frames until exit, error or EOF: (stdout bytes, exit code, error text).
+    pub fn drain(mut self, mut on_stdout: impl FnMut(&[u8])) -> (Option<i64>, Option<String>) {
+        use runtime_core::attach::{TAG_ERROR, TAG_EXIT, TAG_STDOUT};
+        loop {
+            match runtime_core::frame::read_frame(&mut self.stream) {
+                Ok(Some(f)) if f.tag == TAG_STDOUT => on_stdout(&f.payload),
+                Ok(Some(f)) if f.tag == TAG_EXIT => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&f.payload).expect("exit json");
+                    return (v["exit_code"].as_i64(), None);
+                }
+                Ok(Some(f)) if f.tag == TAG_ERROR => {
+                    return (None, Some(String::from_utf8_lossy(&f.payload).into_owned()))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return (None, None),
+                Err(e) => return (None, Some(format!("read failed: {e}"))),
+            }
+        }
+    }
+}

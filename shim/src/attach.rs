@@ -260,18 +260,25 @@ impl Shim {
         }
     }
 
-    /// Tells the client why (best effort) and closes it.
+    /// Stops serving a client: drops its unsent output, queues the reason,
+    /// and closes it once that is delivered (or the client goes away).
+    /// Such a client holds only the reason and the frame it was in the
+    /// middle of receiving.
     fn cut_off(&mut self, token: Token, why: &str) {
         if let Some(c) = self.attaches.get_mut(&token) {
-            c.conn.discard_queued();
+            c.conn.discard_unsent_frames();
             c.conn.queue_always(proto::TAG_ERROR, why.as_bytes());
-            let _ = c.conn.flush();
+            c.closing = true;
         }
-        self.remove_attach(token);
+        self.flush_attach(token);
     }
 
     fn remove_attach(&mut self, token: Token) {
         if let Some(mut c) = self.attaches.remove(&token) {
+            log::debug!(
+                "attach client {token:?} closed with {} bytes unsent",
+                c.conn.queued()
+            );
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
         self.rereads.tokens.remove(&token);

@@ -26,6 +26,11 @@ pub struct Conn {
     out: Vec<u8>,
     out_start: usize,
     limit: usize,
+    /// Stream offsets: bytes ever queued and ever sent, and where each
+    /// queued frame ends, so a cut never splits a frame.
+    queued_total: u64,
+    sent_total: u64,
+    frame_ends: std::collections::VecDeque<u64>,
 }
 
 impl Conn {
@@ -37,6 +42,9 @@ impl Conn {
             out: Vec::new(),
             out_start: 0,
             limit,
+            queued_total: 0,
+            sent_total: 0,
+            frame_ends: Default::default(),
         }
     }
 
@@ -92,18 +100,37 @@ impl Conn {
             self.out.drain(..self.out_start);
             self.out_start = 0;
         }
-        frame::encode_into(&mut self.out, tag, payload).is_ok()
+        self.queue_always(tag, payload);
+        true
     }
 
     /// Queues a frame whatever the limit (small control replies, errors).
     pub fn queue_always(&mut self, tag: u8, payload: &[u8]) {
-        let _ = frame::encode_into(&mut self.out, tag, payload);
+        let before = self.out.len();
+        if frame::encode_into(&mut self.out, tag, payload).is_ok() {
+            self.queued_total += (self.out.len() - before) as u64;
+            self.frame_ends.push_back(self.queued_total);
+        }
     }
 
-    /// Drops everything queued (before cutting a client off).
-    pub fn discard_queued(&mut self) {
-        self.out.clear();
-        self.out_start = 0;
+    /// Drops every queued frame not yet begun on the wire; the frame in
+    /// flight, if any, is kept so the peer's framing stays intact.
+    pub fn discard_unsent_frames(&mut self) {
+        match self.frame_ends.front().copied() {
+            Some(end) if end > self.sent_total => {
+                let keep = (end - self.sent_total) as usize;
+                self.out.truncate(self.out_start + keep);
+                self.queued_total = end;
+                self.frame_ends.clear();
+                self.frame_ends.push_back(end);
+            }
+            _ => {
+                self.out.clear();
+                self.out_start = 0;
+                self.queued_total = self.sent_total;
+                self.frame_ends.clear();
+            }
+        }
     }
 
     /// Writes queued bytes until done or WouldBlock; Err means the peer is gone.
@@ -111,7 +138,17 @@ impl Conn {
         while self.out_start < self.out.len() {
             match self.stream.write(&self.out[self.out_start..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_start += n,
+                Ok(n) => {
+                    self.out_start += n;
+                    self.sent_total += n as u64;
+                    while self
+                        .frame_ends
+                        .front()
+                        .is_some_and(|&e| e <= self.sent_total)
+                    {
+                        self.frame_ends.pop_front();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -120,5 +157,46 @@ impl Conn {
         self.out.clear();
         self.out_start = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_core::frame::{read_frame, Decoder};
+
+    #[test]
+    fn cut_keeps_the_frame_in_flight_and_delivers_the_reason() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(UnixStream::from_std(a), 1 << 20);
+        let payload = vec![7u8; 50_000];
+        while conn.queue(2, &payload) {
+            conn.flush().unwrap();
+        }
+        conn.discard_unsent_frames();
+        conn.queue_always(9, b"bye");
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut tags = Vec::new();
+            while let Ok(Some(f)) = read_frame(&mut b) {
+                tags.push(f.tag);
+            }
+            tags
+        });
+        while conn.queued() > 0 {
+            conn.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(conn);
+        let tags = reader.join().unwrap();
+        assert_eq!(
+            tags.last(),
+            Some(&9),
+            "{} frames, last {:?}",
+            tags.len(),
+            tags.last()
+        );
+        let _ = Decoder::default();
     }
 }

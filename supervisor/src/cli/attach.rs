@@ -4,6 +4,8 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
@@ -99,16 +101,26 @@ impl Attached {
             send_size(&mut wr).await;
         }
         let (detach_tx, mut detach_rx) = mpsc::channel::<()>(1);
+        let detaching = Arc::new(AtomicBool::new(false));
         let input = tokio::spawn(forward_input(
             wr,
             self.stdin,
             tty,
             opts.detach_keys,
             detach_tx,
+            detaching.clone(),
         ));
+        // Biased: after a detach the shim closes the connection, and that
+        // EOF must not be mistaken for a lost session.
         let end = tokio::select! {
-            end = receive_output(rd) => end,
+            biased;
             Some(()) = detach_rx.recv() => Ok(AttachEnd::Detached),
+            end = receive_output(rd) => end,
+        };
+        // The shim closes the connection as soon as it reads our detach.
+        let end = match end {
+            Ok(AttachEnd::Lost(_)) if detaching.load(Ordering::SeqCst) => Ok(AttachEnd::Detached),
+            other => other,
         };
         input.abort();
         end
@@ -138,6 +150,7 @@ async fn forward_input(
     tty: bool,
     keys: Vec<u8>,
     detach: mpsc::Sender<()>,
+    detaching: Arc<AtomicBool>,
 ) {
     let mut winch = signal(SignalKind::window_change()).ok();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
@@ -186,9 +199,12 @@ async fn forward_input(
                         let _ = frame::encode_into(&mut out, proto::TAG_STDIN, &data);
                     }
                     if detached {
+                        detaching.store(true, Ordering::SeqCst);
                         let _ = frame::encode_into(&mut out, proto::TAG_DETACH, &[]);
                         let _ = wr.write_all(&out).await;
-                        let _ = detach.send(()).await;
+                        // Capacity 1 and nobody else sends: this never waits,
+                        // so the session learns of the detach before the EOF.
+                        let _ = detach.try_send(());
                         return;
                     }
                 }
