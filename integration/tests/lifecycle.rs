@@ -194,3 +194,35 @@ fn hung_shim_stalls_neither_restore_nor_api_and_is_not_killed() {
     let _ = fake.wait();
     env.ok(&["rm", "-f", "fine"]);
 }
+
+/// The shim's memory budget: an idle shim stays under a fixed RSS ceiling,
+/// so a regression (a thread, a runtime, a big buffer) fails CI. Measured:
+/// the release shim idles at about 2.4 MB RSS / 1.0 MB PSS, the debug build
+/// (what CI tests) at about 3.7 MB RSS; the ceiling leaves room for
+/// allocator noise, not for a new subsystem.
+#[test]
+fn idle_shim_stays_under_its_memory_ceiling() {
+    const CEILING_KB: u64 = 6 * 1024;
+    let Some(env) = Env::new() else { return };
+    env.ok(&["run", "-d", "--name", "idle", "--", "sleep", "1000"]);
+    // Exercise the paths an idle shim has been through: logs, attach, state.
+    env.ok(&["logs", "idle"]);
+    env.ok(&["inspect", "idle"]);
+    let shim = env.inspect("idle")["shim_pid"].as_i64().expect("shim pid");
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{shim}/smaps_rollup")).expect("smaps_rollup");
+    let rss: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Rss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("Rss line");
+    assert!(
+        rss < CEILING_KB,
+        "idle berth-shim uses {rss} kB RSS, ceiling {CEILING_KB} kB"
+    );
+    let threads = std::fs::read_dir(format!("/proc/{shim}/task"))
+        .expect("tasks")
+        .count();
+    assert_eq!(threads, 1, "the shim must stay single-threaded");
+    env.ok(&["rm", "-f", "idle"]);
+}

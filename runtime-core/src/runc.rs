@@ -26,6 +26,8 @@ pub struct Runc {
 /// Options of `runc create`.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
+    /// Start the process too (`runc run --detach`).
+    pub start: bool,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
 }
@@ -47,10 +49,17 @@ impl Runc {
         cmd
     }
 
-    /// `runc create --bundle B [--pid-file P] [--console-socket S] ID`.
+    /// `runc create --bundle B [--pid-file P] [--console-socket S] ID`,
+    /// or with `opts.start` `runc run --detach ...`: created and started
+    /// in one runtime invocation.
     pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOpts) -> Command {
         let mut cmd = self.base();
-        cmd.arg("create").arg("--bundle").arg(bundle);
+        if opts.start {
+            cmd.arg("run").arg("--detach");
+        } else {
+            cmd.arg("create");
+        }
+        cmd.arg("--bundle").arg(bundle);
         if let Some(p) = &opts.pid_file {
             cmd.arg("--pid-file").arg(p);
         }
@@ -144,6 +153,7 @@ mod tests {
             "c1",
             Path::new("/b"),
             &CreateOpts {
+                start: false,
                 pid_file: Some("/p".into()),
                 console_socket: None,
             },

@@ -166,7 +166,10 @@ impl Shim {
             if self.exit.is_some() {
                 self.send_exit(token);
             }
-            return self.flush_attach(token);
+            self.flush_attach(token);
+            // Output held for this client flows from now on.
+            self.release_output();
+            return;
         }
         match f.tag {
             proto::TAG_STDIN if client.wants_stdin() => {

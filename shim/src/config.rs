@@ -20,6 +20,11 @@ pub struct ShimConfig {
     /// Give the container a pty (`-t`).
     pub tty: bool,
     pub log: LogConfig,
+    /// Start the container at once (one `runc run --detach`).
+    pub start: bool,
+    /// Leave the output in the pipes until the first attach client (or a
+    /// timeout), so an attaching `berth run` misses no byte.
+    pub wait_attach: bool,
     /// Set by `start` for `serve`: where to report readiness.
     pub ready_fd: Option<i32>,
     /// The raw arguments, for passing through.
@@ -50,6 +55,8 @@ impl ShimConfig {
                 "--runc-root" => c.runc_root = value()?.into(),
                 "--stdin" => c.stdin = true,
                 "--tty" => c.tty = true,
+                "--start" => c.start = true,
+                "--wait-attach" => c.wait_attach = true,
                 "--log-max-size" => {
                     c.log.max_size = value()?
                         .parse()

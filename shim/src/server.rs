@@ -44,7 +44,12 @@ const FIRST_CLIENT: usize = 16;
 /// process keeps the pipes open.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Largest chunk read from the container at once.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
+/// How long output is held for the first attach client (`--wait-attach`).
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
+/// Pipe capacity asked for: fewer wake-ups, and room for output held
+/// while the first client attaches.
+const PIPE_SIZE: i32 = 1 << 20;
 /// Bound on container input buffered while the container is not reading.
 pub const STDIN_BUFFER_LIMIT: usize = 1 << 20;
 
@@ -78,6 +83,8 @@ pub struct Shim {
     pub stdin_buf: Vec<u8>,
     pub stdin_close_requested: bool,
     read_buf: Vec<u8>,
+    /// Output is held (not read) until this deadline or the first attach.
+    pub hold_until: Option<Instant>,
     pub done: bool,
 }
 
@@ -225,8 +232,16 @@ impl Shim {
             stdin_buf: Vec::new(),
             stdin_close_requested: false,
             read_buf: vec![0u8; READ_CHUNK],
+            hold_until: None,
             done: false,
         };
+        if shim.cfg.start {
+            shim.status = ShimStatus::Running;
+            shim.started_at = Some(runtime_core::time::now_rfc3339());
+        }
+        if shim.cfg.wait_attach {
+            shim.hold_until = Some(Instant::now() + HOLD_LIMIT);
+        }
         shim.register_sources()
             .map_err(|e| format!("register: {e}"))?;
         // The init may already have died (reaped while runc create ran).
@@ -269,12 +284,16 @@ impl Shim {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(128);
         while !self.done {
+            let now = Instant::now();
             let timeout = if self.rereads_ready() {
                 Some(Duration::ZERO)
             } else {
-                self.pending_exit
-                    .as_ref()
-                    .map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()))
+                let exit = self.pending_exit.as_ref().map(|(_, d)| *d);
+                [exit, self.hold_until]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|d| d.saturating_duration_since(now))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -298,6 +317,10 @@ impl Shim {
             }
             if self.rereads_ready() {
                 self.resume_stdin_readers();
+            }
+            if self.hold_until.is_some_and(|d| Instant::now() >= d) {
+                log::warn!("no client attached within {HOLD_LIMIT:?}; logging output anyway");
+                self.release_output();
             }
             self.maybe_finish_exit();
         }
@@ -343,8 +366,24 @@ impl Shim {
         self.reaper.forget_others(self.init_pid);
     }
 
+    /// Starts reading output held for the first attach client.
+    pub fn release_output(&mut self) {
+        if self.hold_until.take().is_none() {
+            return;
+        }
+        if let Some((_, deadline)) = self.pending_exit.as_mut() {
+            // The drain limit counts from when we start to drain.
+            *deadline = Instant::now() + DRAIN_LIMIT;
+        }
+        self.drain_output(Stream::Stdout);
+        self.drain_output(Stream::Stderr);
+    }
+
     /// Reads a pipe until WouldBlock, logging and broadcasting each chunk.
     pub fn drain_output(&mut self, stream: Stream) {
+        if self.hold_until.is_some() {
+            return;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         loop {
             let source = match stream {
@@ -456,6 +495,7 @@ fn create_container(
 ) -> Result<(ShimStdio, Option<OwnedFd>, i32), String> {
     let _ = fs::remove_file(paths.init_pid());
     let mut opts = CreateOpts {
+        start: cfg.start,
         pid_file: Some(paths.init_pid()),
         console_socket: None,
     };
@@ -470,7 +510,7 @@ fn create_container(
         console = Some(l);
         (None, None)
     } else {
-        let (s, c) = stdio::pipes(cfg.stdin).map_err(|e| format!("pipes: {e}"))?;
+        let (s, c) = stdio::pipes(cfg.stdin, PIPE_SIZE).map_err(|e| format!("pipes: {e}"))?;
         (Some(s), Some(c))
     };
     let mut cmd = runc.create(&cfg.id, &cfg.bundle, &opts);

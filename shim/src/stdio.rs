@@ -35,10 +35,17 @@ fn blocking(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Asks for a bigger pipe; the kernel may refuse (pipe-max-size), which is fine.
+fn grow(pipe: &impl AsRawFd, size: i32) {
+    let _ = nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+}
+
 /// Pipes for a non-tty container: ours non-blocking, the child's blocking.
-pub fn pipes(with_stdin: bool) -> io::Result<(ShimStdio, ChildStdio)> {
+pub fn pipes(with_stdin: bool, pipe_size: i32) -> io::Result<(ShimStdio, ChildStdio)> {
     let (out_w, out_r) = mio::unix::pipe::new()?;
     let (err_w, err_r) = mio::unix::pipe::new()?;
+    grow(&out_r, pipe_size);
+    grow(&err_r, pipe_size);
     let (input, child_in) = if with_stdin {
         let (in_w, in_r) = mio::unix::pipe::new()?;
         (Some(in_w), Stdio::from(blocking(OwnedFd::from(in_r))?))

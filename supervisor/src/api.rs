@@ -42,9 +42,14 @@ pub struct CreateParams {
     pub stdin: bool,
     #[serde(default)]
     pub auto_remove: bool,
-    /// Start at once (detached run); otherwise the client attaches and starts.
+    /// Start at once (one `runc run --detach` in the shim); otherwise the
+    /// container stays created until `start`.
     #[serde(default)]
     pub start: bool,
+    /// The caller will attach: the shim holds the output (in the pipe, up
+    /// to a few seconds) until the first attach client, so none is missed.
+    #[serde(default)]
+    pub attach: bool,
     #[serde(default)]
     pub log_max_size: Option<u64>,
     #[serde(default)]

@@ -104,6 +104,28 @@ impl RpcClient {
         }
     }
 
+    /// Sends a request without waiting for its reply: the server carries
+    /// it out even if we hang up (used where the caller has nothing left
+    /// to learn, like `run --rm`'s removal).
+    pub async fn send_only<P: Serialize>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<(), CallError> {
+        let req = Request {
+            id: self.next_id,
+            method: method.to_string(),
+            params: serde_json::to_value(params)
+                .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
+        };
+        self.next_id += 1;
+        let bytes = frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))?;
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| CallError::Transport(format!("send {method}: {e}")))
+    }
+
     async fn round_trip<P: Serialize>(
         &mut self,
         method: &str,

@@ -121,6 +121,7 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         stdin: a.interactive,
         auto_remove: a.rm,
         start: a.detach,
+        attach: !a.detach,
         log_max_size: a.log_max_size,
         log_max_files: a.log_max_files,
     };
@@ -140,18 +141,6 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
             return Err(f);
         }
     };
-    if let Err(e) = c
-        .call_value(
-            methods::START,
-            &Target {
-                id: info.id.clone(),
-            },
-        )
-        .await
-    {
-        discard(&mut c, &info.id).await;
-        return Err(start_failure(e.to_string()));
-    }
     let end = session.run(SessionOpts { detach_keys: keys }).await?;
     let outcome = match end {
         AttachEnd::Lost(msg) => {

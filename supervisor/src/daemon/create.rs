@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{lifecycle, shim, watch, Daemon};
+use super::{shim, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -162,9 +162,17 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
     crash_point("after-bundle");
     let started = match made {
-        Ok(()) => shim::start_shim(d, &meta, &paths)
-            .await
-            .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
+        Ok(()) => shim::start_shim(
+            d,
+            &meta,
+            &paths,
+            shim::StartMode {
+                start: p.start || p.attach,
+                wait_attach: p.attach,
+            },
+        )
+        .await
+        .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
         Err(e) => Err(e),
     };
     let addr = match started {
@@ -183,9 +191,6 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     crash_point("after-shim");
     watch::refresh(d, &new_id).await;
     watch::spawn_watcher(d, new_id.clone());
-    if p.start {
-        lifecycle::start(d, &new_id).await?;
-    }
     d.registry
         .get(&new_id)
         .map(|e| e.info(&d.root))

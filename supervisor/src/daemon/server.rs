@@ -130,7 +130,8 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
                 .registry
                 .lock()
                 .values()
-                .filter(|e| all || e.maybe_running())
+                // A container being removed is gone as far as users are concerned.
+                .filter(|e| !e.removing && (all || e.maybe_running()))
                 .map(|e| e.info(&d.root))
                 .collect();
             list.sort_by(|a, b| b.created_at.cmp(&a.created_at));

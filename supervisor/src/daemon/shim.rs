@@ -24,10 +24,20 @@ pub struct ShimAddress {
 }
 
 /// Runs `berth-shim start`; the error is the shim's (often runc's) message.
+/// How the shim should bring the container up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartMode {
+    /// Start it at once.
+    pub start: bool,
+    /// Hold its output for the first attach client.
+    pub wait_attach: bool,
+}
+
 pub async fn start_shim(
     d: &Daemon,
     meta: &ContainerMeta,
     paths: &ContainerPaths,
+    mode: StartMode,
 ) -> Result<ShimAddress, String> {
     let mut cmd = tokio::process::Command::new(&d.config.shim);
     cmd.arg("start")
@@ -50,6 +60,12 @@ pub async fn start_shim(
     }
     if meta.tty {
         cmd.arg("--tty");
+    }
+    if mode.start {
+        cmd.arg("--start");
+    }
+    if mode.wait_attach {
+        cmd.arg("--wait-attach");
     }
     cmd.stdin(std::process::Stdio::null());
     let out = cmd
