@@ -26,7 +26,7 @@ impl Stream {
 pub fn encode_chunk(out: &mut Vec<u8>, timestamp: &str, stream: Stream, data: &[u8]) {
     let mut rest = data;
     while !rest.is_empty() {
-        let (content, tag, used) = match rest.iter().position(|&b| b == b'\n') {
+        let (content, tag, used) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], b'F', i + 1),
             None => (rest, b'P', rest.len()),
         };

@@ -106,7 +106,7 @@ impl LogReader {
         let mut total = 0;
         self.partial.extend_from_slice(&self.chunk[..n]);
         let mut start = 0;
-        while let Some(off) = self.partial[start..].iter().position(|&b| b == b'\n') {
+        while let Some(off) = memchr::memchr(b'\n', &self.partial[start..]) {
             let line = &self.partial[start..start + off];
             if let Some(rec) = parse_line(line) {
                 emit(rec.stream, rec.content);

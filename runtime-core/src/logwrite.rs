@@ -74,10 +74,7 @@ impl LogWriter {
         let limit = self.config.max_size;
         let (mut start, mut pos) = (0, 0);
         while limit > 0 && pos < buf.len() {
-            let rec_end = buf[pos..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(buf.len(), |i| pos + i + 1);
+            let rec_end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i + 1);
             let pending = (pos - start) as u64;
             if self.size + pending + (rec_end - pos) as u64 > limit && self.size + pending > 0 {
                 self.append(&buf[start..pos])?;
