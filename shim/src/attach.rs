@@ -10,6 +10,8 @@
 use std::collections::HashSet;
 use std::io;
 
+use std::time::{Duration, Instant};
+
 use mio::{Interest, Token};
 
 use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
@@ -21,8 +23,13 @@ use crate::conn::{Conn, ReadOutcome};
 use crate::server::{Shim, STDIN_BUFFER_LIMIT};
 use crate::stdio;
 
-/// Output queued for one client before it is cut off as too slow.
+/// Output queued for one client before the shim stops reading the
+/// container's output to let it catch up.
 pub const CLIENT_QUEUE_LIMIT: usize = 4 << 20;
+/// How long a client may hold the output back (queue over the limit)
+/// before it is cut off: a slow client gets every byte, a stuck one
+/// delays the container, the log and the others by at most this.
+pub const STALL_LIMIT: Duration = Duration::from_millis(500);
 /// Attach clients at once.
 const MAX_ATTACH_CLIENTS: usize = 128;
 
@@ -32,6 +39,8 @@ pub struct AttachClient {
     request: Option<AttachRequest>,
     /// Exit sent: close once the queue is flushed.
     closing: bool,
+    /// Since when the queue has been over the limit.
+    full_since: Option<Instant>,
 }
 
 impl AttachClient {
@@ -74,7 +83,7 @@ impl Shim {
             }
             if let Some(why) = conn_refusal {
                 log::warn!("attach {why}");
-                let mut c = Conn::new(stream, 4096);
+                let mut c = Conn::new(stream);
                 c.queue_always(proto::TAG_ERROR, why.as_bytes());
                 let _ = c.flush();
                 continue;
@@ -87,9 +96,10 @@ impl Shim {
                 .is_ok()
             {
                 let client = AttachClient {
-                    conn: Conn::new(stream, CLIENT_QUEUE_LIMIT),
+                    conn: Conn::new(stream),
                     request: None,
                     closing: false,
+                    full_since: None,
                 };
                 self.attaches.insert(token, client);
             }
@@ -203,31 +213,65 @@ impl Shim {
             Stream::Stdout => proto::TAG_STDOUT,
             Stream::Stderr => proto::TAG_STDERR,
         };
-        let mut slow = Vec::new();
         let mut gone = Vec::new();
         for (token, client) in self.attaches.iter_mut() {
             if client.closing || !client.wants(stream) {
                 continue;
             }
-            let fits = data
-                .chunks(proto::MAX_DATA_FRAME)
-                .all(|chunk| client.conn.queue(tag, chunk));
-            if !fits {
-                slow.push(*token);
-            } else if client.conn.flush().is_err() {
+            // Never drop what was read: a full queue goes over its limit by
+            // at most one read, and output is paused (`output_paused`).
+            for chunk in data.chunks(proto::MAX_DATA_FRAME) {
+                client.conn.queue_always(tag, chunk);
+            }
+            if client.conn.flush().is_err() {
                 gone.push(*token);
+            } else if client.conn.queued() > CLIENT_QUEUE_LIMIT {
+                client.full_since.get_or_insert_with(Instant::now);
             }
         }
         for token in gone {
             self.remove_attach(token);
         }
-        for token in slow {
+    }
+
+    /// True while some client still has output queued.
+    pub fn attach_output_pending(&self) -> bool {
+        self.attaches.values().any(|c| c.conn.queued() > 0)
+    }
+
+    /// True while some client is over its queue limit: the container's
+    /// output is left in the pipe until it catches up or is cut off.
+    pub fn output_paused(&self) -> bool {
+        self.attaches.values().any(|c| c.full_since.is_some())
+    }
+
+    /// The earliest moment a stalled client must be cut off.
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        self.attaches
+            .values()
+            .filter_map(|c| c.full_since)
+            .min()
+            .map(|t| t + STALL_LIMIT)
+    }
+
+    /// Cuts off clients that held the output back too long (or all that
+    /// hold it back, with `all`); true if any was cut.
+    pub fn cut_stalled(&mut self, all: bool) -> bool {
+        let now = Instant::now();
+        let stalled: Vec<Token> = self
+            .attaches
+            .iter()
+            .filter(|(_, c)| c.full_since.is_some_and(|t| all || now >= t + STALL_LIMIT))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in &stalled {
             let msg = format!(
-                "berth: this client fell {CLIENT_QUEUE_LIMIT} bytes behind the container's output and was cut off; `berth logs` has everything"
+                "berth: this client stayed {CLIENT_QUEUE_LIMIT} bytes behind the container's output for {STALL_LIMIT:?} and was cut off; `berth logs` has everything"
             );
             log::warn!("attach client cut off: too slow");
-            self.cut_off(token, &msg);
+            self.cut_off(*token, &msg);
         }
+        !stalled.is_empty()
     }
 
     /// Queues the exit frame for every client, after all their output.
@@ -258,6 +302,10 @@ impl Shim {
             return;
         };
         let failed = c.conn.flush().is_err();
+        if c.full_since.is_some() && c.conn.queued() <= CLIENT_QUEUE_LIMIT {
+            // Caught up: the event loop resumes reading the container.
+            c.full_since = None;
+        }
         if failed || (c.closing && c.conn.queued() == 0) {
             self.remove_attach(token);
         }
@@ -272,6 +320,7 @@ impl Shim {
             c.conn.discard_unsent_frames();
             c.conn.queue_always(proto::TAG_ERROR, why.as_bytes());
             c.closing = true;
+            c.full_since = None;
         }
         self.flush_attach(token);
     }

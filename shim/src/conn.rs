@@ -1,4 +1,5 @@
-//! A framed, non-blocking socket connection with a bounded output queue.
+//! A framed, non-blocking socket connection with an output queue whose
+//! size its owner watches (see `attach` for the bound on clients).
 //!
 //! Used for control and attach clients alike: read until WouldBlock into
 //! a frame decoder, queue replies, flush until WouldBlock. The queue has a
@@ -25,7 +26,6 @@ pub struct Conn {
     decoder: Decoder,
     out: Vec<u8>,
     out_start: usize,
-    limit: usize,
     /// Stream offsets: bytes ever queued and ever sent, and where each
     /// queued frame ends, so a cut never splits a frame.
     queued_total: u64,
@@ -34,14 +34,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps an accepted stream; `limit` bounds the unsent output.
-    pub fn new(stream: UnixStream, limit: usize) -> Self {
+    /// Wraps an accepted stream.
+    pub fn new(stream: UnixStream) -> Self {
         Conn {
             stream,
             decoder: Decoder::default(),
             out: Vec::new(),
             out_start: 0,
-            limit,
             queued_total: 0,
             sent_total: 0,
             frame_ends: Default::default(),
@@ -91,21 +90,12 @@ impl Conn {
         self.out.len() - self.out_start
     }
 
-    /// Queues one frame; false (and nothing queued) if it would pass the limit.
-    pub fn queue(&mut self, tag: u8, payload: &[u8]) -> bool {
-        if self.queued() + payload.len() + frame::HEADER_LEN > self.limit {
-            return false;
-        }
+    /// Queues a frame; callers bound the queue by watching `queued`.
+    pub fn queue_always(&mut self, tag: u8, payload: &[u8]) {
         if self.out_start > 0 && self.out_start * 2 > self.out.len() {
             self.out.drain(..self.out_start);
             self.out_start = 0;
         }
-        self.queue_always(tag, payload);
-        true
-    }
-
-    /// Queues a frame whatever the limit (small control replies, errors).
-    pub fn queue_always(&mut self, tag: u8, payload: &[u8]) {
         let before = self.out.len();
         if frame::encode_into(&mut self.out, tag, payload).is_ok() {
             self.queued_total += (self.out.len() - before) as u64;
@@ -169,9 +159,10 @@ mod tests {
     fn cut_keeps_the_frame_in_flight_and_delivers_the_reason() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(UnixStream::from_std(a), 1 << 20);
+        let mut conn = Conn::new(UnixStream::from_std(a));
         let payload = vec![7u8; 50_000];
-        while conn.queue(2, &payload) {
+        while conn.queued() < 1 << 20 {
+            conn.queue_always(2, &payload);
             conn.flush().unwrap();
         }
         conn.discard_unsent_frames();

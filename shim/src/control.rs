@@ -18,7 +18,7 @@ use runtime_core::protocol::{
 use crate::conn::{Conn, ReadOutcome};
 use crate::server::{check_status, Shim};
 
-/// Output bound per control client (replies are small).
+/// Unsent replies a control client may accumulate.
 const CONTROL_QUEUE_LIMIT: usize = 4 << 20;
 /// Control clients at once; berthd needs one or two.
 const MAX_CONTROL_CLIENTS: usize = 64;
@@ -49,8 +49,7 @@ impl Shim {
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 .is_ok()
             {
-                self.controls
-                    .insert(token, Conn::new(stream, CONTROL_QUEUE_LIMIT));
+                self.controls.insert(token, Conn::new(stream));
             }
         }
     }
@@ -76,10 +75,12 @@ impl Shim {
         for f in frames {
             self.handle_frame(token, f);
         }
+        // A client that sends requests but never reads the replies is dropped
+        // once they pile up past the bound.
         let failed = self
             .controls
             .get_mut(&token)
-            .is_some_and(|c| c.flush().is_err());
+            .is_some_and(|c| c.flush().is_err() || c.queued() > CONTROL_QUEUE_LIMIT);
         if failed || matches!(outcome, ReadOutcome::Closed) {
             self.drop_control(token);
         }

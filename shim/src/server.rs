@@ -45,6 +45,8 @@ const FIRST_CLIENT: usize = 16;
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Largest chunk read from the container at once.
 const READ_CHUNK: usize = 128 * 1024;
+/// How long a deleted shim waits for attach clients to take their output.
+const LINGER_LIMIT: Duration = Duration::from_secs(2);
 /// How long output is held for the first attach client (`--wait-attach`).
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Pipe capacity asked for: fewer wake-ups, and room for output held
@@ -85,6 +87,8 @@ pub struct Shim {
     read_buf: Vec<u8>,
     /// Output is held (not read) until this deadline or the first attach.
     pub hold_until: Option<Instant>,
+    /// Reading stopped for a slow client; resume when it catches up.
+    output_was_paused: bool,
     pub done: bool,
 }
 
@@ -233,6 +237,7 @@ impl Shim {
             stdin_close_requested: false,
             read_buf: vec![0u8; READ_CHUNK],
             hold_until: None,
+            output_was_paused: false,
             done: false,
         };
         if shim.cfg.start {
@@ -283,13 +288,22 @@ impl Shim {
     /// The event loop; returns after `delete`.
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(128);
-        while !self.done {
+        let mut linger_until: Option<Instant> = None;
+        loop {
+            if self.done {
+                // Deleted: let attach clients take the output still queued
+                // for them (and the exit frame), for a bounded time.
+                let until = *linger_until.get_or_insert_with(|| Instant::now() + LINGER_LIMIT);
+                if !self.attach_output_pending() || Instant::now() >= until {
+                    break;
+                }
+            }
             let now = Instant::now();
             let timeout = if self.rereads_ready() {
                 Some(Duration::ZERO)
             } else {
                 let exit = self.pending_exit.as_ref().map(|(_, d)| *d);
-                [exit, self.hold_until]
+                [exit, self.hold_until, self.stall_deadline(), linger_until]
                     .into_iter()
                     .flatten()
                     .min()
@@ -317,6 +331,14 @@ impl Shim {
             }
             if self.rereads_ready() {
                 self.resume_stdin_readers();
+            }
+            self.cut_stalled(false);
+            if self.output_was_paused && !self.output_paused() {
+                self.output_was_paused = false;
+                // Resume output that a slow client held back (edge-triggered:
+                // nothing else would tell us there is data waiting).
+                self.drain_output(Stream::Stdout);
+                self.drain_output(Stream::Stderr);
             }
             if self.hold_until.is_some_and(|d| Instant::now() >= d) {
                 log::warn!("no client attached within {HOLD_LIMIT:?}; logging output anyway");
@@ -386,6 +408,10 @@ impl Shim {
         }
         let mut buf = std::mem::take(&mut self.read_buf);
         loop {
+            if self.output_paused() {
+                self.output_was_paused = true;
+                break;
+            }
             let source = match stream {
                 Stream::Stdout => self.stdio.stdout.as_mut(),
                 Stream::Stderr => self.stdio.stderr.as_mut(),
@@ -470,6 +496,7 @@ impl Shim {
         }
         if !drained {
             log::warn!("output still open {DRAIN_LIMIT:?} after init exit (escaped process?); reporting exit");
+            self.cut_stalled(true);
             self.drain_output(Stream::Stdout);
             self.drain_output(Stream::Stderr);
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
@@ -226,42 +226,73 @@ async fn forward_input(
     }
 }
 
-async fn receive_output(rd: tokio::net::unix::OwnedReadHalf) -> Result<AttachEnd, Failure> {
-    let mut rd = BufReader::with_capacity(256 * 1024, rd);
+/// Reads frames straight out of one large buffer and writes payloads as
+/// they are, flushing once per read: no allocation per frame, so the
+/// client keeps up with a container writing at full speed.
+async fn receive_output(mut rd: tokio::net::unix::OwnedReadHalf) -> Result<AttachEnd, Failure> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 2 * (frame::HEADER_LEN + frame::MAX_PAYLOAD)];
+    let (mut start, mut end) = (0usize, 0usize);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     loop {
-        let f = match read_frame(&mut rd).await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+        {
+            let mut out = stdout.lock();
+            while end - start >= frame::HEADER_LEN {
+                let h = &buf[start..start + frame::HEADER_LEN];
+                let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+                if len > frame::MAX_PAYLOAD {
+                    return Ok(AttachEnd::Lost(format!(
+                        "attach frame of {len} bytes exceeds the limit"
+                    )));
+                }
+                if end - start < frame::HEADER_LEN + len {
+                    break;
+                }
+                let tag = h[0];
+                let payload = &buf[start + frame::HEADER_LEN..start + frame::HEADER_LEN + len];
+                start += frame::HEADER_LEN + len;
+                match tag {
+                    proto::TAG_STDOUT if out.write_all(payload).is_err() => {
+                        return Ok(AttachEnd::Lost("cannot write to stdout".into()));
+                    }
+                    proto::TAG_STDERR => {
+                        let _ = out.flush();
+                        let mut err = stderr.lock();
+                        let _ = err.write_all(payload).and_then(|_| err.flush());
+                    }
+                    proto::TAG_EXIT => {
+                        let _ = out.flush();
+                        let rec: ExitRecord = serde_json::from_slice(payload)
+                            .map_err(|e| Failure::new(format!("bad exit frame: {e}")))?;
+                        return Ok(AttachEnd::Exited(rec));
+                    }
+                    proto::TAG_ERROR => {
+                        let _ = out.flush();
+                        return Ok(AttachEnd::Lost(
+                            String::from_utf8_lossy(payload).into_owned(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if out.flush().is_err() {
+                return Ok(AttachEnd::Lost("cannot write to stdout".into()));
+            }
+        }
+        if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        match rd.read(&mut buf[end..]).await {
+            Ok(0) => {
                 return Ok(AttachEnd::Lost(
                     "the shim closed the attach connection before the container exited".into(),
                 ))
             }
+            Ok(n) => end += n,
             Err(e) => return Ok(AttachEnd::Lost(format!("attach connection failed: {e}"))),
-        };
-        match f.tag {
-            proto::TAG_STDOUT => {
-                let mut out = stdout.lock();
-                if out.write_all(&f.payload).and_then(|_| out.flush()).is_err() {
-                    return Ok(AttachEnd::Lost("cannot write to stdout".into()));
-                }
-            }
-            proto::TAG_STDERR => {
-                let mut err = stderr.lock();
-                let _ = err.write_all(&f.payload).and_then(|_| err.flush());
-            }
-            proto::TAG_EXIT => {
-                let rec: ExitRecord = serde_json::from_slice(&f.payload)
-                    .map_err(|e| Failure::new(format!("bad exit frame: {e}")))?;
-                return Ok(AttachEnd::Exited(rec));
-            }
-            proto::TAG_ERROR => {
-                return Ok(AttachEnd::Lost(
-                    String::from_utf8_lossy(&f.payload).into_owned(),
-                ));
-            }
-            _ => {}
         }
     }
 }
