@@ -58,7 +58,8 @@ impl Conn {
         frames: &mut Vec<Frame>,
         budget: usize,
     ) -> runtime_core::Result<ReadOutcome> {
-        let mut buf = [0u8; 64 * 1024];
+        // Small on purpose: stack pages once touched stay resident in every shim.
+        let mut buf = [0u8; 16 * 1024];
         let mut total = 0usize;
         let outcome = loop {
             if total >= budget {
