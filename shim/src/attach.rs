@@ -8,11 +8,10 @@
 //! the container has consumed what is buffered.
 
 use std::collections::HashSet;
-use std::io;
 
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Token};
+use mio::Token;
 
 use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
 use runtime_core::frame::{self, Frame};
@@ -20,7 +19,7 @@ use runtime_core::logfmt::Stream;
 use runtime_core::protocol::PROTOCOL_MAJOR;
 
 use crate::conn::{Conn, ReadOutcome};
-use crate::server::{Shim, STDIN_BUFFER_LIMIT};
+use crate::server::{accept_one, Shim, STDIN_BUFFER_LIMIT};
 use crate::stdio;
 
 /// Output queued for one client before the shim stops reading the
@@ -64,44 +63,23 @@ pub struct Rereads {
 
 impl Shim {
     pub fn accept_attaches(&mut self) {
-        loop {
-            let (mut stream, _) = match self.attach_listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("accept attach: {e}");
-                    return;
+        while let Some(stream) = accept_one(&self.attach_listener, "attach") {
+            match self.admit(stream, self.attaches.len(), MAX_ATTACH_CLIENTS) {
+                Ok((token, stream)) => {
+                    let client = AttachClient {
+                        conn: Conn::new(stream),
+                        request: None,
+                        closing: false,
+                        full_since: None,
+                    };
+                    self.attaches.insert(token, client);
                 }
-            };
-            let mut conn_refusal = None;
-            if let Err(why) = runtime_core::peercred::check(&stream) {
-                conn_refusal = Some(format!("refused: {why}"));
-            } else if self.attaches.len() >= MAX_ATTACH_CLIENTS {
-                conn_refusal = Some(format!(
-                    "refused: {MAX_ATTACH_CLIENTS} clients already attached"
-                ));
-            }
-            if let Some(why) = conn_refusal {
-                log::warn!("attach {why}");
-                let mut c = Conn::new(stream);
-                c.queue_always(proto::TAG_ERROR, why.as_bytes());
-                let _ = c.flush();
-                continue;
-            }
-            let token = self.token();
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                .is_ok()
-            {
-                let client = AttachClient {
-                    conn: Conn::new(stream),
-                    request: None,
-                    closing: false,
-                    full_since: None,
-                };
-                self.attaches.insert(token, client);
+                Err((stream, why)) => {
+                    log::warn!("attach client {why}");
+                    let mut c = Conn::new(stream);
+                    c.queue_always(proto::TAG_ERROR, why.as_bytes());
+                    let _ = c.flush();
+                }
             }
         }
     }

@@ -2,9 +2,7 @@
 //! and delete. One JSON request per frame, answered in order; `wait` is a
 //! long poll answered when the container has exited.
 
-use std::io;
-
-use mio::{Interest, Token};
+use mio::Token;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -16,7 +14,7 @@ use runtime_core::protocol::{
 };
 
 use crate::conn::{Conn, ReadOutcome};
-use crate::server::{check_status, Shim};
+use crate::server::{accept_one, check_status, Shim};
 
 /// Unsent replies a control client may accumulate.
 const CONTROL_QUEUE_LIMIT: usize = 4 << 20;
@@ -25,31 +23,12 @@ const MAX_CONTROL_CLIENTS: usize = 64;
 
 impl Shim {
     pub fn accept_controls(&mut self) {
-        loop {
-            let (mut stream, _) = match self.control_listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("accept control: {e}");
-                    return;
+        while let Some(stream) = accept_one(&self.control_listener, "control") {
+            match self.admit(stream, self.controls.len(), MAX_CONTROL_CLIENTS) {
+                Ok((token, stream)) => {
+                    self.controls.insert(token, Conn::new(stream));
                 }
-            };
-            if let Err(why) = runtime_core::peercred::check(&stream) {
-                log::warn!("refused control client: {why}");
-                continue;
-            }
-            if self.controls.len() >= MAX_CONTROL_CLIENTS {
-                log::warn!("refused control client: {MAX_CONTROL_CLIENTS} already connected");
-                continue;
-            }
-            let token = self.token();
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                .is_ok()
-            {
-                self.controls.insert(token, Conn::new(stream));
+                Err((_, why)) => log::warn!("control client {why}"),
             }
         }
     }

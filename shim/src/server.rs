@@ -146,6 +146,19 @@ pub fn serve(config: ShimConfig) -> ExitCode {
     }
 }
 
+/// The next pending connection on a listener; `None` when there is none
+/// (or accept failed, which is logged).
+pub fn accept_one(listener: &UnixListener, what: &str) -> Option<mio::net::UnixStream> {
+    match listener.accept() {
+        Ok((stream, _)) => Some(stream),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            log::warn!("accept {what}: {e}");
+            None
+        }
+    }
+}
+
 /// New session, cwd /, child subreaper, and no inherited fds but stdio and `keep`.
 fn detach_from_parent(keep: Option<i32>) {
     let _ = nix::unistd::setsid();
@@ -276,6 +289,34 @@ impl Shim {
             reg.register(w, STDIN, Interest::WRITABLE)?;
         }
         Ok(())
+    }
+
+    /// Checks a new client (peer credentials, client limit) and registers
+    /// it with the poll; on refusal, the stream and the reason.
+    pub fn admit(
+        &mut self,
+        mut stream: mio::net::UnixStream,
+        connected: usize,
+        limit: usize,
+    ) -> Result<(Token, mio::net::UnixStream), (mio::net::UnixStream, String)> {
+        if let Err(why) = runtime_core::peercred::check(&stream) {
+            return Err((stream, format!("refused: {why}")));
+        }
+        if connected >= limit {
+            return Err((
+                stream,
+                format!("refused: {limit} clients already connected"),
+            ));
+        }
+        let token = self.token();
+        match self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            Ok(()) => Ok((token, stream)),
+            Err(e) => Err((stream, format!("refused: register: {e}"))),
+        }
     }
 
     /// A fresh token for a client connection.
