@@ -206,26 +206,10 @@ async fn make_bundle(
 ) -> Result<(), RpcError> {
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(&meta.id);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(paths.dir())
-        .map_err(|e| {
-            RpcError::new(
-                ErrorCode::Internal,
-                format!("create {}: {e}", paths.dir().display()),
-            )
-        })?;
+    private_dir(paths.dir())?;
     atomic::write_json(&paths.meta(), meta).map_err(internal)?;
     crash_point("after-meta");
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(paths.bundle())
-        .map_err(|e| {
-            RpcError::new(
-                ErrorCode::Internal,
-                format!("create {}: {e}", paths.bundle().display()),
-            )
-        })?;
+    private_dir(&paths.bundle())?;
     if meta.default_rootfs {
         Overlay {
             lower: rootfs_path.to_path_buf(),
@@ -240,6 +224,16 @@ async fn make_bundle(
         spec::set_root(oci, rootfs_path, readonly);
     }
     spec::write_config(oci, &paths.bundle()).map_err(internal)
+}
+
+/// Creates a directory only root can enter (mode 0700).
+fn private_dir(path: &Path) -> Result<(), RpcError> {
+    fs::DirBuilder::new().mode(0o700).create(path).map_err(|e| {
+        RpcError::new(
+            ErrorCode::Internal,
+            format!("create {}: {e}", path.display()),
+        )
+    })
 }
 
 /// Removes every trace of a container that never came to be.
