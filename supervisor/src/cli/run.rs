@@ -161,15 +161,13 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         other => finish(other),
     };
     if a.rm && outcome.is_ok() {
-        let _ = c
-            .call_value(
-                methods::REMOVE,
-                &RemoveParams {
-                    id: info.id.clone(),
-                    force: false,
-                },
-            )
-            .await;
+        // The exit code is known: hand the removal to berthd and leave (it
+        // hides the container from `ps` from the moment it starts removing).
+        let params = RemoveParams {
+            id: info.id.clone(),
+            force: false,
+        };
+        let _ = c.send_only(methods::REMOVE, &params).await;
     }
     outcome
 }
