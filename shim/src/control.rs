@@ -142,31 +142,38 @@ impl Shim {
         }
     }
 
-    fn runtime_error(message: String) -> RpcError {
-        RpcError::new(ErrorCode::Runtime, message)
+    /// Runs one runtime command to completion through the reaper; a
+    /// failure carries the runtime's own message.
+    fn runtime_call(
+        &mut self,
+        mut cmd: std::process::Command,
+        op: &'static str,
+    ) -> Result<(), RpcError> {
+        let runtime_error = |message: String| RpcError::new(ErrorCode::Runtime, message);
+        let mark = self.runc.log_mark();
+        let child = cmd
+            .spawn()
+            .map_err(|e| runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
+        let status = self.reaper.wait_for(child.id() as i32);
+        check_status(&self.runc, mark, status, op).map_err(runtime_error)
+    }
+
+    /// Reaped (or never runnable again): no signal or start applies.
+    fn stopped(&self) -> bool {
+        self.exit.is_some() || self.status == ShimStatus::Stopped
     }
 
     fn start(&mut self) -> Result<(), RpcError> {
-        if self.status != ShimStatus::Created || self.pending_exit_known() {
+        if self.status != ShimStatus::Created || self.stopped() {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
                 format!("container {} is not in the created state", self.cfg.id),
             ));
         }
-        let mark = self.runc.log_mark();
-        let mut cmd = self.runc.start(&self.cfg.id);
-        let child = cmd
-            .spawn()
-            .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
-        let status = self.reaper.wait_for(child.id() as i32);
-        check_status(&self.runc, mark, status, "start").map_err(Self::runtime_error)?;
+        self.runtime_call(self.runc.start(&self.cfg.id), "start")?;
         self.status = ShimStatus::Running;
         self.started_at = Some(runtime_core::time::now_rfc3339());
         Ok(())
-    }
-
-    fn pending_exit_known(&self) -> bool {
-        self.exit.is_some()
     }
 
     /// Signals the init directly: we are its reaper, so its PID cannot be
@@ -179,27 +186,17 @@ impl Shim {
                 format!("invalid signal {signal}"),
             )
         })?;
-        if self.exit.is_some() || self.reaped() {
+        if self.stopped() {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
                 format!("container {} is not running", self.cfg.id),
             ));
         }
         if self.status == ShimStatus::Created {
-            let mark = self.runc.log_mark();
-            let child =
-                self.runc.kill(&self.cfg.id, signal).spawn().map_err(|e| {
-                    Self::runtime_error(format!("{}: {e}", self.runc.binary.display()))
-                })?;
-            let status = self.reaper.wait_for(child.id() as i32);
-            return check_status(&self.runc, mark, status, "kill").map_err(Self::runtime_error);
+            return self.runtime_call(self.runc.kill(&self.cfg.id, signal), "kill");
         }
         kill(Pid::from_raw(self.init_pid), sig)
             .map_err(|e| RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid)))
-    }
-
-    fn reaped(&self) -> bool {
-        self.exit.is_some() || self.status == ShimStatus::Stopped
     }
 
     /// Removes the runtime's state and stops the shim. Only a stopped or
@@ -215,14 +212,7 @@ impl Shim {
                 ))
             }
         };
-        let mark = self.runc.log_mark();
-        let child = self
-            .runc
-            .delete(&self.cfg.id, force)
-            .spawn()
-            .map_err(|e| Self::runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
-        let status = self.reaper.wait_for(child.id() as i32);
-        check_status(&self.runc, mark, status, "delete").map_err(Self::runtime_error)?;
+        self.runtime_call(self.runc.delete(&self.cfg.id, force), "delete")?;
         let _ = std::fs::remove_file(self.paths.shim_sock());
         let _ = std::fs::remove_file(self.paths.attach_sock());
         let _ = std::fs::remove_file(self.paths.shim_pid());

@@ -178,7 +178,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let addr = match started {
         Ok(a) => a,
         Err(e) => {
-            discard(d, &meta).await;
+            discard(d, &meta.id).await;
             return Err(e);
         }
     };
@@ -237,8 +237,8 @@ fn private_dir(path: &Path) -> Result<(), RpcError> {
 }
 
 /// Removes every trace of a container that never came to be.
-pub async fn discard(d: &Daemon, meta: &ContainerMeta) {
-    let paths = d.root.container(&meta.id);
+pub async fn discard(d: &Daemon, id: &str) {
+    let paths = d.root.container(id);
     if let Err(e) = rootfs::unmount_if_mounted(&paths.bundle_rootfs()) {
         log::warn!("{e}");
     }
@@ -247,5 +247,5 @@ pub async fn discard(d: &Daemon, meta: &ContainerMeta) {
             log::warn!("remove {}: {e}", paths.dir().display());
         }
     }
-    d.registry.lock().remove(&meta.id);
+    d.registry.lock().remove(id);
 }

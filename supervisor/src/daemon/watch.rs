@@ -143,7 +143,7 @@ async fn shim_gone(d: &Daemon, id: &str) {
         // No shim ever finished creating it (berthd or the shim died mid-create).
         log::warn!("container {id} was never completely created; cleaning it up");
         shim::force_delete_runtime_state(d, &entry.meta).await;
-        create::discard(d, &entry.meta).await;
+        create::discard(d, id).await;
         return;
     }
     let (exit, reason) = match atomic::read_json::<ExitRecord>(&paths.exit()) {
@@ -206,23 +206,7 @@ pub fn restore_all(d: &Arc<Daemon>) {
                     paths.dir().display()
                 );
                 let d2 = d.clone();
-                tokio::spawn(async move {
-                    let meta = ContainerMeta {
-                        id: id.clone(),
-                        name: id.clone(),
-                        created_at: String::new(),
-                        command: Vec::new(),
-                        rootfs: String::new(),
-                        default_rootfs: true,
-                        source_bundle: None,
-                        tty: false,
-                        stdin: false,
-                        auto_remove: true,
-                        log: Default::default(),
-                        runtime: d2.config.runtime.display().to_string(),
-                    };
-                    create::discard(&d2, &meta).await;
-                });
+                tokio::spawn(async move { create::discard(&d2, &id).await });
             }
         }
     }
