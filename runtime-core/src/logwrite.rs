@@ -52,7 +52,8 @@ impl LogWriter {
             file,
             size,
             config,
-            buf: Vec::with_capacity(80 * 1024),
+            // Grown on first output: an idle container's shim never touches it.
+            buf: Vec::new(),
         })
     }
 

@@ -115,7 +115,11 @@ pub fn apply(spec: &mut Spec, opts: &ProcessOpts) -> Result<()> {
 
 /// Writes the spec as the bundle's config.json, atomically.
 pub fn write_config(spec: &Spec, bundle: &Path) -> Result<()> {
-    crate::atomic::write_json(&bundle.join("config.json"), spec)
+    let path = bundle.join("config.json");
+    let data = serde_json::to_vec(spec)
+        .map_err(|e| crate::Error::Other(format!("serialize {}: {e}", path.display())))?;
+    // runc reads it once, now; after a reboot there is nothing to run.
+    crate::atomic::write_until_reboot(&path, &data)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The shim's command line, shared by `start` and `serve` (start passes
-//! its arguments on unchanged). It is an internal interface spoken by
-//! berthd, so it is parsed by hand to keep the shim small.
+//! The shim's command line, shared by `start` and `serve`. It is an
+//! internal interface spoken by berthd, so it is parsed by hand to keep the
+//! shim small.
 
 use std::path::PathBuf;
 
@@ -27,8 +27,6 @@ pub struct ShimConfig {
     pub wait_attach: bool,
     /// Set by `start` for `serve`: where to report readiness.
     pub ready_fd: Option<i32>,
-    /// The raw arguments, for passing through.
-    pub raw: Vec<String>,
 }
 
 impl ShimConfig {
@@ -37,7 +35,6 @@ impl ShimConfig {
         let mut c = ShimConfig {
             runtime: "runc".into(),
             log: LogConfig::default(),
-            raw: args.to_vec(),
             ..Default::default()
         };
         let mut it = args.iter();

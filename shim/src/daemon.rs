@@ -1,18 +1,22 @@
 //! `berth-shim start`: daemonize the real shim and report its address.
 //!
-//! berthd runs this short-lived process; it spawns `berth-shim serve` with a
-//! readiness pipe, waits for "ok" (container created, sockets accepting) or
-//! an error, prints one JSON line and exits. The serving shim is then
-//! orphaned to init (it calls setsid itself), so it never is a child of
-//! berthd past start-up and a killed berthd takes no shim with it.
+//! berthd runs this short-lived process. It forks; the child becomes the
+//! serving shim (the same code as `berth-shim serve`, without a second
+//! exec: one less program load on every container start) and reports over
+//! a readiness pipe: "ok" (container created, sockets accepting) or an
+//! error. The parent prints one JSON line and exits, so the serving shim is
+//! orphaned (it calls setsid itself): it is never a child of berthd past
+//! start-up and a killed berthd takes no shim with it.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::OFlag;
+use nix::sys::wait::waitpid;
+use nix::unistd::{dup2, fork, ForkResult};
 
 use crate::config::ShimConfig;
 
@@ -38,25 +42,37 @@ fn run(c: &ShimConfig) -> Result<String, String> {
         .mode(0o600)
         .open(&shim_log)
         .map_err(|e| format!("open {}: {e}", shim_log.display()))?;
+    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // Only the serving shim may inherit the write end; we are single threaded.
-    fcntl(write_end.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
-        .map_err(|e| format!("fcntl: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .args(&c.raw)
-        .arg("--ready-fd")
-        .arg(write_end.as_raw_fd().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn berth-shim serve: {e}"))?;
+    // SAFETY: `start` is single threaded (nothing has spawned a thread), so
+    // the child may run any code; it never returns into our caller.
+    #[allow(unsafe_code)]
+    let forked = unsafe { fork() }.map_err(|e| format!("fork berth-shim serve: {e}"))?;
+    let child = match forked {
+        ForkResult::Child => {
+            drop(read_end);
+            // stdout is berthd's pipe: it must see EOF when `start` exits.
+            let redirected = dup2(null.as_raw_fd(), 0)
+                .and_then(|_| dup2(null.as_raw_fd(), 1))
+                .and_then(|_| dup2(log.as_raw_fd(), 2));
+            if let Err(e) = redirected {
+                eprintln!("berth-shim: redirect stdio: {e}");
+                std::process::exit(1);
+            }
+            drop((null, log));
+            let mut config = c.clone();
+            config.ready_fd = Some(write_end.into_raw_fd());
+            let code = crate::server::serve(config);
+            // Flush nothing of the parent's: leave at once with the code.
+            std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+        }
+        ForkResult::Parent { child } => child,
+    };
     drop(write_end);
+    drop((null, log));
     let mut report = String::new();
-    std::fs::File::from(read_end)
+    File::from(read_end)
         .read_to_string(&mut report)
         .map_err(|e| format!("read shim readiness: {e}"))?;
     let report = report.trim();
@@ -64,11 +80,11 @@ fn run(c: &ShimConfig) -> Result<String, String> {
         // The shim runs on; it reparents to init when we exit.
         return Ok(line.to_string());
     }
-    let status = child.wait().map_err(|e| format!("wait for shim: {e}"))?;
+    let status = waitpid(child, None).map_err(|e| format!("wait for shim: {e}"))?;
     match report.strip_prefix("error ") {
         Some(msg) => Err(msg.to_string()),
         None => Err(format!(
-            "berth-shim exited during start-up ({status}); see {}",
+            "berth-shim exited during start-up ({status:?}); see {}",
             shim_log.display()
         )),
     }

@@ -11,6 +11,7 @@ mod config;
 mod conn;
 mod control;
 mod daemon;
+mod memory;
 mod reaper;
 mod server;
 mod stdio;

@@ -52,6 +52,9 @@ const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Pipe capacity asked for: fewer wake-ups, and room for output held
 /// while the first client attaches.
 const PIPE_SIZE: i32 = 1 << 20;
+/// Quiet time after which the shim hands back the memory a burst of work
+/// touched (see `memory`).
+const IDLE_TRIM: Duration = Duration::from_secs(1);
 /// Bound on container input buffered while the container is not reading.
 pub const STDIN_BUFFER_LIMIT: usize = 1 << 20;
 
@@ -90,6 +93,8 @@ pub struct Shim {
     /// Reading stopped for a slow client; resume when it catches up.
     output_was_paused: bool,
     pub done: bool,
+    /// Something ran since the last quiet second: give memory back at the next.
+    trim_pending: bool,
 }
 
 /// Entry point of `serve`.
@@ -122,6 +127,9 @@ pub fn serve(config: ShimConfig) -> ExitCode {
                     "init_pid": shim.init_pid,
                     "control": shim.paths.shim_sock(),
                     "attach": shim.paths.attach_sock(),
+                    // What a `state` call would answer: berthd needs no
+                    // round trip before it replies to `create`.
+                    "state": shim.state(),
                 })
             ));
             drop(ready);
@@ -164,17 +172,29 @@ fn detach_from_parent(keep: Option<i32>) {
     let _ = nix::unistd::setsid();
     let _ = nix::unistd::chdir("/");
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds {
-        if fd > 2 && Some(fd) != keep {
-            // The fds are leftovers we do not own through any Rust object.
-            let _ = nix::unistd::close(fd);
+    match keep {
+        Some(fd) if fd > 3 => {
+            close_range(3, fd as u32 - 1);
+            close_range(fd as u32 + 1, u32::MAX);
         }
+        Some(3) => close_range(4, u32::MAX),
+        _ => close_range(3, u32::MAX),
+    }
+}
+
+/// Closes every fd in `first..=last`: leftovers we own through no Rust
+/// object. One syscall, and no directory buffer left to fragment the heap
+/// of a process that then idles for the container's whole life.
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors; none in the range is
+    // owned by a live Rust object at this point of start-up.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::close_range(first, last, 0) };
+    if rc != 0 {
+        log::warn!(
+            "close_range({first}, {last}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -209,7 +229,7 @@ impl Shim {
             .map_err(|e| format!("register signals: {e}"))?;
         // First, so a restarted berthd can tell a shim at work from a
         // container that never got one.
-        atomic::write(&paths.shim_pid(), std::process::id().to_string().as_bytes())
+        atomic::write_until_reboot(&paths.shim_pid(), std::process::id().to_string().as_bytes())
             .map_err(|e| e.to_string())?;
         let control_listener = bind(&paths, SHIM_SOCK)?;
         let attach_listener = bind(&paths, ATTACH_SOCK)?;
@@ -252,6 +272,7 @@ impl Shim {
             hold_until: None,
             output_was_paused: false,
             done: false,
+            trim_pending: true,
         };
         if shim.cfg.start {
             shim.status = ShimStatus::Running;
@@ -350,8 +371,16 @@ impl Shim {
                     .min()
                     .map(|d| d.saturating_duration_since(now))
             };
+            let timeout = match timeout {
+                None if self.trim_pending => Some(IDLE_TRIM),
+                t => t,
+            };
             match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
+                Ok(()) if events.is_empty() && self.trim_pending => {
+                    self.trim_pending = false;
+                    crate::memory::trim();
+                }
+                Ok(()) => self.trim_pending = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }

@@ -83,12 +83,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         RootSource::Default
     };
     if matches!(source, RootSource::Default) {
-        let _guard = d.rootfs_build.lock().await;
-        let target = d.root.default_rootfs();
-        tokio::task::spawn_blocking(move || rootfs::ensure_default(&target))
-            .await
-            .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("default rootfs: {e}")))?;
+        ensure_default_rootfs(d).await?;
     }
 
     let new_id = id::generate().map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
@@ -161,19 +156,22 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let paths = d.root.container(&new_id);
     let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
     crash_point("after-bundle");
-    let started = match made {
-        Ok(()) => shim::start_shim(
-            d,
-            &meta,
-            &paths,
-            shim::StartMode {
-                start: p.start || p.attach,
-                wait_attach: p.attach,
-            },
-        )
-        .await
-        .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
-        Err(e) => Err(e),
+    let (started, meta_durable) = match made {
+        Ok(meta_durable) => (
+            shim::start_shim(
+                d,
+                &meta,
+                &paths,
+                shim::StartMode {
+                    start: p.start || p.attach,
+                    wait_attach: p.attach,
+                },
+            )
+            .await
+            .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
+            Some(meta_durable),
+        ),
+        Err(e) => (Err(e), None),
     };
     let addr = match started {
         Ok(a) => a,
@@ -189,12 +187,40 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         addr.init_pid
     );
     crash_point("after-shim");
-    watch::refresh(d, &new_id).await;
+    // The container runs and meta.json is in place for any berthd; only a
+    // machine crash could still lose it. Tell the user once it is on disk.
+    if let Some(sync) = meta_durable {
+        match sync.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("container {new_id}: {e}"),
+            Err(e) => log::error!("container {new_id}: fsync meta.json: {e}"),
+        }
+    }
+    match addr.state {
+        Some(state) => d.registry.set_phase(&new_id, Phase::Live(state)),
+        None => {
+            watch::refresh(d, &new_id).await;
+        }
+    }
     watch::spawn_watcher(d, new_id.clone());
     d.registry
         .get(&new_id)
         .map(|e| e.info(&d.root))
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("container {new_id} vanished")))
+}
+
+/// Builds the default rootfs on first use; later creates only check it
+/// still has its busybox (one stat, no thread hop).
+async fn ensure_default_rootfs(d: &Daemon) -> Result<(), RpcError> {
+    let target = d.root.default_rootfs();
+    if target.join("bin/busybox").is_file() {
+        return Ok(());
+    }
+    let _guard = d.rootfs_build.lock().await;
+    tokio::task::spawn_blocking(move || rootfs::ensure_default(&target))
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("default rootfs: {e}")))
 }
 
 async fn make_bundle(
@@ -203,11 +229,15 @@ async fn make_bundle(
     oci: &mut oci_spec::runtime::Spec,
     rootfs_path: &Path,
     readonly: bool,
-) -> Result<(), RpcError> {
+) -> Result<MetaSync, RpcError> {
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(&meta.id);
     private_dir(paths.dir())?;
-    atomic::write_json(&paths.meta(), meta).map_err(internal)?;
+    // In place before any shim exists (a restarted berthd must find it);
+    // its fsync runs while the container starts.
+    atomic::write_json_until_reboot(&paths.meta(), meta).map_err(internal)?;
+    let meta_path = paths.meta();
+    let meta_durable = tokio::task::spawn_blocking(move || atomic::make_durable(&meta_path));
     crash_point("after-meta");
     private_dir(&paths.bundle())?;
     if meta.default_rootfs {
@@ -223,8 +253,12 @@ async fn make_bundle(
     } else {
         spec::set_root(oci, rootfs_path, readonly);
     }
-    spec::write_config(oci, &paths.bundle()).map_err(internal)
+    spec::write_config(oci, &paths.bundle()).map_err(internal)?;
+    Ok(meta_durable)
 }
+
+/// The pending fsync of a new container's meta.json.
+type MetaSync = tokio::task::JoinHandle<runtime_core::Result<()>>;
 
 /// Creates a directory only root can enter (mode 0700).
 fn private_dir(path: &Path) -> Result<(), RpcError> {

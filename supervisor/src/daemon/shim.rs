@@ -21,6 +21,10 @@ pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ShimAddress {
     pub pid: i32,
     pub init_pid: i32,
+    /// The container's state as the shim reported it (absent from shims
+    /// older than this field: berthd then asks).
+    #[serde(default)]
+    pub state: Option<runtime_core::protocol::ShimState>,
 }
 
 /// Runs `berth-shim start`; the error is the shim's (often runc's) message.

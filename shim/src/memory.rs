@@ -1,0 +1,59 @@
+//! Giving start-up memory back before the shim goes idle.
+//!
+//! A shim spends its life waiting; what it touched while starting (argument
+//! parsing, the runc call, JSON) would otherwise stay resident for the
+//! container's whole life, in every shim. Freed heap pages and the stack
+//! below the event loop's frame are handed back to the kernel once, before
+//! the loop starts; they come back zeroed if ever touched again.
+
+/// How much of the stack below the caller's frame is kept resident: room
+/// for the event loop's deepest calls without a fresh page fault each time.
+const STACK_KEEP: usize = 4 * 1024;
+
+/// Returns freed heap and unused stack pages to the kernel.
+pub fn trim() {
+    // Stack first: finding it allocates, and the heap trim should see that freed.
+    trim_stack();
+    trim_heap();
+}
+
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks and releases glibc's own free lists;
+    // it is safe to call at any time from the (only) thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Drops the pages of the main stack below the current frame (less a
+/// margin). They are dead: the stack grows down and nothing lives below
+/// the stack pointer of a running frame but the next calls' frames.
+#[inline(never)]
+fn trim_stack() {
+    let marker = 0u8;
+    let sp = std::ptr::addr_of!(marker) as usize;
+    let Some(low) = stack_low() else { return };
+    let page = 4096;
+    let end = (sp.saturating_sub(STACK_KEEP)) & !(page - 1);
+    if end <= low {
+        return;
+    }
+    // SAFETY: [low, end) lies inside this thread's stack mapping, strictly
+    // below the live frames (STACK_KEEP under this one); no other thread
+    // exists and a signal handler can only run after the call returns, on
+    // pages the kernel then faults in fresh.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+    }
+}
+
+/// The low end of the `[stack]` mapping, from /proc/self/maps.
+fn stack_low() -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    let range = line.split_whitespace().next()?;
+    let (low, _) = range.split_once('-')?;
+    usize::from_str_radix(low, 16).ok()
+}
