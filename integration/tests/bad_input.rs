@@ -155,3 +155,24 @@ fn no_command_and_bad_flags() {
     );
     fails_cleanly(&env, &["kill", "-s", "NOPE", "x"], "unknown signal");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&["run", "-d", "--name", "quiet", "--", "sleep", "100"]);
+    for args in [&["ps", "-a"][..], &["inspect", "quiet"], &["ps", "--json"]] {
+        // `berth ps | head -0`: the pipe is closed before berth writes.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = env
+            .cmd(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run berth");
+        assert!(out.status.success(), "berth {args:?}: {out:?}");
+        assert_eq!(stderr(&out), "", "berth {args:?}");
+    }
+    env.ok(&["rm", "-f", "quiet"]);
+    env.assert_clean();
+}

@@ -57,6 +57,29 @@ fn graceful_stop_leaves_containers_running() {
 }
 
 #[test]
+fn rm_works_when_the_runtime_state_was_removed_behind_berths_back() {
+    let Some(env) = Env::new() else { return };
+    let id = env
+        .ok(&["run", "-d", "--name", "gone", "--", "sleep", "100"])
+        .trim()
+        .to_string();
+    // An operator's `runc delete -f` kills the container and drops runc's state.
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(env.root.join("runc"))
+        .args(["delete", "-f", &id])
+        .output()
+        .expect("runc");
+    assert!(out.status.success(), "runc delete: {out:?}");
+    env.wait_until(10, "the shim to record the exit", || {
+        env.inspect("gone")["status"] == "exited"
+    });
+    assert_eq!(env.inspect("gone")["exit_code"], 137);
+    env.ok(&["rm", "gone"]);
+    env.assert_clean();
+}
+
+#[test]
 fn second_berthd_on_same_root_refuses() {
     let Some(env) = Env::new() else { return };
     let out = std::process::Command::new(env.bin.join("berthd"))

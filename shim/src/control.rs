@@ -212,7 +212,19 @@ impl Shim {
                 ))
             }
         };
-        self.runtime_call(self.runc.delete(&self.cfg.id, force), "delete")?;
+        match self.runtime_call(self.runc.delete(&self.cfg.id, force), "delete") {
+            Ok(()) => {}
+            // Someone (an operator's `runc delete`) was first: the state we
+            // would remove is already gone, which is what delete is for.
+            Err(e) if e.message.contains("does not exist") => {
+                log::warn!(
+                    "runc delete {}: {}; already deleted",
+                    self.cfg.id,
+                    e.message
+                )
+            }
+            Err(e) => return Err(e),
+        }
         let _ = std::fs::remove_file(self.paths.shim_sock());
         let _ = std::fs::remove_file(self.paths.attach_sock());
         let _ = std::fs::remove_file(self.paths.shim_pid());

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{connect, Failure, Outcome};
+use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, ContainerInfo, Target};
 
 #[derive(Args, Debug)]
@@ -19,6 +19,6 @@ pub async fn inspect(root: &Path, a: InspectArgs) -> Outcome {
         .call(methods::INSPECT, &Target { id: a.container })
         .await?;
     let text = serde_json::to_string_pretty(&info).map_err(|e| Failure::new(e.to_string()))?;
-    println!("{text}");
+    say(&text)?;
     Ok(0)
 }

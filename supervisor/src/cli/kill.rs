@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{connect, signals::parse_signal, Failure, Outcome};
+use super::{connect, say, signals::parse_signal, Failure, Outcome};
 use crate::api::{methods, KillParams};
 
 #[derive(Args, Debug)]
@@ -27,6 +27,6 @@ pub async fn kill(root: &Path, a: KillArgs) -> Outcome {
         },
     )
     .await?;
-    println!("{}", a.container);
+    say(&a.container)?;
     Ok(0)
 }

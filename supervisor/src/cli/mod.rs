@@ -77,6 +77,19 @@ impl From<CallError> for Failure {
 /// Result of a verb: the process exit code.
 pub type Outcome = Result<u8, Failure>;
 
+/// Prints one line to stdout. A reader that went away (`berth ps | head`)
+/// ends the output quietly, as with any Unix tool; other write errors fail.
+pub fn say(line: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Connects to berthd, saying clearly when it is not there.
 pub async fn connect(root: &std::path::Path) -> Result<RpcClient, Failure> {
     let sock = Root::new(root).api_socket();

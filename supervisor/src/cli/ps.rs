@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use clap::Args;
 
-use super::{connect, Failure, Outcome};
+use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, ContainerInfo, ListParams};
 
 #[derive(Args, Debug)]
@@ -23,22 +23,22 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     let list: Vec<ContainerInfo> = c.call(methods::LIST, &ListParams { all: a.all }).await?;
     if a.json {
         let text = serde_json::to_string_pretty(&list).map_err(|e| Failure::new(e.to_string()))?;
-        println!("{text}");
+        say(&text)?;
         return Ok(0);
     }
-    println!(
+    say(&format!(
         "{:<16}  {:<20}  {:<14}  {:<16}  COMMAND",
         "ID", "NAME", "STATUS", "CREATED"
-    );
+    ))?;
     for info in &list {
-        println!(
+        say(&format!(
             "{:<16}  {:<20}  {:<14}  {:<16}  {}",
             info.id,
             truncate(&info.name, 20),
             status_text(info),
             ago(&info.created_at),
             truncate(&shell_join(&info.command), 40)
-        );
+        ))?;
     }
     Ok(0)
 }

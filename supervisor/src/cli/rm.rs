@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{connect, Failure, Outcome};
+use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, RemoveParams};
 
 #[derive(Args, Debug)]
@@ -26,8 +26,15 @@ pub async fn rm(root: &Path, a: RmArgs) -> Outcome {
             force: a.force,
         };
         match c.call_value(methods::REMOVE, &params).await {
-            Ok(_) => println!("{id}"),
-            Err(e) => failed.push(e.to_string()),
+            Ok(_) => say(&id)?,
+            Err(e) => {
+                let msg = e.to_string();
+                failed.push(if msg.contains(&id) {
+                    msg
+                } else {
+                    format!("{id}: {msg}")
+                });
+            }
         }
     }
     if failed.is_empty() {

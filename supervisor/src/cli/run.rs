@@ -12,7 +12,7 @@ use clap::Args;
 use super::attach::{self, AttachEnd, SessionOpts};
 use super::attach_cmd::{finish, DEFAULT_DETACH_KEYS};
 use super::term::parse_detach_keys;
-use super::{connect, Failure, Outcome};
+use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, ContainerInfo, CreateParams, RemoveParams, Target, WaitResult};
 use crate::rpc::RpcClient;
 
@@ -131,7 +131,7 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         .await
         .map_err(|e| start_failure(e.to_string()))?;
     if a.detach {
-        println!("{}", info.id);
+        say(&info.id)?;
         return Ok(0);
     }
     let session = match attach::connect(Path::new(&info.attach_socket), a.interactive).await {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{connect, Failure, Outcome};
+use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, Target, WaitResult};
 
 #[derive(Args, Debug)]
@@ -25,7 +25,7 @@ pub async fn wait(root: &Path, a: WaitArgs) -> Outcome {
         .await?;
     match r.exit_code {
         Some(code) => {
-            println!("{code}");
+            say(&code.to_string())?;
             Ok(0)
         }
         None => Err(Failure::new(format!(
