@@ -52,6 +52,8 @@ fn run(c: &ShimConfig) -> Result<String, String> {
     let child = match forked {
         ForkResult::Child => {
             drop(read_end);
+            // Cosmetic: if it fails, ps shows `start`.
+            let _ = show_as_serve();
             // stdout is berthd's pipe: it must see EOF when `start` exits.
             let redirected = dup2(null.as_raw_fd(), 0)
                 .and_then(|_| dup2(null.as_raw_fd(), 1))
@@ -88,4 +90,28 @@ fn run(c: &ShimConfig) -> Result<String, String> {
             shim_log.display()
         )),
     }
+}
+
+/// Makes `ps` show the forked shim as `berth-shim serve ...` rather than
+/// `start ...`: the verb in the command line is overwritten in place (the
+/// two words have the same length), through /proc/self/mem.
+fn show_as_serve() -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after "pid (comm)" start at field 3; arg_start is field 48.
+    let arg_start: u64 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(48 - 3))
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| invalid("no arg_start in /proc/self/stat"))?;
+    let cmdline = std::fs::read("/proc/self/cmdline")?;
+    let mut args = cmdline.split(|&b| b == 0);
+    let argv0_len = args.next().map_or(0, <[u8]>::len) as u64;
+    if args.next() != Some(&b"start"[..]) {
+        return Err(invalid("argv[1] is not `start`"));
+    }
+    let mem = OpenOptions::new().write(true).open("/proc/self/mem")?;
+    mem.write_all_at(b"serve", arg_start + argv0_len + 1)
 }
