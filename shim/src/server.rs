@@ -615,11 +615,18 @@ fn create_container(
         cmd.stdin(c.stdin).stdout(c.stdout).stderr(c.stderr);
     }
     let mark = runc.log_mark();
+    let began = Instant::now();
     let spawned = cmd.spawn();
     // Drop our copies of the child's ends so EOF means the container closed them.
     drop(cmd);
     let child = spawned.map_err(|e| format!("runtime {}: {e}", runc.binary.display()))?;
     let status = reaper.wait_for(child.id() as i32);
+    // Logged for operators and for scripts/bench's breakdown of a start.
+    log::info!(
+        "runtime {} took {:.1} ms",
+        if cfg.start { "run --detach" } else { "create" },
+        began.elapsed().as_secs_f64() * 1000.0
+    );
     let result = (|| {
         check_status(runc, mark, status, "create")?;
         let shim_stdio = match (shim_stdio, &console) {
