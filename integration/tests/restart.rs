@@ -258,7 +258,7 @@ fn killed_shim_is_detected_while_up_and_at_start() {
 #[test]
 /// Either cleaned up or a working container, and `ps -a` says which.
 fn berthd_killed_at_each_step_of_create_leaves_a_clean_state() {
-    for step in ["after-meta", "after-bundle", "after-shim"] {
+    for step in ["before-meta", "after-meta", "after-bundle", "after-shim"] {
         let Some(mut env) = Env::stopped() else {
             return;
         };

@@ -6,14 +6,17 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
 /// Atomically and durably replaces `path` with `data` (mode 0600): after
 /// a crash of the process or of the machine, the old or the new content.
 pub fn write(path: &Path, data: &[u8]) -> Result<()> {
-    replace(path, data, true)
+    let staged = stage(path, data)?;
+    staged.sync()?;
+    let dir = staged.commit()?;
+    sync_dir(&dir)
 }
 
 /// Atomically replaces `path` with `data`, without waiting for the disk:
@@ -22,13 +25,21 @@ pub fn write(path: &Path, data: &[u8]) -> Result<()> {
 /// a crashed machine has no container left for them to describe. Each
 /// fsync saved is a few hundred microseconds off a container's start.
 pub fn write_until_reboot(path: &Path, data: &[u8]) -> Result<()> {
-    replace(path, data, false)
+    stage(path, data)?.commit().map(drop)
 }
 
-fn replace(path: &Path, data: &[u8], durable: bool) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Other(format!("{} has no parent directory", path.display())))?;
+/// New content written beside its final name, not yet in place: the steps
+/// of [`write`] one by one, so a caller can run the fsyncs while it does
+/// other work and still keep their order (temp, fsync, rename, fsync dir).
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+/// Writes `data` to a temp file next to `path` (mode 0600).
+pub fn stage(path: &Path, data: &[u8]) -> Result<Staged> {
+    let dir = parent(path)?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::Other(format!("{} has no file name", path.display())))?;
@@ -41,44 +52,53 @@ fn replace(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
     file.write_all(data)
-        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|e| Error::io("write", &tmp, e))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))?;
-    if durable {
-        sync_dir(dir)?;
+    Ok(Staged {
+        tmp,
+        path: path.to_owned(),
+    })
+}
+
+impl Staged {
+    /// The temp file, for an fsync on another thread ([`sync_file`]).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
     }
-    Ok(())
+
+    /// Makes the staged content durable.
+    pub fn sync(&self) -> Result<()> {
+        sync_file(&self.tmp)
+    }
+
+    /// Renames the content into place; returns the directory, whose fsync
+    /// ([`sync_dir`]) makes the rename durable.
+    pub fn commit(self) -> Result<PathBuf> {
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename into", &self.path, e))?;
+        Ok(parent(&self.path)?.to_owned())
+    }
+}
+
+fn parent(path: &Path) -> Result<&Path> {
+    path.parent()
+        .ok_or_else(|| Error::Other(format!("{} has no parent directory", path.display())))
 }
 
 /// Serializes `value` as pretty JSON and writes it atomically and durably.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    write(path, &pretty(path, value)?)
+    write(path, &to_json(path, value)?)
 }
 
-/// Serializes `value` as pretty JSON and writes it atomically; the caller
-/// makes it durable later with [`make_durable`] (see `write_until_reboot`).
-pub fn write_json_until_reboot<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_until_reboot(path, &pretty(path, value)?)
-}
-
-fn pretty<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+/// `value` as pretty JSON, naming `path` in any error.
+pub fn to_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Other(format!("serialize {}: {e}", path.display())))
 }
 
-/// Makes a file already renamed into place durable: fsync the file, then
-/// its directory. With `write_until_reboot` first, the disk wait can run
-/// while other work goes on; until it returns, a crashed *machine* may
-/// lose the file (a crashed process never does).
-pub fn make_durable(path: &Path) -> Result<()> {
+/// Makes a file's content durable.
+pub fn sync_file(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("fsync", path, e))?;
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Other(format!("{} has no parent directory", path.display())))?;
-    sync_dir(dir)
+        .map_err(|e| Error::io("fsync", path, e))
 }
 
 /// Reads and parses a JSON file, naming the file in any error.
@@ -111,6 +131,22 @@ mod tests {
         assert_eq!(back, vec![3]);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn staged_content_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        write(&path, b"old").unwrap();
+        let staged = stage(&path, b"new").unwrap();
+        staged.sync().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        let parent = staged.commit().unwrap();
+        assert_eq!(parent, dir.path());
+        sync_dir(&parent).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "the temp file is gone");
     }
 
     #[test]

@@ -187,8 +187,9 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         addr.init_pid
     );
     crash_point("after-shim");
-    // The container runs and meta.json is in place for any berthd; only a
-    // machine crash could still lose it. Tell the user once it is on disk.
+    // The container runs and meta.json is in place for any berthd; until
+    // its directory is synced a machine crash could lose the entry (the
+    // container with it). Tell the user once it is on disk.
     if let Some(sync) = meta_durable {
         match sync.await {
             Ok(Ok(())) => {}
@@ -233,12 +234,15 @@ async fn make_bundle(
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(&meta.id);
     private_dir(paths.dir())?;
-    // In place before any shim exists (a restarted berthd must find it);
-    // its fsync runs while the container starts.
-    atomic::write_json_until_reboot(&paths.meta(), meta).map_err(internal)?;
-    let meta_path = paths.meta();
-    let meta_durable = tokio::task::spawn_blocking(move || atomic::make_durable(&meta_path));
-    crash_point("after-meta");
+    // meta.json the durable way (temp, fsync, rename, fsync dir), with the
+    // disk waits overlapping other work: the temp file's fsync with the
+    // bundle, the directory's with the shim's start. The rename comes
+    // before any shim exists, so a restarted berthd always finds it.
+    let staged = atomic::to_json(&paths.meta(), meta)
+        .and_then(|data| atomic::stage(&paths.meta(), &data))
+        .map_err(internal)?;
+    let tmp = staged.temp_path().to_owned();
+    let content_synced = tokio::task::spawn_blocking(move || atomic::sync_file(&tmp));
     private_dir(&paths.bundle())?;
     if meta.default_rootfs {
         Overlay {
@@ -254,10 +258,19 @@ async fn make_bundle(
         spec::set_root(oci, rootfs_path, readonly);
     }
     spec::write_config(oci, &paths.bundle()).map_err(internal)?;
-    Ok(meta_durable)
+    content_synced
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(internal)?;
+    // Killed here: a directory with a mounted overlay and no meta.json,
+    // which a restarted berthd removes as half-made.
+    crash_point("before-meta");
+    let dir = staged.commit().map_err(internal)?;
+    crash_point("after-meta");
+    Ok(tokio::task::spawn_blocking(move || atomic::sync_dir(&dir)))
 }
 
-/// The pending fsync of a new container's meta.json.
+/// The pending fsync of the directory meta.json was renamed into.
 type MetaSync = tokio::task::JoinHandle<runtime_core::Result<()>>;
 
 /// Creates a directory only root can enter (mode 0700).
