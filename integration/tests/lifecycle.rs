@@ -232,13 +232,7 @@ fn idle_shim_stays_under_its_memory_ceiling() {
     env.ok(&["logs", "idle"]);
     env.ok(&["inspect", "idle"]);
     let shim = env.inspect("idle")["shim_pid"].as_i64().expect("shim pid");
-    let rollup =
-        std::fs::read_to_string(format!("/proc/{shim}/smaps_rollup")).expect("smaps_rollup");
-    let rss: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Rss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("Rss line");
+    let rss = smaps_kb(shim, "Rss");
     assert!(
         rss < CEILING_KB,
         "idle berth-shim uses {rss} kB RSS, ceiling {CEILING_KB} kB"
@@ -254,13 +248,7 @@ fn idle_shim_stays_under_its_memory_ceiling() {
     // grows its idle state.
     const PRIVATE_CEILING_KB: u64 = 200;
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let rollup =
-        std::fs::read_to_string(format!("/proc/{shim}/smaps_rollup")).expect("smaps_rollup");
-    let private: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Private_Dirty:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("Private_Dirty line");
+    let private = smaps_kb(shim, "Private_Dirty");
     assert!(
         private < PRIVATE_CEILING_KB,
         "idle berth-shim keeps {private} kB private, ceiling {PRIVATE_CEILING_KB} kB"
@@ -270,4 +258,15 @@ fn idle_shim_stays_under_its_memory_ceiling() {
     let verb = cmdline.split(|&b| b == 0).nth(1).expect("argv[1]");
     assert_eq!(verb, b"serve", "shim command line: {cmdline:?}");
     env.ok(&["rm", "-f", "idle"]);
+}
+
+/// One field of a process's /proc/PID/smaps_rollup, in kB.
+fn smaps_kb(pid: i64, field: &str) -> u64 {
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in smaps_rollup"))
 }
