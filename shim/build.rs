@@ -4,6 +4,8 @@
 //! patched by the loader at start, which makes those pages private to each
 //! process: ~20 KiB per shim, times every container on the machine. Linked
 //! at a fixed address they stay clean pages of the file, shared by all shims.
+//! The price is no address randomization for the shim's own code (its
+//! libraries, heap and stack keep it); only root reaches its sockets.
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
 }
