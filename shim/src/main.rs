@@ -1,9 +1,10 @@
 //! berth-shim: one per container. Owns the container's stdio, writes its
 //! log, reaps its init and records its exit, so berthd can come and go.
 //!
-//! `berth-shim start ...` is what berthd runs: it daemonizes `berth-shim
-//! serve ...`, waits until the container is created and the sockets accept,
-//! prints their addresses as one JSON line, and exits.
+//! `berth-shim start ...` is what berthd runs: it forks the serving shim
+//! (what `berth-shim serve ...` runs), waits until the container is created
+//! and the sockets accept, prints their addresses and state as one JSON
+//! line, and exits.
 #![deny(unsafe_code)]
 
 mod attach;
