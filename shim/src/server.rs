@@ -45,6 +45,12 @@ const FIRST_CLIENT: usize = 16;
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Largest chunk read from the container at once.
 const READ_CHUNK: usize = 128 * 1024;
+/// Time spent reading one output pipe per turn of the event loop. A
+/// container that writes without pause keeps its pipe readable forever;
+/// past this the loop serves its other sources (control, attach, signals)
+/// and comes back. Time, not bytes: a chunk of short lines costs twenty
+/// times its size in log records.
+const DRAIN_TURN: Duration = Duration::from_millis(5);
 /// How long a deleted shim waits for attach clients to take their output.
 const LINGER_LIMIT: Duration = Duration::from_secs(2);
 /// How long output is held for the first attach client (`--wait-attach`).
@@ -92,6 +98,8 @@ pub struct Shim {
     pub hold_until: Option<Instant>,
     /// Reading stopped for a slow client; resume when it catches up.
     output_was_paused: bool,
+    /// Output left in a pipe when its drain budget ran out (stdout, stderr).
+    output_more: [bool; 2],
     pub done: bool,
     /// Something ran since the last quiet second: give memory back at the next.
     trim_pending: bool,
@@ -271,6 +279,7 @@ impl Shim {
             read_buf: vec![0u8; READ_CHUNK],
             hold_until: None,
             output_was_paused: false,
+            output_more: [false; 2],
             done: false,
             trim_pending: true,
         };
@@ -361,7 +370,7 @@ impl Shim {
                 }
             }
             let now = Instant::now();
-            let timeout = if self.rereads_ready() {
+            let timeout = if self.rereads_ready() || self.output_more.contains(&true) {
                 Some(Duration::ZERO)
             } else {
                 let exit = self.pending_exit.as_ref().map(|(_, d)| *d);
@@ -401,6 +410,12 @@ impl Shim {
             }
             if self.rereads_ready() {
                 self.resume_stdin_readers();
+            }
+            // Edge-triggered: a pipe left readable will not be reported again.
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                if std::mem::take(&mut self.output_more[i]) {
+                    self.drain_output(stream);
+                }
             }
             self.cut_stalled(false);
             if self.output_was_paused && !self.output_paused() {
@@ -471,13 +486,19 @@ impl Shim {
         self.drain_output(Stream::Stderr);
     }
 
-    /// Reads a pipe until WouldBlock, logging and broadcasting each chunk.
+    /// Reads a pipe until WouldBlock (or its budget for this turn), logging
+    /// and broadcasting each chunk.
     pub fn drain_output(&mut self, stream: Stream) {
         if self.hold_until.is_some() {
             return;
         }
         let mut buf = std::mem::take(&mut self.read_buf);
-        loop {
+        let began = Instant::now();
+        for reads in 0u32.. {
+            if reads > 0 && began.elapsed() >= DRAIN_TURN {
+                self.output_more[usize::from(stream == Stream::Stderr)] = true;
+                break;
+            }
             if self.output_paused() {
                 self.output_was_paused = true;
                 break;

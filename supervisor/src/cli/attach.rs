@@ -31,6 +31,9 @@ pub enum AttachEnd {
     Detached,
     /// The shim cut us off or went away.
     Lost(String),
+    /// Our own stdout failed (`berth run ... | head` closed it): the
+    /// container runs on, as after a detach.
+    OutputFailed(std::io::Error),
 }
 
 /// A handshaken attach connection.
@@ -253,8 +256,10 @@ async fn receive_output(mut rd: tokio::net::unix::OwnedReadHalf) -> Result<Attac
                 let payload = &buf[start + frame::HEADER_LEN..start + frame::HEADER_LEN + len];
                 start += frame::HEADER_LEN + len;
                 match tag {
-                    proto::TAG_STDOUT if out.write_all(payload).is_err() => {
-                        return Ok(AttachEnd::Lost("cannot write to stdout".into()));
+                    proto::TAG_STDOUT => {
+                        if let Err(e) = out.write_all(payload) {
+                            return Ok(AttachEnd::OutputFailed(e));
+                        }
                     }
                     proto::TAG_STDERR => {
                         let _ = out.flush();
@@ -276,8 +281,8 @@ async fn receive_output(mut rd: tokio::net::unix::OwnedReadHalf) -> Result<Attac
                     _ => {}
                 }
             }
-            if out.flush().is_err() {
-                return Ok(AttachEnd::Lost("cannot write to stdout".into()));
+            if let Err(e) = out.flush() {
+                return Ok(AttachEnd::OutputFailed(e));
             }
         }
         if start > 0 {

@@ -45,5 +45,22 @@ pub fn finish(end: AttachEnd) -> Outcome {
             message: msg,
             code: 125,
         }),
+        AttachEnd::OutputFailed(e) => Err(output_failed(e)),
+    }
+}
+
+/// A closed stdout ends the session quietly with SIGPIPE's status (128+13),
+/// as a shell pipeline expects; any other write error is reported.
+pub fn output_failed(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure {
+            message: String::new(),
+            code: 141,
+        }
+    } else {
+        Failure {
+            message: format!("cannot write to stdout: {e}; the container runs on"),
+            code: 125,
+        }
     }
 }

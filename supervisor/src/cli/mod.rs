@@ -135,7 +135,9 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("berth: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("berth: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
