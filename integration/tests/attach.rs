@@ -330,3 +330,20 @@ fn garbage_on_the_attach_socket_is_refused_and_the_shim_serves_on() {
     assert_eq!(env.inspect("sturdy")["status"], "running");
     env.ok(&["rm", "-f", "sturdy"]);
 }
+
+#[test]
+fn attaching_to_an_exited_container_is_refused_with_the_reason() {
+    let Some(env) = Env::new() else { return };
+    let run = env.berth(&["run", "--name", "done", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(run.status.code(), Some(4));
+    let out = env.berth(&["attach", "done"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("done has exited (exit code 4)") && err.contains("berth logs done"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    env.ok(&["rm", "done"]);
+    env.assert_clean();
+}

@@ -31,6 +31,17 @@ pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
         .call(methods::INSPECT, &Target { id: a.container })
         .await?;
     drop(c);
+    if info.status == "exited" {
+        let how = match (info.exit_code, info.signal) {
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            (Some(code), None) => format!("exit code {code}"),
+            (None, None) => "exit code unknown".to_string(),
+        };
+        return Err(Failure::new(format!(
+            "container {} has exited ({how}): nothing to attach to; its output is in `berth logs {}`",
+            info.name, info.name
+        )));
+    }
     let session =
         attach::connect(Path::new(&info.attach_socket), !a.no_stdin && info.stdin).await?;
     finish(session.run(SessionOpts { detach_keys: keys }).await?)
