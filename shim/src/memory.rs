@@ -1,10 +1,11 @@
 //! Giving start-up memory back before the shim goes idle.
 //!
-//! A shim spends its life waiting; what it touched while starting (argument
-//! parsing, the runc call, JSON) would otherwise stay resident for the
-//! container's whole life, in every shim. Freed heap pages and the stack
-//! below the event loop's frame are handed back to the kernel once, before
-//! the loop starts; they come back zeroed if ever touched again.
+//! A shim spends its life waiting; what it touched while starting or while
+//! serving a burst of requests (argument parsing, the runc call, JSON)
+//! would otherwise stay resident for the container's whole life, in every
+//! shim. After a quiet second the event loop hands freed heap pages and
+//! the stack below its frame back to the kernel; they come back zeroed if
+//! ever touched again.
 
 /// How much of the stack below the caller's frame is kept resident: room
 /// for the event loop's deepest calls without a fresh page fault each time.
@@ -34,7 +35,13 @@ fn trim_stack() {
     let marker = 0u8;
     let sp = std::ptr::addr_of!(marker) as usize;
     let Some(low) = stack_low() else { return };
-    let page = 4096;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096);
+    // madvise rounds the length up to whole pages: end must be aligned.
     let end = (sp.saturating_sub(STACK_KEEP)) & !(page - 1);
     if end <= low {
         return;
