@@ -380,14 +380,15 @@ impl Shim {
                     .min()
                     .map(|d| d.saturating_duration_since(now))
             };
-            let timeout = match timeout {
-                None if self.trim_pending => Some(IDLE_TRIM),
-                t => t,
-            };
+            // Nothing else to wait for: wait a quiet second, then trim.
+            let trim_wait = timeout.is_none() && self.trim_pending;
+            let timeout = if trim_wait { Some(IDLE_TRIM) } else { timeout };
             match self.poll.poll(&mut events, timeout) {
-                Ok(()) if events.is_empty() && self.trim_pending => {
-                    self.trim_pending = false;
-                    crate::memory::trim();
+                Ok(()) if events.is_empty() => {
+                    if trim_wait {
+                        self.trim_pending = false;
+                        crate::memory::trim();
+                    }
                 }
                 Ok(()) => self.trim_pending = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
