@@ -51,10 +51,16 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
+/// Whether the default rootfs at `target` is there (built and renamed
+/// into place: the rename is what makes it appear).
+pub fn is_built(target: &Path) -> bool {
+    target.join("bin/busybox").is_file()
+}
+
 /// Builds the default rootfs at `target` unless it is there already.
 /// Built in a sibling temp directory and renamed, so it is whole or absent.
 pub fn ensure_default(target: &Path) -> Result<()> {
-    if target.join("bin/busybox").is_file() {
+    if is_built(target) {
         return Ok(());
     }
     let busybox = find_busybox()?;
@@ -68,7 +74,7 @@ pub fn ensure_default(target: &Path) -> Result<()> {
     match fs::rename(&tmp, target) {
         Ok(()) => Ok(()),
         // Another builder won the race; its rootfs is as good as ours.
-        Err(_) if target.join("bin/busybox").is_file() => {
+        Err(_) if is_built(target) => {
             let _ = fs::remove_dir_all(&tmp);
             Ok(())
         }

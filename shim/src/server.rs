@@ -162,6 +162,14 @@ pub fn serve(config: ShimConfig) -> ExitCode {
     }
 }
 
+/// A stream's place in per-stream arrays (stdout, stderr).
+fn output_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
 /// The next pending connection on a listener; `None` when there is none
 /// (or accept failed, which is logged).
 pub fn accept_one(listener: &UnixListener, what: &str) -> Option<mio::net::UnixStream> {
@@ -413,8 +421,8 @@ impl Shim {
                 self.resume_stdin_readers();
             }
             // Edge-triggered: a pipe left readable will not be reported again.
-            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-                if std::mem::take(&mut self.output_more[i]) {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                if std::mem::take(&mut self.output_more[output_slot(stream)]) {
                     self.drain_output(stream);
                 }
             }
@@ -497,7 +505,7 @@ impl Shim {
         let began = Instant::now();
         for reads in 0u32.. {
             if reads > 0 && began.elapsed() >= DRAIN_TURN {
-                self.output_more[usize::from(stream == Stream::Stderr)] = true;
+                self.output_more[output_slot(stream)] = true;
                 break;
             }
             if self.output_paused() {

@@ -214,7 +214,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
 /// still has its busybox (one stat, no thread hop).
 async fn ensure_default_rootfs(d: &Daemon) -> Result<(), RpcError> {
     let target = d.root.default_rootfs();
-    if target.join("bin/busybox").is_file() {
+    if rootfs::is_built(&target) {
         return Ok(());
     }
     let _guard = d.rootfs_build.lock().await;
