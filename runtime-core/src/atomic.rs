@@ -35,6 +35,7 @@ pub fn write_until_reboot(path: &Path, data: &[u8]) -> Result<()> {
 pub struct Staged {
     tmp: PathBuf,
     path: PathBuf,
+    file: File,
 }
 
 /// Writes `data` to a temp file next to `path` (mode 0600).
@@ -56,18 +57,17 @@ pub fn stage(path: &Path, data: &[u8]) -> Result<Staged> {
     Ok(Staged {
         tmp,
         path: path.to_owned(),
+        file,
     })
 }
 
 impl Staged {
-    /// The temp file, for an fsync on another thread ([`sync_file`]).
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Makes the staged content durable.
+    /// Makes the staged content durable (it may run on another thread:
+    /// move the `Staged` there and back).
     pub fn sync(&self) -> Result<()> {
-        sync_file(&self.tmp)
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.tmp, e))
     }
 
     /// Renames the content into place; returns the directory, whose fsync
@@ -92,13 +92,6 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn to_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Other(format!("serialize {}: {e}", path.display())))
-}
-
-/// Makes a file's content durable.
-pub fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("fsync", path, e))
 }
 
 /// Reads and parses a JSON file, naming the file in any error.

@@ -241,8 +241,7 @@ async fn make_bundle(
     let staged = atomic::to_json(&paths.meta(), meta)
         .and_then(|data| atomic::stage(&paths.meta(), &data))
         .map_err(internal)?;
-    let tmp = staged.temp_path().to_owned();
-    let content_synced = tokio::task::spawn_blocking(move || atomic::sync_file(&tmp));
+    let content_synced = tokio::task::spawn_blocking(move || staged.sync().map(|()| staged));
     private_dir(&paths.bundle())?;
     if meta.default_rootfs {
         Overlay {
@@ -258,7 +257,7 @@ async fn make_bundle(
         spec::set_root(oci, rootfs_path, readonly);
     }
     spec::write_config(oci, &paths.bundle()).map_err(internal)?;
-    content_synced
+    let staged = content_synced
         .await
         .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
         .map_err(internal)?;
