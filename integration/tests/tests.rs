@@ -8,6 +8,7 @@ mod util;
 
 mod attach;
 mod bad_input;
+mod daemon;
 mod lifecycle;
 mod restart;
 mod run;

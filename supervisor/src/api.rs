@@ -89,8 +89,7 @@ pub struct ListParams {
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,
-    /// created, running, exited, restoring or unknown.
-    pub status: String,
+    pub status: ContainerStatus,
     #[serde(default)]
     pub pid: Option<i32>,
     #[serde(default)]
@@ -116,6 +115,42 @@ pub struct ContainerInfo {
     pub auto_remove: bool,
     #[serde(default)]
     pub shim_pid: Option<i32>,
+}
+
+/// Where a container is, as users see it (`ps`, `inspect`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// berthd is creating it right now.
+    Creating,
+    /// Found on disk after a berthd restart, its shim not asked yet.
+    Restoring,
+    /// Created by the runtime, not started.
+    Created,
+    Running,
+    Exited,
+    /// Its shim cannot be adopted or does not answer (`reason` says why).
+    Unknown,
+}
+
+impl ContainerStatus {
+    /// The word `ps` shows and the JSON carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Creating => "creating",
+            ContainerStatus::Restoring => "restoring",
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Exited => "exited",
+            ContainerStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `wait` result.

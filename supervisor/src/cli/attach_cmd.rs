@@ -7,7 +7,7 @@ use clap::Args;
 use super::attach::{self, AttachEnd, SessionOpts};
 use super::term::parse_detach_keys;
 use super::{connect, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, Target};
+use crate::api::{methods, ContainerInfo, ContainerStatus, Target};
 
 /// Default detach sequence, as in Docker.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -31,7 +31,7 @@ pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
         .call(methods::INSPECT, &Target { id: a.container })
         .await?;
     drop(c);
-    if info.status == "exited" {
+    if info.status == ContainerStatus::Exited {
         let how = match (info.exit_code, info.signal) {
             (_, Some(sig)) => format!("killed by signal {sig}"),
             (Some(code), None) => format!("exit code {code}"),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use clap::Args;
 
 use super::{connect, say, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, ListParams};
+use crate::api::{methods, ContainerInfo, ContainerStatus, ListParams};
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -45,9 +45,9 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
 
 /// "running", "exited (3)", "exited (?)" when the code is unknown.
 pub fn status_text(info: &ContainerInfo) -> String {
-    match (info.status.as_str(), info.exit_code) {
-        ("exited", Some(code)) => format!("exited ({code})"),
-        ("exited", None) => "exited (?)".into(),
+    match (info.status, info.exit_code) {
+        (ContainerStatus::Exited, Some(code)) => format!("exited ({code})"),
+        (ContainerStatus::Exited, None) => "exited (?)".into(),
         (s, _) => s.to_string(),
     }
 }

@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{shim, watch, Daemon};
+use super::{reconcile, shim, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -144,14 +144,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
                 format!("the name {name:?} is already in use by another container"),
             ));
         }
-        entries.insert(
-            new_id.clone(),
-            Entry {
-                meta: meta.clone(),
-                phase: Phase::Creating,
-                removing: false,
-            },
-        );
+        entries.insert(new_id.clone(), Entry::new(meta.clone(), Phase::Creating));
     }
     let paths = d.root.container(&new_id);
     let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
@@ -176,7 +169,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let addr = match started {
         Ok(a) => a,
         Err(e) => {
-            discard(d, &meta.id).await;
+            reconcile::discard(d, &meta.id).await;
             return Err(e);
         }
     };
@@ -200,7 +193,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     match addr.state {
         Some(state) => d.registry.set_phase(&new_id, Phase::Live(state)),
         None => {
-            watch::refresh(d, &new_id).await;
+            reconcile::refresh(d, &new_id).await;
         }
     }
     watch::spawn_watcher(d, new_id.clone());
@@ -280,18 +273,4 @@ fn private_dir(path: &Path) -> Result<(), RpcError> {
             format!("create {}: {e}", path.display()),
         )
     })
-}
-
-/// Removes every trace of a container that never came to be.
-pub async fn discard(d: &Daemon, id: &str) {
-    let paths = d.root.container(id);
-    if let Err(e) = rootfs::unmount_if_mounted(&paths.bundle_rootfs()) {
-        log::warn!("{e}");
-    }
-    if let Err(e) = fs::remove_dir_all(paths.dir()) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("remove {}: {e}", paths.dir().display());
-        }
-    }
-    d.registry.lock().remove(id);
 }

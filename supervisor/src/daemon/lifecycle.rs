@@ -1,27 +1,12 @@
-//! start, kill, wait and remove: each asks the shim, which is the truth.
-
-use std::time::Duration;
-
-use serde_json::Value;
+//! start, kill and wait: each asks the shim, which is the truth.
 
 use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
-use runtime_core::rootfs;
 
 use super::registry::Phase;
-use super::{shim, watch, Daemon};
+use super::{reconcile, shim, Daemon};
 use crate::api::WaitResult;
-use crate::rpc::CallError;
-
-fn from_call(id: &str, e: CallError) -> RpcError {
-    match e {
-        CallError::Remote(r) => r,
-        CallError::Transport(t) => RpcError::new(
-            ErrorCode::Internal,
-            format!("container {id}: shim unreachable: {t}"),
-        ),
-    }
-}
+use super::shim::from_call;
 
 /// Starts a created container.
 pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
@@ -30,7 +15,7 @@ pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
     c.call_value(m::START, &())
         .await
         .map_err(|e| from_call(id, e))?;
-    watch::refresh(d, id).await;
+    reconcile::refresh(d, id).await;
     Ok(())
 }
 
@@ -56,27 +41,33 @@ fn not_found(id: &str) -> RpcError {
 }
 
 /// Blocks until the container has exited; its exit code, or why none.
+/// Woken by the entry's change channel: the watcher (which holds the
+/// shim's own `wait`) or a reconcile updates the entry, and that is all.
 pub async fn wait(d: &Daemon, id: &str) -> Result<WaitResult, RpcError> {
     loop {
+        let mut changes = d.registry.subscribe(id).ok_or_else(|| not_found(id))?;
         let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
-        if let Phase::Gone { exit, reason } = &entry.phase {
-            return Ok(result(exit.as_ref(), reason.clone()));
+        if let Some((exit, reason)) = entry.finished() {
+            return Ok(result(exit, reason.map(str::to_string)));
         }
-        let paths = d.root.container(id);
-        if let Ok(mut c) = shim::connect(&paths).await {
-            match c.long_call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
-                Ok(Some(exit)) => {
-                    watch::refresh(d, id).await;
-                    return Ok(result(Some(&exit), None));
-                }
-                Ok(None) => {}
-                Err(CallError::Remote(e)) => return Err(e),
-                // The shim went away while we waited: the watcher will tell.
-                Err(CallError::Transport(_)) => {}
-            }
+        if let Phase::Unknown {
+            reason,
+            retrying: false,
+        } = &entry.phase
+        {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("cannot wait for container {}: {reason}", entry.meta.name),
+            ));
         }
-        watch::refresh(d, id).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The exit record may be on disk before the watcher has heard:
+        // settle reads it (and handles a shim that died since).
+        reconcile::settle(d, id).await;
+        if d.registry.get(id).is_some_and(|e| e.finished().is_some()) {
+            continue;
+        }
+        // Err: the entry left the table; the next turn says so.
+        let _ = changes.changed().await;
     }
 }
 
@@ -87,125 +78,3 @@ fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
     }
 }
 
-/// Removes a container and its state; `force` kills a running one first.
-pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
-    // The cache may not have seen the exit yet: ask the shim before refusing.
-    if !force
-        && d.registry
-            .get(id)
-            .is_some_and(|e| e.maybe_running() && !e.removing)
-    {
-        watch::refresh(d, id).await;
-    }
-    if claim_removal(d, id, force)? {
-        return wait_removed(d, id).await;
-    }
-    let outcome = remove_inner(d, id, force).await;
-    if outcome.is_err() {
-        if let Some(e) = d.registry.lock().get_mut(id) {
-            e.removing = false;
-        }
-    }
-    outcome
-}
-
-/// Marks the entry as being removed, or says another remove already is
-/// (true). Refuses a running container without `force`.
-fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
-    let mut entries = d.registry.lock();
-    let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
-    if entry.removing {
-        return Ok(true);
-    }
-    if matches!(entry.phase, Phase::Creating) {
-        return Err(RpcError::new(
-            ErrorCode::Conflict,
-            format!("container {} is still being created", entry.meta.name),
-        ));
-    }
-    let running = match &entry.phase {
-        Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
-        Phase::Restoring | Phase::Unknown { .. } => true,
-        _ => false,
-    };
-    if running && !force {
-        return Err(RpcError::new(
-            ErrorCode::Conflict,
-            format!(
-                "container {} is running: stop it first, or remove it with rm -f",
-                entry.meta.name
-            ),
-        ));
-    }
-    entry.removing = true;
-    Ok(false)
-}
-
-/// Another remove (e.g. the auto-remove of `--rm`) is under way: succeed
-/// when it has finished, so `rm` is idempotent for the caller.
-async fn wait_removed(d: &Daemon, id: &str) -> Result<(), RpcError> {
-    for _ in 0..1500 {
-        match d.registry.get(id) {
-            None => return Ok(()),
-            Some(e) if !e.removing => break,
-            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    Err(RpcError::new(
-        ErrorCode::Conflict,
-        format!("container {id} is being removed by another request that did not finish"),
-    ))
-}
-
-async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
-    let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
-    let paths = d.root.container(id);
-    match shim::connect(&paths).await {
-        Ok(mut c) => {
-            if force {
-                // Killing an exited container fails harmlessly.
-                let _ = c
-                    .call_value(
-                        m::KILL,
-                        &KillParams {
-                            signal: libc::SIGKILL,
-                        },
-                    )
-                    .await;
-                let waited = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    c.long_call::<_, Value>(m::WAIT, &()),
-                )
-                .await;
-                if waited.is_err() {
-                    return Err(RpcError::new(
-                        ErrorCode::Internal,
-                        format!("container {id} did not die within 10s of SIGKILL"),
-                    ));
-                }
-                c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-            }
-            c.call_value(m::DELETE, &())
-                .await
-                .map_err(|e| from_call(id, e))?;
-        }
-        Err(e) => {
-            if shim::live_shim_pid(&paths).is_some() {
-                return Err(from_call(id, e));
-            }
-            // No shim: make sure runc holds nothing either.
-            shim::force_delete_runtime_state(d, &entry.meta).await;
-        }
-    }
-    rootfs::unmount_if_mounted(&paths.bundle_rootfs())
-        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
-    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
-        RpcError::new(
-            ErrorCode::Internal,
-            format!("remove {}: {e}", paths.dir().display()),
-        )
-    })?;
-    d.registry.lock().remove(id);
-    log::info!("removed {id}");
-    Ok(())
-}

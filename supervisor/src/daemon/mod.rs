@@ -7,7 +7,9 @@
 
 mod create;
 mod lifecycle;
+mod reconcile;
 mod registry;
+mod remove;
 mod server;
 mod shim;
 mod watch;

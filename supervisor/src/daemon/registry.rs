@@ -2,14 +2,16 @@
 //! the shims, never the source of truth.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
 
 use runtime_core::exit::ExitRecord;
 use runtime_core::layout::Root;
 use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{ErrorCode, RpcError, ShimState, ShimStatus};
 
-use crate::api::ContainerInfo;
+use crate::api::{ContainerInfo, ContainerStatus};
 
 /// Where berthd is with one container.
 #[derive(Debug, Clone)]
@@ -21,8 +23,9 @@ pub enum Phase {
     /// The shim answered.
     Live(ShimState),
     /// The shim is alive but cannot be adopted or does not answer; the
-    /// container is left alone and the reason shown.
-    Unknown { reason: String },
+    /// container is left alone and the reason shown. `retrying`: a watcher
+    /// keeps asking (not answering); false: it never will (other version).
+    Unknown { reason: String, retrying: bool },
     /// The shim is gone; the exit record (if any) says how it ended.
     Gone {
         exit: Option<ExitRecord>,
@@ -37,9 +40,37 @@ pub struct Entry {
     pub phase: Phase,
     /// A remove is in progress; watchers stand down.
     pub removing: bool,
+    /// Bumped on every change of `phase` or `removing` (and just before the
+    /// entry leaves the table), so `wait` and `wait_removed` sleep until
+    /// something happens instead of polling.
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl Entry {
+    /// A new entry.
+    pub fn new(meta: ContainerMeta, phase: Phase) -> Self {
+        Entry {
+            meta,
+            phase,
+            removing: false,
+            changes: Arc::new(watch::channel(()).0),
+        }
+    }
+
+    /// How it ended, once it has: the exit record (if any) and why none.
+    pub fn finished(&self) -> Option<(Option<&ExitRecord>, Option<&str>)> {
+        match &self.phase {
+            Phase::Live(s) if s.status == ShimStatus::Stopped => Some((s.exit.as_ref(), None)),
+            Phase::Live(s) => s.exit.as_ref().map(|e| (Some(e), None)),
+            Phase::Gone { exit, reason } => Some((exit.as_ref(), reason.as_deref())),
+            _ => None,
+        }
+    }
+
+    fn changed(&self) {
+        self.changes.send_replace(());
+    }
+
     /// True if the container may still run.
     pub fn maybe_running(&self) -> bool {
         match &self.phase {
@@ -53,10 +84,10 @@ impl Entry {
     pub fn info(&self, root: &Root) -> ContainerInfo {
         let paths = root.container(&self.meta.id);
         let (status, pid, exit, started_at, reason, shim_pid) = match &self.phase {
-            Phase::Creating => ("creating".to_string(), None, None, None, None, None),
-            Phase::Restoring => ("restoring".to_string(), None, None, None, None, None),
-            Phase::Unknown { reason } => (
-                "unknown".to_string(),
+            Phase::Creating => (ContainerStatus::Creating, None, None, None, None, None),
+            Phase::Restoring => (ContainerStatus::Restoring, None, None, None, None, None),
+            Phase::Unknown { reason, .. } => (
+                ContainerStatus::Unknown,
                 None,
                 None,
                 None,
@@ -65,12 +96,12 @@ impl Entry {
             ),
             Phase::Live(s) => {
                 let status = match s.status {
-                    ShimStatus::Created => "created",
-                    ShimStatus::Running => "running",
-                    ShimStatus::Stopped => "exited",
+                    ShimStatus::Created => ContainerStatus::Created,
+                    ShimStatus::Running => ContainerStatus::Running,
+                    ShimStatus::Stopped => ContainerStatus::Exited,
                 };
                 (
-                    status.to_string(),
+                    status,
                     Some(s.pid),
                     s.exit.clone(),
                     s.started_at.clone(),
@@ -79,7 +110,7 @@ impl Entry {
                 )
             }
             Phase::Gone { exit, reason } => (
-                "exited".to_string(),
+                ContainerStatus::Exited,
                 exit.as_ref().map(|e| e.pid),
                 exit.clone(),
                 None,
@@ -162,10 +193,32 @@ impl Registry {
         self.lock().get(id).cloned()
     }
 
-    /// Changes one entry's phase, if it still exists.
+    /// Changes one entry's phase, if it still exists, and wakes its waiters.
     pub fn set_phase(&self, id: &str, phase: Phase) {
         if let Some(e) = self.lock().get_mut(id) {
             e.phase = phase;
+            e.changed();
         }
+    }
+
+    /// Marks an entry as being removed (or not any more) and wakes its waiters.
+    pub fn set_removing(&self, id: &str, removing: bool) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.removing = removing;
+            e.changed();
+        }
+    }
+
+    /// Takes an entry out of the table, waking its waiters.
+    pub fn remove(&self, id: &str) {
+        if let Some(e) = self.lock().remove(id) {
+            e.changed();
+        }
+    }
+
+    /// A receiver woken on every change of the entry: take it before
+    /// looking at the entry, so no change between the two is missed.
+    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<()>> {
+        self.lock().get(id).map(|e| e.changes.subscribe())
     }
 }

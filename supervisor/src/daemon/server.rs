@@ -16,7 +16,7 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{create, lifecycle, watch, Daemon};
+use super::{create, lifecycle, reconcile, remove, Daemon};
 use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
 use crate::rpc::read_frame;
 
@@ -124,7 +124,7 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let all = params::<Option<ListParams>>(&req)?.unwrap_or_default().all;
             let ids: Vec<String> = d.registry.lock().keys().cloned().collect();
             for id in ids {
-                watch::settle(d, &id).await;
+                reconcile::settle(d, &id).await;
             }
             let mut list: Vec<_> = d
                 .registry
@@ -139,7 +139,7 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         }
         m::INSPECT => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
-            watch::settle(d, &id).await;
+            reconcile::settle(d, &id).await;
             info(d, &id)
         }
         m::KILL => {
@@ -155,7 +155,7 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         m::REMOVE => {
             let p: RemoveParams = params(&req)?;
             let id = d.registry.resolve(&p.id)?;
-            lifecycle::remove(d, &id, p.force).await?;
+            remove::remove(d, &id, p.force).await?;
             Ok(json!({ "id": id }))
         }
         other => Err(RpcError::new(

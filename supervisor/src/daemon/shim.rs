@@ -8,6 +8,8 @@ use serde::Deserialize;
 use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 
+use runtime_core::protocol::{ErrorCode, RpcError};
+
 use super::Daemon;
 use crate::rpc::{CallError, RpcClient};
 
@@ -166,3 +168,15 @@ pub async fn force_delete_runtime_state(d: &Daemon, meta: &ContainerMeta) {
         Err(e) => log::warn!("runc delete -f {}: {e}", meta.id),
     }
 }
+
+/// A shim call's failure as the API's error.
+pub fn from_call(id: &str, e: CallError) -> RpcError {
+    match e {
+        CallError::Remote(r) => r,
+        CallError::Transport(t) => RpcError::new(
+            ErrorCode::Internal,
+            format!("container {id}: shim unreachable: {t}"),
+        ),
+    }
+}
+

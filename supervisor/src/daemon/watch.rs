@@ -11,39 +11,8 @@ use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
 
 use super::registry::{Entry, Phase};
-use super::{create, lifecycle, shim, Daemon};
+use super::{reconcile, remove, shim, Daemon};
 use crate::rpc::CallError;
-
-/// File recording that a container's shim died without an exit record.
-const LOST: &str = "lost";
-
-/// Asks the shim for its state and stores it; false if the shim is gone.
-pub async fn refresh(d: &Daemon, id: &str) -> bool {
-    let paths = d.root.container(id);
-    let Ok(mut c) = shim::connect(&paths).await else {
-        return false;
-    };
-    match c.call::<_, ShimState>(m::STATE, &()).await {
-        Ok(state) => {
-            d.registry.set_phase(id, Phase::Live(state));
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// Brings a cached "running" entry up to date when the shim has already
-/// written its exit record (the record comes before anyone is told, so a
-/// client that saw the exit can ask berthd at once and get the truth).
-pub async fn settle(d: &Daemon, id: &str) {
-    let stale = d.registry.get(id).is_some_and(|e| match &e.phase {
-        Phase::Live(s) => s.status != ShimStatus::Stopped,
-        _ => false,
-    }) && d.root.container(id).exit().exists();
-    if stale {
-        refresh(d, id).await;
-    }
-}
 
 /// Starts the watcher of one container.
 pub fn spawn_watcher(d: &Arc<Daemon>, id: String) {
@@ -68,19 +37,34 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                 // Never kill what we cannot speak to: leave it, say why.
                 let reason = format!("cannot adopt this container's shim: {e}; it keeps running, manage it with the berthd that started it");
                 log::warn!("container {id}: {reason}");
-                d.registry.set_phase(&id, Phase::Unknown { reason });
+                d.registry.set_phase(
+                    &id,
+                    Phase::Unknown {
+                        reason,
+                        retrying: false,
+                    },
+                );
                 return;
             }
             Err(e) => {
                 if let Some(pid) = shim::live_shim_pid(&paths) {
                     let reason = format!("shim (pid {pid}) is alive but not answering: {e}");
                     log::warn!("container {id}: {reason}; retrying in {backoff:?}");
-                    d.registry.set_phase(&id, Phase::Unknown { reason });
+                    d.registry.set_phase(
+                        &id,
+                        Phase::Unknown {
+                            reason,
+                            retrying: true,
+                        },
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-                return shim_gone(&d, &id).await;
+                if reconcile::shim_gone(&d, &id).await {
+                    on_exit(&d, &id).await;
+                }
+                return;
             }
         };
         backoff = Duration::from_millis(100);
@@ -88,7 +72,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
             Ok(state) if restoring && state.status == ShimStatus::Created => {
                 log::warn!("container {id} was created but never started before berthd stopped; removing it");
                 d.registry.set_phase(&id, Phase::Live(state));
-                if let Err(e) = lifecycle::remove(&d, &id, true).await {
+                if let Err(e) = remove::remove(&d, &id, true).await {
                     log::error!("removing never-started container {id}: {e}");
                 }
                 return;
@@ -121,54 +105,10 @@ async fn on_exit(d: &Daemon, id: &str) {
         .get(id)
         .is_some_and(|e| e.meta.auto_remove && !e.removing);
     if auto_remove {
-        if let Err(e) = lifecycle::remove(d, id, false).await {
+        if let Err(e) = remove::remove(d, id, false).await {
             log::debug!("auto-remove {id}: {e}");
         }
     }
-}
-
-/// The shim is gone. Its exit record, if written, has the truth; if not,
-/// the shim died first: kill what is left and say so.
-async fn shim_gone(d: &Daemon, id: &str) {
-    let Some(entry) = d.registry.get(id) else {
-        return;
-    };
-    if entry.removing {
-        return;
-    }
-    let paths = d.root.container(id);
-    let never_created =
-        !paths.exit().exists() && (!paths.shim_pid().exists() || !paths.init_pid().exists());
-    if never_created {
-        // No shim ever finished creating it (berthd or the shim died mid-create).
-        log::warn!("container {id} was never completely created; cleaning it up");
-        shim::force_delete_runtime_state(d, &entry.meta).await;
-        create::discard(d, id).await;
-        return;
-    }
-    let (exit, reason) = match atomic::read_json::<ExitRecord>(&paths.exit()) {
-        Ok(exit) => (Some(exit), None),
-        Err(_) => {
-            let reason = match atomic::read_json::<String>(&paths.dir().join(LOST)) {
-                Ok(r) => r,
-                Err(_) => {
-                    let r = format!(
-                        "the shim died before the container exited; container killed at {}",
-                        runtime_core::time::now_rfc3339()
-                    );
-                    log::warn!("container {id}: {r}");
-                    shim::force_delete_runtime_state(d, &entry.meta).await;
-                    if let Err(e) = atomic::write_json(&paths.dir().join(LOST), &r) {
-                        log::error!("{e}");
-                    }
-                    r
-                }
-            };
-            (None, Some(reason))
-        }
-    };
-    d.registry.set_phase(id, Phase::Gone { exit, reason });
-    on_exit(d, id).await;
 }
 
 /// Loads every container on disk as "restoring" and reconciles each in
@@ -188,14 +128,9 @@ pub fn restore_all(d: &Arc<Daemon>) {
         let paths = d.root.container(&id);
         match atomic::read_json::<ContainerMeta>(&paths.meta()) {
             Ok(meta) => {
-                d.registry.lock().insert(
-                    id.clone(),
-                    Entry {
-                        meta,
-                        phase: Phase::Restoring,
-                        removing: false,
-                    },
-                );
+                d.registry
+                    .lock()
+                    .insert(id.clone(), Entry::new(meta, Phase::Restoring));
                 let d2 = d.clone();
                 tokio::spawn(async move { watch(d2, id, true).await });
             }
@@ -206,7 +141,7 @@ pub fn restore_all(d: &Arc<Daemon>) {
                     paths.dir().display()
                 );
                 let d2 = d.clone();
-                tokio::spawn(async move { create::discard(&d2, &id).await });
+                tokio::spawn(async move { reconcile::discard(&d2, &id).await });
             }
         }
     }

@@ -1,0 +1,152 @@
+//! `rm`: removing a container and its state, once, whoever asks.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
+use runtime_core::rootfs;
+
+use super::registry::Phase;
+use super::{reconcile, shim, Daemon};
+use super::shim::from_call;
+
+fn not_found(id: &str) -> RpcError {
+    RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))
+}
+
+/// Removes a container and its state; `force` kills a running one first.
+pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
+    // The cache may not have seen the exit yet: ask the shim before refusing.
+    if !force
+        && d.registry
+            .get(id)
+            .is_some_and(|e| e.maybe_running() && !e.removing)
+    {
+        reconcile::refresh(d, id).await;
+    }
+    if claim_removal(d, id, force)? {
+        return wait_removed(d, id).await;
+    }
+    let outcome = remove_inner(d, id, force).await;
+    if outcome.is_err() {
+        d.registry.set_removing(id, false);
+    }
+    outcome
+}
+
+/// Marks the entry as being removed, or says another remove already is
+/// (true). Refuses a running container without `force`.
+fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
+    let mut entries = d.registry.lock();
+    let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+    if entry.removing {
+        return Ok(true);
+    }
+    if matches!(entry.phase, Phase::Creating) {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("container {} is still being created", entry.meta.name),
+        ));
+    }
+    let running = match &entry.phase {
+        Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
+        Phase::Restoring | Phase::Unknown { .. } => true,
+        _ => false,
+    };
+    if running && !force {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!(
+                "container {} is running: stop it first, or remove it with rm -f",
+                entry.meta.name
+            ),
+        ));
+    }
+    entry.removing = true;
+    drop(entries);
+    // Wakes waiters (wait_removed of a concurrent rm) through the registry.
+    d.registry.set_removing(id, true);
+    Ok(false)
+}
+
+/// Another remove (e.g. the auto-remove of `--rm`) is under way: succeed
+/// when it has finished, so `rm` is idempotent for the caller.
+async fn wait_removed(d: &Daemon, id: &str) -> Result<(), RpcError> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(mut changes) = d.registry.subscribe(id) else {
+            return Ok(());
+        };
+        match d.registry.get(id) {
+            None => return Ok(()),
+            Some(e) if !e.removing => break,
+            Some(_) => {}
+        }
+        match tokio::time::timeout_at(give_up, changes.changed()).await {
+            // A change, or the entry left the table: look again.
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    match d.registry.get(id) {
+        None => Ok(()),
+        Some(_) => Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("container {id} is being removed by another request that did not finish"),
+        )),
+    }
+}
+
+async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
+    let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
+    let paths = d.root.container(id);
+    match shim::connect(&paths).await {
+        Ok(mut c) => {
+            if force {
+                // Killing an exited container fails harmlessly.
+                let _ = c
+                    .call_value(
+                        m::KILL,
+                        &KillParams {
+                            signal: libc::SIGKILL,
+                        },
+                    )
+                    .await;
+                let waited = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.long_call::<_, Value>(m::WAIT, &()),
+                )
+                .await;
+                if waited.is_err() {
+                    return Err(RpcError::new(
+                        ErrorCode::Internal,
+                        format!("container {id} did not die within 10s of SIGKILL"),
+                    ));
+                }
+                c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
+            }
+            c.call_value(m::DELETE, &())
+                .await
+                .map_err(|e| from_call(id, e))?;
+        }
+        Err(e) => {
+            if shim::live_shim_pid(&paths).is_some() {
+                return Err(from_call(id, e));
+            }
+            // No shim: make sure runc holds nothing either.
+            shim::force_delete_runtime_state(d, &entry.meta).await;
+        }
+    }
+    rootfs::unmount_if_mounted(&paths.bundle_rootfs())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
+        RpcError::new(
+            ErrorCode::Internal,
+            format!("remove {}: {e}", paths.dir().display()),
+        )
+    })?;
+    d.registry.remove(id);
+    log::info!("removed {id}");
+    Ok(())
+}
