@@ -4,9 +4,9 @@ use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
 
 use super::registry::Phase;
+use super::shim::from_call;
 use super::{reconcile, shim, Daemon};
 use crate::api::WaitResult;
-use super::shim::from_call;
 
 /// Starts a created container.
 pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
@@ -77,4 +77,3 @@ fn result(exit: Option<&ExitRecord>, reason: Option<String>) -> WaitResult {
         reason: reason.or_else(|| exit.and_then(|e| e.reason.clone())),
     }
 }
-

@@ -8,8 +8,8 @@ use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError}
 use runtime_core::rootfs;
 
 use super::registry::Phase;
-use super::{reconcile, shim, Daemon};
 use super::shim::from_call;
+use super::{reconcile, shim, Daemon};
 
 fn not_found(id: &str) -> RpcError {
     RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))

@@ -179,4 +179,3 @@ pub fn from_call(id: &str, e: CallError) -> RpcError {
         ),
     }
 }
-
