@@ -55,3 +55,275 @@ fn wait_returns_for_an_exited_container_whose_shim_died() {
     env.ok(&["rm", "nine"]);
     env.assert_clean();
 }
+
+/// Runs `cmd` to completion, killing it after `secs` so a hang fails the test.
+fn output_within(mut cmd: std::process::Command, secs: u64) -> std::process::Output {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(secs)).is_err() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    });
+    let out = child.wait_with_output().expect("output");
+    let _ = tx.send(());
+    let _ = killer.join();
+    out
+}
+
+#[test]
+fn accept_backs_off_when_out_of_fds_and_idle_clients_make_room() {
+    let Some(env) = Env::new() else { return };
+    let pid = env.berthd_pid().unwrap().to_string();
+    let lim = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=32:32"])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(lim.status.success(), "prlimit: {}", stderr(&lim));
+    // 100 clients that connect and never say anything.
+    let sock = env.root.join("berthd.sock");
+    let idle: Vec<_> = (0..100)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let log_len = env.berthd_log().len();
+    let out = output_within(env.cmd(&["ps", "-a"]), 30);
+    assert!(
+        out.status.success(),
+        "ps with 100 idle clients and 32 fds: {}\n{}",
+        stderr(&out),
+        env.berthd_log()
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // A spinning accept loop logged millions of lines in seconds.
+    assert!(
+        log_len < 64 * 1024,
+        "berthd logged {log_len} bytes in 2 s:\n{}",
+        env.berthd_log()
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        env.berthd_log().contains("Too many open files"),
+        "the fd shortage is reported once: {}",
+        env.berthd_log()
+    );
+    drop(idle);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (after the Env
+/// declared after it has killed everything on it).
+struct TmpfsGuard(std::path::PathBuf);
+
+impl TmpfsGuard {
+    fn mount(at: &std::path::Path, size: &str) -> TmpfsGuard {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .expect("mount tmpfs");
+        TmpfsGuard(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    // The last partial block may still fit byte by byte.
+    while f.write_all(&[0u8]).is_ok() {}
+}
+
+#[test]
+fn berthd_starts_and_serves_on_a_full_disk() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    let _tmpfs = TmpfsGuard::mount(&env.root, "32m");
+    // Declared after the guard, so dropped (everything on it killed) first.
+    let mut env = {
+        env.start_berthd();
+        env
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        "echo before; sleep 100",
+    ]);
+    env.wait_until(10, "the output", || {
+        env.berth(&["logs", "full"]).stdout.starts_with(b"before")
+    });
+    env.kill_berthd();
+    std::fs::remove_file(env.root.join("berthd.pid")).unwrap();
+    fill(&env.root.join("filler"));
+    env.start_berthd();
+    env.wait_restored();
+    let log = env.berthd_log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("pid file"))
+        .unwrap_or_else(|| panic!("no pid file warning in:\n{log}"));
+    assert_eq!(
+        warning.matches("No space left on device").count(),
+        1,
+        "one clear message: {warning}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&env.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("full"), "{ps}");
+    assert!(env.ok(&["logs", "full"]).starts_with("before"));
+    env.ok(&["rm", "-f", "full"]);
+    assert!(env.ps_all().is_empty());
+    env.kill_berthd();
+}
+
+#[test]
+fn berthd_refuses_a_root_or_parent_owned_by_another_user() {
+    let Some(env) = Env::stopped() else { return };
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let theirs = env.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nobody), None).unwrap();
+    for root in [theirs.clone(), theirs.join("sub/root")] {
+        let mut cmd = std::process::Command::new(env.bin.join("berthd"));
+        cmd.arg("--root").arg(&root);
+        let out = output_within(cmd, 20);
+        assert!(!out.status.success(), "berthd accepted {}", root.display());
+        let err = stderr(&out);
+        assert!(
+            err.contains("owned by uid 65534") && err.contains(&*theirs.to_string_lossy()),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    assert!(
+        !theirs.join("sub").exists(),
+        "nothing created under a refused root"
+    );
+    assert!(!theirs.join("berthd.sock").exists());
+}
+
+#[test]
+fn cli_refuses_a_server_run_by_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let Some(env) = Env::stopped() else { return };
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake_root = env.dir.path().join("fake");
+    std::fs::create_dir(&fake_root).unwrap();
+    nix::unistd::chown(
+        &fake_root,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    // A berthd of another user, on a root that user owns: a stand-in for
+    // any process of theirs bound where root's CLI will connect.
+    let log = std::fs::File::create(env.dir.path().join("fake.log")).unwrap();
+    let mut fake = std::process::Command::new(env.bin.join("berthd"))
+        .arg("--root")
+        .arg(&fake_root)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn berthd as nobody");
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+    let _reap = Reap(fake.id() as i32);
+    let sock = fake_root.join("berthd.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        sock.exists(),
+        "berthd as nobody did not come up: {}",
+        std::fs::read_to_string(env.dir.path().join("fake.log")).unwrap_or_default()
+    );
+    let mut cmd = std::process::Command::new(env.bin.join("berth"));
+    cmd.arg("--root").arg(&fake_root).arg("ps");
+    let out = output_within(cmd, 20);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to talk") && err.contains("peer uid 65534"),
+        "{err}"
+    );
+    let _ = kill(Pid::from_raw(fake.id() as i32), Signal::SIGKILL);
+    let _ = fake.wait();
+}
+
+#[test]
+fn berthd_waits_for_the_lock_of_one_still_exiting() {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&env.root)
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.root.join("berthd.lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    // The "dying berthd" lets go half a second after the new one starts.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(held);
+    });
+    env.start_berthd();
+    release.join().unwrap();
+    env.ok(&["ps"]);
+    assert!(!env.berthd_log().contains("already running"));
+}

@@ -14,7 +14,10 @@ use crate::{Error, Result};
 /// a crash of the process or of the machine, the old or the new content.
 pub fn write(path: &Path, data: &[u8]) -> Result<()> {
     let staged = stage(path, data)?;
-    staged.sync()?;
+    if let Err(e) = staged.sync() {
+        let _ = fs::remove_file(&staged.tmp);
+        return Err(e);
+    }
     let dir = staged.commit()?;
     sync_dir(&dir)
 }
@@ -52,8 +55,11 @@ pub fn stage(path: &Path, data: &[u8]) -> Result<Staged> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all(data)
-        .map_err(|e| Error::io("write", &tmp, e))?;
+    if let Err(e) = file.write_all(data) {
+        // A full disk: leave nothing half-written behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write", &tmp, e));
+    }
     Ok(Staged {
         tmp,
         path: path.to_owned(),

@@ -28,6 +28,9 @@ pub enum CallError {
     Transport(String),
     #[error("{0}")]
     Remote(RpcError),
+    /// The peer is not root or our own user (SO_PEERCRED).
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl CallError {
@@ -35,7 +38,7 @@ impl CallError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             CallError::Remote(e) => Some(e.code),
-            CallError::Transport(_) => None,
+            CallError::Transport(_) | CallError::Untrusted(_) => None,
         }
     }
 }
@@ -48,6 +51,14 @@ impl RpcClient {
         let stream = UnixStream::connect(&short)
             .await
             .map_err(|e| CallError::Transport(format!("connect {}: {e}", path.display())))?;
+        // The server is checked as it checks us: a socket someone else
+        // managed to bind there must not get to name the files we open.
+        runtime_core::peercred::check(&stream).map_err(|why| {
+            CallError::Untrusted(format!(
+                "refusing to talk to the server at {}: {why}",
+                path.display()
+            ))
+        })?;
         let mut client = RpcClient {
             stream,
             next_id: 1,

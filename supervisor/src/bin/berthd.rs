@@ -30,6 +30,24 @@ fn default_shim() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("berth-shim"))
 }
 
+/// The error and its causes on one line, each said once: an io error
+/// wrapped with its path already quotes its cause, and `{:#}` would repeat
+/// it ("No space left on device" twice).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -62,7 +80,7 @@ fn main() -> ExitCode {
     match rt.block_on(daemon::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berthd: {e:#}");
+            eprintln!("berthd: {}", chain(&e));
             ExitCode::from(1)
         }
     }

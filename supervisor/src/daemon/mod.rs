@@ -5,6 +5,7 @@
 //! record), and from then on every container has a watcher task holding a
 //! `wait` long poll on its shim. Events are hints; the shim is the truth.
 
+mod clients;
 mod create;
 mod lifecycle;
 mod reconcile;
@@ -12,12 +13,14 @@ mod registry;
 mod remove;
 mod server;
 mod shim;
+mod trust;
 mod watch;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
@@ -45,15 +48,24 @@ pub struct Daemon {
     pub rootfs_build: tokio::sync::Mutex<()>,
 }
 
+/// How long a new berthd waits for the root lock: a berthd that was just
+/// SIGKILLed holds it until the kernel has finished tearing it down.
+const LOCK_GRACE: Duration = Duration::from_secs(3);
+
 /// Creates the root (0700), takes its lock, reconciles and serves until
 /// SIGTERM or SIGINT. Never touches a shim on the way out.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
     let root = Root::new(&config.root);
+    trust::check_ancestors(root.dir())?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(root.dir())
         .with_context(|| format!("create root {}", root.dir().display()))?;
+    // Checked again now that it exists: a directory someone else owns
+    // could be given back its mode and its socket replaced at any time.
+    trust::check_owned(root.dir())?;
     fs::set_permissions(root.dir(), fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod {}", root.dir().display()))?;
     for d in [root.containers(), root.runc_root()] {
@@ -62,24 +74,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .mode(0o700)
             .create(&d)
             .with_context(|| format!("create {}", d.display()))?;
+        trust::check_owned(&d)?;
     }
-    let lock_path = root.lock_file();
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("open {}", lock_path.display()))?;
-    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-            "another berthd is already running on {} (lock {} is held)",
-            root.dir().display(),
-            lock_path.display()
-        ),
-        Err((_, e)) => bail!("lock {}: {e}", lock_path.display()),
-    };
-    runtime_core::atomic::write(&root.pid_file(), std::process::id().to_string().as_bytes())?;
+    let _lock = lock_root(&root).await?;
+    write_pid_file(&root);
     let daemon = Arc::new(Daemon {
         config,
         root,
@@ -95,4 +93,70 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         daemon.root.api_socket().display()
     );
     server::serve(daemon, listener).await
+}
+
+/// Takes `<root>/berthd.lock`, waiting up to [`LOCK_GRACE`] for a berthd
+/// that is still on its way out.
+async fn lock_root(root: &Root) -> anyhow::Result<Flock<fs::File>> {
+    let lock_path = root.lock_file();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    let give_up = tokio::time::Instant::now() + LOCK_GRACE;
+    let mut told = false;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                if tokio::time::Instant::now() >= give_up {
+                    bail!(
+                        "another berthd is already running on {} (lock {} is held)",
+                        root.dir().display(),
+                        lock_path.display()
+                    );
+                }
+                if !told {
+                    log::info!(
+                        "{} is held; waiting up to {LOCK_GRACE:?} for the berthd holding it to exit",
+                        lock_path.display()
+                    );
+                    told = true;
+                }
+                file = f;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err((_, e)) => bail!("lock {}: {e}", lock_path.display()),
+        }
+    }
+}
+
+/// Writes berthd.pid. It is a convenience for operators, not a lock (the
+/// flock is), so a full disk costs a warning, not the daemon: berthd must
+/// come up to let `rm` free space.
+fn write_pid_file(root: &Root) {
+    let path = root.pid_file();
+    let pid = std::process::id().to_string();
+    if let Err(e) = runtime_core::atomic::write_until_reboot(&path, pid.as_bytes()) {
+        log::warn!("no pid file: {e}");
+        // A stale one would name another process.
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: berthd holds one
+/// connection per container (its watcher) plus one per client.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("getrlimit(RLIMIT_NOFILE): {e}"),
+    }
 }

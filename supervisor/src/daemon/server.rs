@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
@@ -16,7 +17,7 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{create, lifecycle, reconcile, remove, Daemon};
+use super::{clients, create, lifecycle, reconcile, remove, Daemon};
 use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
 use crate::rpc::read_frame;
 
@@ -35,17 +36,42 @@ pub fn bind(d: &Daemon) -> anyhow::Result<UnixListener> {
 
 /// Serves until SIGTERM or SIGINT, then closes the API and returns. Shims
 /// and containers are left running: that is the point of berth.
+///
+/// Out of file descriptors (EMFILE/ENFILE) the loop does not spin: it
+/// closes the longest-idle clients and backs off (10 ms doubling to 1 s),
+/// logging once per episode. At most [`MAX_CLIENTS`] connections are
+/// served; past that the longest-idle one makes room, or the newcomer is
+/// told why and closed.
 pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let clients = clients::Clients::default();
+    let mut backoff = clients::Backoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    backoff.reset();
+                    if clients.len() >= MAX_CLIENTS && !clients.evict_idle(1, SILENT_TO_EVICT, IDLE_TO_EVICT) {
+                        log::warn!("refusing an API client: {MAX_CLIENTS} connections are open and none is idle");
+                        tokio::spawn(async move { refuse_busy(stream).await });
+                        continue;
+                    }
                     let d = d.clone();
-                    tokio::spawn(async move { connection(d, stream).await });
+                    let slot = clients.register();
+                    tokio::spawn(async move { connection(d, stream, slot).await });
                 }
-                Err(e) => log::warn!("accept: {e}"),
+                Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_fds {
+                        // Make room: an idle client is the cheapest thing to give up.
+                        let freed = clients.evict_idle(usize::MAX, SILENT_TO_EVICT, IDLE_TO_EVICT);
+                        backoff.out_of_fds(&e, clients.len(), freed);
+                    } else {
+                        backoff.other(&e);
+                    }
+                    tokio::time::sleep(backoff.delay()).await;
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -56,13 +82,50 @@ pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn connection(d: Arc<Daemon>, mut stream: UnixStream) {
+/// Most API connections served at once.
+pub const MAX_CLIENTS: usize = 1024;
+/// A connection that has not sent its hello within this is closed.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// To make room, a client that has sent nothing for this long is closed
+/// (a real CLI's hello is in the socket before berthd accepts it)...
+const SILENT_TO_EVICT: Duration = Duration::from_millis(100);
+/// ...and one idle between requests for this long.
+const IDLE_TO_EVICT: Duration = Duration::from_secs(1);
+
+async fn refuse_busy(mut stream: UnixStream) {
+    let err = RpcError::new(
+        ErrorCode::Internal,
+        format!("berthd is serving {MAX_CLIENTS} connections, none idle; try again"),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        send(&mut stream, &Response::err(0, err)),
+    )
+    .await;
+}
+
+async fn connection(d: Arc<Daemon>, mut stream: UnixStream, slot: clients::Slot) {
     if let Err(why) = runtime_core::peercred::check(&stream) {
         log::warn!("refused API client: {why}");
         return;
     }
+    let mut greeted = false;
     loop {
-        let frame = match read_frame(&mut stream).await {
+        slot.idle();
+        let next = async {
+            if greeted {
+                read_frame(&mut stream).await
+            } else {
+                tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream))
+                    .await
+                    .unwrap_or_else(|_| Err("no hello within 10s".to_string()))
+            }
+        };
+        let frame = tokio::select! {
+            f = next => f,
+            () = slot.closed() => return,
+        };
+        let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
@@ -71,12 +134,18 @@ async fn connection(d: Arc<Daemon>, mut stream: UnixStream) {
                 return;
             }
         };
+        greeted = true;
+        slot.busy();
         let resp = match frame::decode_json::<Request>(&frame) {
             Ok(req) => {
                 let id = req.id;
+                let method = req.method.clone();
                 match dispatch(&d, req).await {
                     Ok(v) => Response::ok(id, v),
-                    Err(e) => Response::err(id, e),
+                    Err(e) => {
+                        log::debug!("{method}: {e}");
+                        Response::err(id, e)
+                    }
                 }
             }
             Err(e) => Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())),

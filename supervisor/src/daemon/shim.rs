@@ -173,7 +173,7 @@ pub async fn force_delete_runtime_state(d: &Daemon, meta: &ContainerMeta) {
 pub fn from_call(id: &str, e: CallError) -> RpcError {
     match e {
         CallError::Remote(r) => r,
-        CallError::Transport(t) => RpcError::new(
+        CallError::Transport(t) | CallError::Untrusted(t) => RpcError::new(
             ErrorCode::Internal,
             format!("container {id}: shim unreachable: {t}"),
         ),

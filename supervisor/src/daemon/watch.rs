@@ -94,7 +94,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             // The connection broke: the shim died or is deleting itself.
-            Err(CallError::Transport(_)) => {}
+            Err(CallError::Transport(_) | CallError::Untrusted(_)) => {}
         }
     }
 }
