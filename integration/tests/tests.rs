@@ -9,6 +9,7 @@ mod util;
 mod attach;
 mod bad_input;
 mod daemon;
+mod events;
 mod lifecycle;
 mod restart;
 mod run;

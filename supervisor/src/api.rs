@@ -14,6 +14,8 @@ pub mod methods {
     pub const KILL: &str = "kill";
     pub const WAIT: &str = "wait";
     pub const REMOVE: &str = "remove";
+    /// A stream: the replay, then new events (see `crate::event`).
+    pub const EVENTS: &str = "events";
 }
 
 /// `create`: everything `berth run` can ask for.

@@ -8,4 +8,5 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod event;
 pub mod rpc;

@@ -137,6 +137,18 @@ impl RpcClient {
             .map_err(|e| CallError::Transport(format!("send {method}: {e}")))
     }
 
+    /// Reads the next reply of a streaming method (sent with
+    /// `send_only`), which answers one request many times.
+    pub async fn next_reply(&mut self) -> Result<Value, CallError> {
+        let frame = read_frame(&mut self.stream)
+            .await
+            .map_err(CallError::Transport)?
+            .ok_or_else(|| CallError::Transport("connection closed".into()))?;
+        let resp: Response =
+            frame::decode_json(&frame).map_err(|e| CallError::Transport(e.to_string()))?;
+        resp.into_result().map_err(CallError::Remote)
+    }
+
     async fn round_trip<P: Serialize>(
         &mut self,
         method: &str,

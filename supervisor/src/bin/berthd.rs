@@ -20,6 +20,25 @@ struct Args {
     /// The berth-shim binary (default: next to berthd, else from PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// Rotate the event journal at this size (bytes, or with k/m suffix).
+    #[arg(long, default_value = "1m", value_parser = parse_size)]
+    events_max_size: u64,
+    /// Event journal files to keep, the current one included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    events_max_files: u32,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        _ => (lower.as_str(), 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => Err(format!("invalid size {s:?}: use bytes or a k/m suffix")),
+    }
 }
 
 fn default_shim() -> PathBuf {
@@ -66,6 +85,10 @@ fn main() -> ExitCode {
         root,
         runtime: args.runtime,
         shim: args.shim.unwrap_or_else(default_shim),
+        events: daemon::events::JournalLimits {
+            max_size: args.events_max_size,
+            max_files: args.events_max_files,
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

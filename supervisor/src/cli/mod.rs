@@ -2,6 +2,7 @@
 
 mod attach;
 mod attach_cmd;
+mod events;
 mod inspect;
 mod kill;
 mod logs;
@@ -50,6 +51,8 @@ enum Command {
     Rm(rm::RmArgs),
     /// Attach to a running container's stdio, straight through its shim.
     Attach(attach_cmd::AttachArgs),
+    /// Show lifecycle events: the journal's past (--since) and what comes.
+    Events(events::EventsArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
             Command::Wait(a) => wait::wait(&root, a).await,
             Command::Rm(a) => rm::rm(&root, a).await,
             Command::Attach(a) => attach_cmd::attach(&root, a).await,
+            Command::Events(a) => events::events(&root, a).await,
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

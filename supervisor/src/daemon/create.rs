@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{reconcile, shim, watch, Daemon};
+use super::{events, reconcile, shim, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -196,6 +196,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             reconcile::refresh(d, &new_id).await;
         }
     }
+    events::created(d, &new_id);
     watch::spawn_watcher(d, new_id.clone());
     d.registry
         .get(&new_id)

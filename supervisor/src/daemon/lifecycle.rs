@@ -5,8 +5,9 @@ use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError}
 
 use super::registry::Phase;
 use super::shim::from_call;
-use super::{reconcile, shim, Daemon};
+use super::{events, reconcile, shim, Daemon};
 use crate::api::WaitResult;
+use crate::event::EventKind;
 
 /// Starts a created container.
 pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
@@ -15,6 +16,7 @@ pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
     c.call_value(m::START, &())
         .await
         .map_err(|e| from_call(id, e))?;
+    events::record(d, EventKind::Start, id);
     reconcile::refresh(d, id).await;
     Ok(())
 }

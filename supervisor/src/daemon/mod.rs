@@ -7,6 +7,7 @@
 
 mod clients;
 mod create;
+pub mod events;
 mod lifecycle;
 mod reconcile;
 mod registry;
@@ -37,6 +38,8 @@ pub struct Config {
     pub runtime: PathBuf,
     /// The berth-shim binary.
     pub shim: PathBuf,
+    /// Size bounds of the event journal.
+    pub events: events::JournalLimits,
 }
 
 /// Everything the request handlers share.
@@ -46,6 +49,8 @@ pub struct Daemon {
     pub registry: Registry,
     /// Serializes building the default rootfs.
     pub rootfs_build: tokio::sync::Mutex<()>,
+    /// The event journal (`berth events`).
+    pub journal: events::Journal,
 }
 
 /// How long a new berthd waits for the root lock: a berthd that was just
@@ -78,11 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _lock = lock_root(&root).await?;
     write_pid_file(&root);
+    let journal = events::Journal::open(&root.events_dir(), config.events)?;
     let daemon = Arc::new(Daemon {
         config,
         root,
         registry: Registry::default(),
         rootfs_build: tokio::sync::Mutex::new(()),
+        journal,
     });
     let listener = server::bind(&daemon)?;
     // Serve at once: containers not yet reconciled answer "restoring".

@@ -9,7 +9,7 @@ use runtime_core::rootfs;
 
 use super::registry::Phase;
 use super::shim::from_call;
-use super::{reconcile, shim, Daemon};
+use super::{events, reconcile, shim, Daemon};
 
 fn not_found(id: &str) -> RpcError {
     RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))
@@ -138,6 +138,8 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
             shim::force_delete_runtime_state(d, &entry.meta).await;
         }
     }
+    // `run --rm` removes before the watcher hears of the exit.
+    events::exited(d, id);
     rootfs::unmount_if_mounted(&paths.bundle_rootfs())
         .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
     std::fs::remove_dir_all(paths.dir()).map_err(|e| {
@@ -147,6 +149,7 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
         )
     })?;
     d.registry.remove(id);
+    events::deleted(d, id, &entry.meta.name);
     log::info!("removed {id}");
     Ok(())
 }

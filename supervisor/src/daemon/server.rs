@@ -17,7 +17,7 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{clients, create, lifecycle, reconcile, remove, Daemon};
+use super::{clients, create, events, lifecycle, reconcile, remove, Daemon};
 use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
 use crate::rpc::read_frame;
 
@@ -137,6 +137,8 @@ async fn connection(d: Arc<Daemon>, mut stream: UnixStream, slot: clients::Slot)
         greeted = true;
         slot.busy();
         let resp = match frame::decode_json::<Request>(&frame) {
+            // A stream of many replies; it ends the connection.
+            Ok(req) if req.method == m::EVENTS => return events::serve(&d, &mut stream, req).await,
             Ok(req) => {
                 let id = req.id;
                 let method = req.method.clone();

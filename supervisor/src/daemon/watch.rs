@@ -11,7 +11,7 @@ use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
 
 use super::registry::{Entry, Phase};
-use super::{reconcile, remove, shim, Daemon};
+use super::{events, reconcile, remove, shim, Daemon};
 use crate::rpc::CallError;
 
 /// Starts the watcher of one container.
@@ -78,6 +78,9 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                 return;
             }
             Ok(state) => {
+                if restoring && state.status == ShimStatus::Running {
+                    events::restored(&d, &id);
+                }
                 restoring = false;
                 let exited = state.exit.is_some();
                 d.registry.set_phase(&id, Phase::Live(state));
@@ -100,6 +103,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
 }
 
 async fn on_exit(d: &Daemon, id: &str) {
+    events::exited(d, id);
     let auto_remove = d
         .registry
         .get(id)
