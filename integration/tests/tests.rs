@@ -11,6 +11,7 @@ mod bad_input;
 mod daemon;
 mod events;
 mod lifecycle;
+mod logs;
 mod restart;
 mod run;
 mod stdio;

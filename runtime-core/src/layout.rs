@@ -116,13 +116,18 @@ impl ContainerPaths {
     pub fn attach_sock(&self) -> PathBuf {
         self.dir.join(ATTACH_SOCK)
     }
-    /// Current container log; rotated files are `log.1`, `log.2`...
+    /// The container log: a symlink to its newest segment `log.N` (see `logwrite`).
     pub fn log(&self) -> PathBuf {
         self.dir.join("log")
     }
     /// Exit record written by the shim.
     pub fn exit(&self) -> PathBuf {
         self.dir.join("exit")
+    }
+    /// Written by berthd when the shim died before the container exited:
+    /// no exit record will ever come.
+    pub fn lost(&self) -> PathBuf {
+        self.dir.join("lost")
     }
     /// The shim's own diagnostic log (it has no stderr once daemonized).
     pub fn shim_log(&self) -> PathBuf {

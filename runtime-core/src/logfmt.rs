@@ -3,6 +3,14 @@
 //! `F` ends a line of the container's output (the newline is implied), `P`
 //! is a part of a line whose rest follows in a later record. Kubernetes
 //! tools (crictl, kubelet) read this format.
+//!
+//! A record's content is at most [`MAX_RECORD_CONTENT`] bytes (16 KiB, as
+//! containerd and CRI-O split): a longer line becomes `P` records followed
+//! by an `F`, so a log shipper with a fixed line buffer (fluent-bit's
+//! default is 32 KiB) never meets a record it must cut.
+
+/// The most content bytes one record carries.
+pub const MAX_RECORD_CONTENT: usize = 16 * 1024;
 
 /// Which output stream a record belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +30,19 @@ impl Stream {
 }
 
 /// Appends the records for one chunk of output to `out`: one `F` record per
-/// complete line and a `P` record for a trailing partial line.
+/// complete line and a `P` record for a trailing partial line; lines longer
+/// than [`MAX_RECORD_CONTENT`] are split into `P` records first.
 pub fn encode_chunk(out: &mut Vec<u8>, timestamp: &str, stream: Stream, data: &[u8]) {
     let mut rest = data;
     while !rest.is_empty() {
-        let (content, tag, used) = match memchr::memchr(b'\n', rest) {
+        // One byte past the limit, so a newline right at it still ends an `F`.
+        let window = &rest[..rest.len().min(MAX_RECORD_CONTENT + 1)];
+        let (content, tag, used) = match memchr::memchr(b'\n', window) {
             Some(i) => (&rest[..i], b'F', i + 1),
-            None => (rest, b'P', rest.len()),
+            None => {
+                let n = rest.len().min(MAX_RECORD_CONTENT);
+                (&rest[..n], b'P', n)
+            }
         };
         out.extend_from_slice(timestamp.as_bytes());
         out.push(b' ');
@@ -93,6 +107,32 @@ mod tests {
         assert_eq!(recs[0].content, b"a b");
         assert!(recs[1].full && recs[1].content.is_empty());
         assert!(!recs[2].full);
+    }
+
+    #[test]
+    fn long_lines_are_split_at_16_kib() {
+        let mut data = vec![b'a'; MAX_RECORD_CONTENT * 2 + 5];
+        data.push(b'\n');
+        // A newline exactly at the limit still ends the record as `F`.
+        data.extend(vec![b'b'; MAX_RECORD_CONTENT]);
+        data.push(b'\n');
+        let mut out = Vec::new();
+        encode_chunk(&mut out, "T", Stream::Stderr, &data);
+        let recs: Vec<_> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| parse_line(l).unwrap())
+            .collect();
+        let shape: Vec<_> = recs.iter().map(|r| (r.full, r.content.len())).collect();
+        assert_eq!(
+            shape,
+            [
+                (false, MAX_RECORD_CONTENT),
+                (false, MAX_RECORD_CONTENT),
+                (true, 5),
+                (true, MAX_RECORD_CONTENT)
+            ]
+        );
     }
 
     #[test]

@@ -51,28 +51,15 @@ pub struct RunArgs {
     /// Key sequence that detaches from a tty session.
     #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
     detach_keys: String,
-    /// Rotate the log at this size (bytes, or with k/m/g suffix).
-    #[arg(long, value_parser = parse_size)]
+    /// Rotate the log at this size (bytes, or 64k, 10m, 1.5g; 0: never).
+    #[arg(long, value_parser = super::logs::parse_log_size)]
     log_max_size: Option<u64>,
-    /// Log files to keep, the current one included.
-    #[arg(long)]
+    /// Log files to keep, the current one included (1 to 10000).
+    #[arg(long, value_parser = super::logs::parse_log_files)]
     log_max_files: Option<u32>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let lower = s.to_ascii_lowercase();
-    let (num, mult) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
-        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
-        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
-        _ => (lower.as_str(), 1),
-    };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("invalid size {s:?}: use bytes or a k/m/g suffix"))
 }
 
 fn absolute(p: &Path) -> Result<String, Failure> {

@@ -64,9 +64,12 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             "no command given: berth run [OPTIONS] -- COMMAND [ARG...]",
         ));
     }
-    if p.log_max_files == Some(0) {
-        return Err(invalid("--log-max-files must be at least 1"));
-    }
+    let log_defaults = LogConfig::default();
+    let log = LogConfig {
+        max_size: p.log_max_size.unwrap_or(log_defaults.max_size),
+        max_files: p.log_max_files.unwrap_or(log_defaults.max_files),
+    };
+    runtime_core::logwrite::check_limits(&log).map_err(|e| invalid(e.to_string()))?;
     let runtime = shim::resolve_runtime(&d.config.runtime)
         .map_err(|m| RpcError::new(ErrorCode::Runtime, m))?;
     let source = if let Some(b) = &p.bundle {
@@ -116,7 +119,6 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         .as_ref()
         .and_then(|pr| pr.args().clone())
         .unwrap_or_default();
-    let defaults = LogConfig::default();
     let meta = ContainerMeta {
         id: new_id.clone(),
         name: name.clone(),
@@ -128,10 +130,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         tty: p.tty,
         stdin: p.stdin,
         auto_remove: p.auto_remove,
-        log: LogConfig {
-            max_size: p.log_max_size.unwrap_or(defaults.max_size),
-            max_files: p.log_max_files.unwrap_or(defaults.max_files),
-        },
+        log,
         runtime: runtime.display().to_string(),
     };
 
