@@ -205,6 +205,10 @@ fn killed_shim_is_detected_while_up_and_at_start() {
         info["shim_pid"].as_i64().expect("shim"),
         info["pid"].as_i64().expect("pid"),
     );
+    // Output still in the pipe dies with the shim: kill it once logged.
+    env.wait_until(10, "the line to be logged", || {
+        stdout(&env.berth(&["logs", "orphan"])) == "before\n"
+    });
     kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill shim");
     env.wait_until(10, "berthd to notice the dead shim", || {
         env.inspect("orphan")["status"] == "exited"
