@@ -327,3 +327,204 @@ fn berthd_waits_for_the_lock_of_one_still_exiting() {
     env.ok(&["ps"]);
     assert!(!env.berthd_log().contains("already running"));
 }
+
+/// One line, non-zero, the expected words, the given exit code, and
+/// nothing left behind.
+fn refused(env: &Env, args: &[&str], code: i32, words: &[&str]) {
+    let out = env.berth(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "berth {args:?}: {err}");
+    for w in words {
+        assert!(err.contains(w), "berth {args:?}: expected {w:?} in {err:?}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    env.assert_clean();
+}
+
+/// A bundle as `runc spec` makes it, with `edit` applied to its config.
+fn bundle(env: &Env, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let dir = env.dir.path().join(name);
+    crate::util::make_rootfs(&dir.join("rootfs-real"));
+    let spec = std::process::Command::new("runc")
+        .arg("spec")
+        .current_dir(&dir)
+        .status()
+        .expect("runc spec");
+    assert!(spec.success());
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = false.into();
+    config["root"]["path"] = "rootfs-real".into();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn strings_that_reach_files_or_the_runtime_are_validated() {
+    let Some(env) = Env::new() else { return };
+    refused(
+        &env,
+        &["run", "--hostname", "a\nb", "--", "true"],
+        125,
+        &["invalid hostname"],
+    );
+    refused(
+        &env,
+        &["run", "--hostname", "-x", "--", "true"],
+        125,
+        &["invalid hostname"],
+    );
+    refused(
+        &env,
+        &["run", "-e", "A B=1", "--", "true"],
+        125,
+        &["environment variable name"],
+    );
+    refused(
+        &env,
+        &["run", "-e", "A\n=1", "--", "true"],
+        125,
+        &["environment variable name"],
+    );
+    refused(
+        &env,
+        &["run", "-w", "/tmp\n/x", "--", "true"],
+        125,
+        &["working directory"],
+    );
+    let b = bundle(&env, "nlhost", |c| c["hostname"] = "bad\nhost".into());
+    refused(
+        &env,
+        &["run", "--bundle", b.to_str().unwrap(), "--", "true"],
+        125,
+        &["invalid hostname"],
+    );
+    // A newline in a value is fine: programs use them.
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=x\ny",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$A\""
+        ]),
+        "x\ny\n"
+    );
+}
+
+#[test]
+fn exit_codes_come_from_typed_errors_not_message_text() {
+    let Some(mut env) = Env::new() else { return };
+    refused(
+        &env,
+        &["run", "--", "no-such-cmd"],
+        127,
+        &["executable file not found"],
+    );
+    refused(
+        &env,
+        &["run", "--", "/no/such/path"],
+        127,
+        &["no such file or directory"],
+    );
+    refused(&env, &["run", "--", "/etc"], 126, &["is a directory"]);
+    refused(
+        &env,
+        &["run", "--", "/etc/passwd"],
+        126,
+        &["permission denied"],
+    );
+    // A rootfs the runtime refuses fails in the runtime: 125, whatever its
+    // message says ("not found" or otherwise).
+    let b = bundle(&env, "up", |c| c["root"]["path"] = "../../..".into());
+    let out = env.berth(&["run", "--bundle", b.to_str().unwrap(), "--", "true"]);
+    assert_ne!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The runtime missing from berthd's PATH is berth's failure: 125.
+    env.kill_berthd();
+    env.berthd_env = vec![("PATH".into(), "/nonexistent".into())];
+    env.start_berthd();
+    refused(
+        &env,
+        &["run", "--", "true"],
+        125,
+        &["runc", "not found in PATH"],
+    );
+    // berthd unreachable: 125 for run.
+    env.kill_berthd();
+    let out = env.berth(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+}
+
+#[test]
+fn rootfs_through_a_symlink_is_resolved_and_shown() {
+    let Some(env) = Env::new() else { return };
+    let real = env.dir.path().join("real-rootfs");
+    crate::util::make_rootfs(&real);
+    let link = env.dir.path().join("link-rootfs");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--rootfs",
+            link.to_str().unwrap(),
+            "--",
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(env.inspect(&id)["rootfs"], real.to_str().unwrap());
+    env.ok(&["rm", "-f", &id]);
+    // A bundle whose rootfs is a symlink.
+    let b = bundle(&env, "linked", |c| c["root"]["path"] = "rootfs".into());
+    std::os::unix::fs::symlink("rootfs-real", b.join("rootfs")).unwrap();
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--",
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        env.inspect(&id)["rootfs"],
+        b.join("rootfs-real").to_str().unwrap()
+    );
+    env.ok(&["rm", "-f", &id]);
+    env.assert_clean();
+}
+
+#[test]
+fn a_create_cut_short_by_berthd_dying_says_the_container_may_exist() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    env.berthd_env = vec![("BERTH_TEST_CRASH_AT".into(), "after-shim".into())];
+    env.start_berthd();
+    let out = env.berth(&["run", "-d", "--name", "half", "--", "sleep", "1000"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("may exist") && err.contains("berth ps -a") && err.contains("half"),
+        "{err}"
+    );
+    env.wait_berthd_exit();
+    env.berthd_env.clear();
+    env.start_berthd();
+    env.wait_until(10, "adoption", || {
+        env.inspect("half")["status"] == "running"
+    });
+    env.ok(&["rm", "-f", "half"]);
+    env.assert_clean();
+}

@@ -60,6 +60,11 @@ pub enum ErrorCode {
     Conflict,
     /// The OCI runtime failed; the message is its own.
     Runtime,
+    /// The container's command does not exist in its rootfs (a CLI
+    /// exits 127, as a shell does).
+    CommandNotFound,
+    /// The container's command exists but cannot be executed (126).
+    CommandNotExecutable,
     /// The peer speaks an incompatible protocol version.
     VersionMismatch,
     /// Anything else that went wrong on the server.

@@ -14,7 +14,8 @@ use super::attach_cmd::{finish, DEFAULT_DETACH_KEYS};
 use super::term::parse_detach_keys;
 use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, ContainerInfo, CreateParams, RemoveParams, Target, WaitResult};
-use crate::rpc::RpcClient;
+use crate::rpc::{CallError, RpcClient};
+use runtime_core::protocol::ErrorCode;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -73,15 +74,23 @@ fn absolute(p: &Path) -> Result<String, Failure> {
     Ok(abs.display().to_string())
 }
 
-/// Exit code for a failed create/start: 127 when the command does not
-/// exist, 126 when it cannot be run, 125 for everything else (as Docker).
-fn start_failure(message: String) -> Failure {
-    let code = if message.contains("not found") || message.contains("no such file") {
-        127
-    } else if message.contains("permission denied") {
-        126
-    } else {
-        125
+/// Exit code for a failed create: 127 when the command does not exist
+/// in the container, 126 when it cannot be run, 125 for everything else
+/// (as Docker), from berthd's typed error code, never from its text.
+fn start_failure(e: CallError, name: Option<&str>) -> Failure {
+    let code = match e.code() {
+        Some(ErrorCode::CommandNotFound) => 127,
+        Some(ErrorCode::CommandNotExecutable) => 126,
+        _ => 125,
+    };
+    let message = match e {
+        // berthd died mid-create: the container may well exist (the shim
+        // may have started it, and the next berthd adopts it).
+        CallError::Transport(t) => format!(
+            "lost berthd during create ({t}): the container may exist; see `berth ps -a`{}",
+            name.map(|n| format!(" (name {n})")).unwrap_or_default()
+        ),
+        other => other.to_string(),
     };
     Failure { message, code }
 }
@@ -112,11 +121,14 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         log_max_size: a.log_max_size,
         log_max_files: a.log_max_files,
     };
-    let mut c = connect(root).await?;
+    // Every failure of berth's own is 125 for `run`, as for `docker run`.
+    let mut c = connect(root)
+        .await
+        .map_err(|f| Failure { code: 125, ..f })?;
     let info: ContainerInfo = c
         .call(methods::CREATE, &params)
         .await
-        .map_err(|e| start_failure(e.to_string()))?;
+        .map_err(|e| start_failure(e, a.name.as_deref()))?;
     if a.detach {
         say(&info.id)?;
         return Ok(0);

@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{events, reconcile, shim, watch, Daemon};
+use super::{events, reconcile, shim, validate, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -41,14 +41,20 @@ fn absolute(what: &str, p: &str) -> Result<PathBuf, RpcError> {
     Ok(path)
 }
 
+/// A rootfs with its symlinks resolved: runc refuses a rootfs that is a
+/// symlink, and inspect shows where the files really are.
+fn resolved(dir: &Path) -> Result<PathBuf, RpcError> {
+    fs::canonicalize(dir).map_err(|e| invalid(format!("rootfs {}: {e}", dir.display())))
+}
+
 /// How the root filesystem is provided.
 enum RootSource {
     /// berth's busybox rootfs under an overlay.
     Default,
     /// A user's directory, used as is.
     Dir(PathBuf),
-    /// A user's bundle: its config and its rootfs.
-    Bundle(PathBuf, Box<oci_spec::runtime::Spec>),
+    /// A user's bundle: its config and its rootfs (symlinks resolved).
+    Bundle(PathBuf, Box<oci_spec::runtime::Spec>, PathBuf),
 }
 
 /// Handles `create`; on any failure nothing is left behind.
@@ -73,15 +79,18 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let runtime = shim::resolve_runtime(&d.config.runtime)
         .map_err(|m| RpcError::new(ErrorCode::Runtime, m))?;
     let source = if let Some(b) = &p.bundle {
+        validate::path_text("bundle", b)?;
         let dir = absolute("bundle", b)?;
         let spec = spec::load_bundle_config(&dir).map_err(|e| invalid(e.to_string()))?;
         let rootfs = spec::root_path(&spec, &dir).map_err(|e| invalid(e.to_string()))?;
         spec::check_rootfs(&rootfs).map_err(|e| invalid(e.to_string()))?;
-        RootSource::Bundle(dir, Box::new(spec))
+        let rootfs = resolved(&rootfs)?;
+        RootSource::Bundle(dir, Box::new(spec), rootfs)
     } else if let Some(r) = &p.rootfs {
+        validate::path_text("rootfs", r)?;
         let dir = absolute("rootfs", r)?;
         spec::check_rootfs(&dir).map_err(|e| invalid(e.to_string()))?;
-        RootSource::Dir(dir)
+        RootSource::Dir(resolved(&dir)?)
     } else {
         RootSource::Default
     };
@@ -101,19 +110,25 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let (mut oci, rootfs_path, readonly, source_bundle) = match &source {
         RootSource::Default => (spec::default_spec(), d.root.default_rootfs(), false, None),
         RootSource::Dir(dir) => (spec::default_spec(), dir.clone(), false, None),
-        RootSource::Bundle(dir, s) => {
+        RootSource::Bundle(dir, s, root) => {
             let ro = s
                 .root()
                 .as_ref()
                 .and_then(|r| r.readonly())
                 .unwrap_or(false);
-            let root = spec::root_path(s, dir).map_err(|e| invalid(e.to_string()))?;
             // A bundle keeps its own hostname unless one is asked for.
             process.hostname = p.hostname.clone();
-            ((**s).clone(), root, ro, Some(dir.display().to_string()))
+            (
+                (**s).clone(),
+                root.clone(),
+                ro,
+                Some(dir.display().to_string()),
+            )
         }
     };
     spec::apply(&mut oci, &process).map_err(|e| invalid(e.to_string()))?;
+    validate::spec(&oci)?;
+    validate::command(&oci, &rootfs_path)?;
     let command = oci
         .process()
         .as_ref()

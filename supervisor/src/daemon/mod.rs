@@ -15,6 +15,7 @@ mod remove;
 mod server;
 mod shim;
 mod trust;
+mod validate;
 mod watch;
 
 use std::fs;
