@@ -216,7 +216,9 @@ impl Shim {
             Ok(()) => {}
             // Someone (an operator's `runc delete`) was first: the state we
             // would remove is already gone, which is what delete is for.
-            Err(e) if e.message.contains("does not exist") => {
+            // Decided by looking (runc keeps a container's state in
+            // `<runc root>/<id>`), not by reading runc's message.
+            Err(e) if !self.runc.root.join(&self.cfg.id).exists() => {
                 log::warn!(
                     "runc delete {}: {}; already deleted",
                     self.cfg.id,
