@@ -14,4 +14,5 @@ mod lifecycle;
 mod logs;
 mod restart;
 mod run;
+mod stats;
 mod stdio;

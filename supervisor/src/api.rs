@@ -16,6 +16,8 @@ pub mod methods {
     pub const REMOVE: &str = "remove";
     /// A stream: the replay, then new events (see `crate::event`).
     pub const EVENTS: &str = "events";
+    /// One resource sample of a running container (`crate::stats`).
+    pub const STATS: &str = "stats";
 }
 
 /// `create`: everything `berth run` can ask for.

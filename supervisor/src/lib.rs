@@ -10,3 +10,4 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod rpc;
+pub mod stats;

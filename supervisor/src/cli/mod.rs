@@ -10,6 +10,7 @@ mod ps;
 mod rm;
 mod run;
 mod signals;
+mod stats;
 mod term;
 mod wait;
 
@@ -53,6 +54,8 @@ enum Command {
     Attach(attach_cmd::AttachArgs),
     /// Show lifecycle events: the journal's past (--since) and what comes.
     Events(events::EventsArgs),
+    /// Show containers' resource use (CPU, memory, PIDs, I/O), once a second.
+    Stats(stats::StatsArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Rm(a) => rm::rm(&root, a).await,
             Command::Attach(a) => attach_cmd::attach(&root, a).await,
             Command::Events(a) => events::events(&root, a).await,
+            Command::Stats(a) => stats::stats(&root, a).await,
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

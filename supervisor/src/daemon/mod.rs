@@ -14,6 +14,7 @@ mod registry;
 mod remove;
 mod server;
 mod shim;
+mod stats;
 mod trust;
 mod validate;
 mod watch;

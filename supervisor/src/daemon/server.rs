@@ -17,7 +17,7 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{clients, create, events, lifecycle, reconcile, remove, Daemon};
+use super::{clients, create, events, lifecycle, reconcile, remove, stats, Daemon};
 use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
 use crate::rpc::read_frame;
 
@@ -207,6 +207,10 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
                 .collect();
             list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
             to_value(list)
+        }
+        m::STATS => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            to_value(stats::stats(d, &id).await?)
         }
         m::INSPECT => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
