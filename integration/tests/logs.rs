@@ -174,7 +174,7 @@ fn logs_follow_every_line_once_across_fast_rotation_and_berthd_restarts() {
 /// writes `exit`; `logs -f` must end anyway.
 #[test]
 fn logs_follow_ends_when_the_shim_dies() {
-    let Some(env) = Env::new() else { return };
+    let Some(mut env) = Env::new() else { return };
     env.ok(&[
         "run",
         "-d",
@@ -190,16 +190,50 @@ fn logs_follow_ends_when_the_shim_dies() {
     env.wait_until(10, "the first line", || {
         std::fs::read_to_string(dir.join("log")).is_ok_and(|l| l.contains("before"))
     });
-    let shim: i32 = std::fs::read_to_string(dir.join("shim.pid"))
-        .expect("shim.pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    kill(Pid::from_raw(shim), Signal::SIGKILL).expect("kill shim");
+    kill(Pid::from_raw(shim_pid(&dir)), Signal::SIGKILL).expect("kill shim");
     let (out, _) = follower.finish(30);
     assert_eq!(out, "before\n");
     assert!(dir.join("lost").exists());
     env.ok(&["rm", "-f", "doomed"]);
+
+    // The same while berthd is down: nobody writes `lost` until it is back.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "doomed2",
+        "--",
+        "sh",
+        "-c",
+        "echo again; exec sleep 600",
+    ]);
+    let dir = PathBuf::from(env.inspect("doomed2")["state_dir"].as_str().expect("dir"));
+    let follower = Follower::spawn(&env, &["logs", "-f", "doomed2"]);
+    env.wait_until(10, "the follower to open the log", || {
+        follower.has_open_under(&dir)
+    });
+    env.wait_until(10, "the first line", || {
+        std::fs::read_to_string(dir.join("log")).is_ok_and(|l| l.contains("again"))
+    });
+    env.kill_berthd();
+    kill(Pid::from_raw(shim_pid(&dir)), Signal::SIGKILL).expect("kill shim");
+    let (out, _) = follower.finish(30);
+    assert_eq!(out, "again\n");
+    assert!(
+        !dir.join("lost").exists(),
+        "berthd is down: who wrote lost?"
+    );
+    env.start_berthd();
+    env.wait_restored();
+    env.ok(&["rm", "-f", "doomed2"]);
+}
+
+fn shim_pid(dir: &std::path::Path) -> i32 {
+    std::fs::read_to_string(dir.join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid")
 }
 
 /// `--tail`, `--since`, `--until`, `-t`, as docker has them.

@@ -237,6 +237,7 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
         let finished = waiter.is_none()
             || paths.exit().exists()
             || paths.lost().exists()
+            || shim_gone(&paths)
             || !paths.dir().exists()
             || a.until.is_some_and(|u| SystemTime::now() > u);
         reader
@@ -260,6 +261,23 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
         eprintln!("berth logs: {skipped} log file(s) were rotated away before they could be read");
     }
     Ok(0)
+}
+
+/// The shim, the log's only writer, is gone: nothing more will be
+/// written. (berthd records that as `lost`, but berthd may be down.) A
+/// reused PID reads as alive, which only means waiting for `lost`.
+fn shim_gone(paths: &ContainerPaths) -> bool {
+    let Some(pid) = std::fs::read_to_string(paths.shim_pid())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&p| p > 0)
+    else {
+        return false;
+    };
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 #[derive(PartialEq, Eq)]
