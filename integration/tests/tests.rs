@@ -16,3 +16,4 @@ mod restart;
 mod run;
 mod stats;
 mod stdio;
+mod verbs;

@@ -31,6 +31,15 @@ pub struct ContainerMeta {
     pub log: LogConfig,
     /// The OCI runtime binary.
     pub runtime: String,
+    /// Made by `berth create`, to be started later by `berth start`: a
+    /// berthd restart keeps it while it is created (a `run` interrupted
+    /// between create and start is removed instead).
+    #[serde(default)]
+    pub start_later: bool,
+    /// How many times `berth start`/`restart` has run it again after it
+    /// exited (shown by inspect).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// Log rotation limits.

@@ -84,6 +84,14 @@ impl Runc {
         cmd
     }
 
+    /// `runc ps --format json ID`: the container's host PIDs as a JSON
+    /// array on stdout (the caller pipes stdout).
+    pub fn ps(&self, id: &str) -> Command {
+        let mut cmd = self.base();
+        cmd.args(["ps", "--format", "json"]).arg(id);
+        cmd
+    }
+
     /// `runc delete [--force] ID`: plain delete once the init is reaped.
     pub fn delete(&self, id: &str, force: bool) -> Command {
         let mut cmd = self.base();

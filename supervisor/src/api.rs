@@ -14,6 +14,10 @@ pub mod methods {
     pub const KILL: &str = "kill";
     pub const WAIT: &str = "wait";
     pub const REMOVE: &str = "remove";
+    /// Signal, wait up to a timeout, then SIGKILL (Docker's stop).
+    pub const STOP: &str = "stop";
+    /// The container's processes (`berth top`).
+    pub const TOP: &str = "top";
     /// A stream: the replay, then new events (see `crate::event`).
     pub const EVENTS: &str = "events";
     /// One resource sample of a running container (`crate::stats`).
@@ -64,6 +68,36 @@ pub struct CreateParams {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub id: String,
+}
+
+/// `start` params: a created container is started; an exited one is
+/// run again (same ID, config and bundle, a new shim, its log appended).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartParams {
+    pub id: String,
+    /// The caller attaches right after: hold the output for it (an exited
+    /// container's new shim; a created one's output waits in its pipes).
+    #[serde(default)]
+    pub attach: bool,
+}
+
+/// `stop` params.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopParams {
+    pub id: String,
+    /// The first signal (SIGTERM by default).
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Seconds to wait for the exit before SIGKILL (10 by default).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// `top` result: column titles and one row per process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopResult {
+    pub titles: Vec<String>,
+    pub processes: Vec<Vec<String>>,
 }
 
 /// `kill` params.
@@ -119,6 +153,9 @@ pub struct ContainerInfo {
     pub auto_remove: bool,
     #[serde(default)]
     pub shim_pid: Option<i32>,
+    /// Times it was run again after exiting (`berth start`, `restart`).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// Where a container is, as users see it (`ps`, `inspect`).

@@ -2,16 +2,22 @@
 
 mod attach;
 mod attach_cmd;
+mod create;
+mod each;
 mod events;
 mod inspect;
 mod kill;
 mod logs;
 mod ps;
+mod restart;
 mod rm;
 mod run;
 mod signals;
+mod start;
 mod stats;
+mod stop;
 mod term;
+mod top;
 mod wait;
 
 use std::path::PathBuf;
@@ -56,6 +62,16 @@ enum Command {
     Events(events::EventsArgs),
     /// Show containers' resource use (CPU, memory, PIDs, I/O), once a second.
     Stats(stats::StatsArgs),
+    /// Create a container without starting it; prints its ID.
+    Create(run::RunArgs),
+    /// Start created containers, or run exited ones again (-a: attached).
+    Start(start::StartArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after -t seconds.
+    Stop(stop::StopArgs),
+    /// Stop and start containers again.
+    Restart(restart::RestartArgs),
+    /// Show a running container's processes.
+    Top(top::TopArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -136,6 +152,11 @@ pub fn main() -> ExitCode {
             Command::Attach(a) => attach_cmd::attach(&root, a).await,
             Command::Events(a) => events::events(&root, a).await,
             Command::Stats(a) => stats::stats(&root, a).await,
+            Command::Create(a) => create::create(&root, a).await,
+            Command::Start(a) => start::start(&root, a).await,
+            Command::Stop(a) => stop::stop(&root, a).await,
+            Command::Restart(a) => restart::restart(&root, a).await,
+            Command::Top(a) => top::top(&root, a).await,
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

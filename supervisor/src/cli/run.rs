@@ -77,7 +77,7 @@ fn absolute(p: &Path) -> Result<String, Failure> {
 /// Exit code for a failed create: 127 when the command does not exist
 /// in the container, 126 when it cannot be run, 125 for everything else
 /// (as Docker), from berthd's typed error code, never from its text.
-fn start_failure(e: CallError, name: Option<&str>) -> Failure {
+pub fn start_failure(e: CallError, name: Option<&str>) -> Failure {
     let code = match e.code() {
         Some(ErrorCode::CommandNotFound) => 127,
         Some(ErrorCode::CommandNotExecutable) => 126,
@@ -95,31 +95,48 @@ fn start_failure(e: CallError, name: Option<&str>) -> Failure {
     Failure { message, code }
 }
 
+impl RunArgs {
+    /// The create request these options make (`run` and `create` share
+    /// them); the caller sets `start` and `attach`.
+    pub fn create_params(&self) -> Result<CreateParams, Failure> {
+        let env = self
+            .env
+            .iter()
+            .filter_map(|e| match e.split_once('=') {
+                Some(_) => Some(e.clone()),
+                None => std::env::var(e).ok().map(|v| format!("{e}={v}")),
+            })
+            .collect();
+        Ok(CreateParams {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            rootfs: self.rootfs.as_deref().map(absolute).transpose()?,
+            bundle: self.bundle.as_deref().map(absolute).transpose()?,
+            env,
+            cwd: self.workdir.clone(),
+            hostname: self.hostname.clone(),
+            tty: self.tty,
+            stdin: self.interactive,
+            auto_remove: self.rm,
+            start: false,
+            attach: false,
+            log_max_size: self.log_max_size,
+            log_max_files: self.log_max_files,
+        })
+    }
+
+    /// The container's name, if one was given.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
 pub async fn run(root: &Path, a: RunArgs) -> Outcome {
     let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
-    let env = a
-        .env
-        .iter()
-        .filter_map(|e| match e.split_once('=') {
-            Some(_) => Some(e.clone()),
-            None => std::env::var(e).ok().map(|v| format!("{e}={v}")),
-        })
-        .collect();
     let params = CreateParams {
-        name: a.name.clone(),
-        command: a.command.clone(),
-        rootfs: a.rootfs.as_deref().map(absolute).transpose()?,
-        bundle: a.bundle.as_deref().map(absolute).transpose()?,
-        env,
-        cwd: a.workdir.clone(),
-        hostname: a.hostname.clone(),
-        tty: a.tty,
-        stdin: a.interactive,
-        auto_remove: a.rm,
         start: a.detach,
         attach: !a.detach,
-        log_max_size: a.log_max_size,
-        log_max_files: a.log_max_files,
+        ..a.create_params()?
     };
     // Every failure of berth's own is 125 for `run`, as for `docker run`.
     let mut c = connect(root)

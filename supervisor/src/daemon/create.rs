@@ -147,6 +147,8 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         auto_remove: p.auto_remove,
         log,
         runtime: runtime.display().to_string(),
+        start_later: !(p.start || p.attach),
+        restart_count: 0,
     };
 
     // Reserve the name and ID under the lock; the slow work runs outside it.

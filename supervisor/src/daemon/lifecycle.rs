@@ -1,25 +1,12 @@
-//! start, kill and wait: each asks the shim, which is the truth.
+//! kill and wait: each asks the shim, which is the truth.
 
 use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
 
 use super::registry::Phase;
 use super::shim::from_call;
-use super::{events, reconcile, shim, Daemon};
+use super::{reconcile, shim, Daemon};
 use crate::api::WaitResult;
-use crate::event::EventKind;
-
-/// Starts a created container.
-pub async fn start(d: &Daemon, id: &str) -> Result<(), RpcError> {
-    let paths = d.root.container(id);
-    let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-    c.call_value(m::START, &())
-        .await
-        .map_err(|e| from_call(id, e))?;
-    events::record(d, EventKind::Start, id);
-    reconcile::refresh(d, id).await;
-    Ok(())
-}
 
 /// Sends a signal to the container's init.
 pub async fn kill(d: &Daemon, id: &str, signal: i32) -> Result<(), RpcError> {

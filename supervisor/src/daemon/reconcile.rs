@@ -14,7 +14,11 @@ use super::registry::Phase;
 use super::{shim, Daemon};
 
 /// File recording that a container's shim died without an exit record.
-const LOST: &str = "lost";
+pub const LOST: &str = "lost";
+/// The exit record of the previous run, kept aside while an exited
+/// container is started again (so a crash mid-start shows it exited as it
+/// was, never half-made).
+pub const PREVIOUS_EXIT: &str = "exit.previous";
 
 /// What asking the shim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +74,10 @@ pub async fn shim_gone(d: &Daemon, id: &str) -> bool {
         return false;
     }
     let paths = d.root.container(id);
-    let never_created =
-        !paths.exit().exists() && (!paths.shim_pid().exists() || !paths.init_pid().exists());
+    let previous = paths.dir().join(PREVIOUS_EXIT);
+    let never_created = !paths.exit().exists()
+        && !previous.exists()
+        && (!paths.shim_pid().exists() || !paths.init_pid().exists());
     if never_created {
         // No shim ever finished creating it (berthd or the shim died mid-create).
         log::warn!("container {id} was never completely created; cleaning it up");
@@ -81,6 +87,14 @@ pub async fn shim_gone(d: &Daemon, id: &str) -> bool {
     }
     let (exit, reason) = match atomic::read_json::<ExitRecord>(&paths.exit()) {
         Ok(exit) => (Some(exit), None),
+        // A start of the exited container was cut short before its new
+        // shim ran: it is exited as it was.
+        Err(_) if previous.exists() && !paths.shim_pid().exists() => {
+            match atomic::read_json::<ExitRecord>(&previous) {
+                Ok(exit) => (Some(exit), None),
+                Err(e) => (None, Some(format!("previous exit record unreadable: {e}"))),
+            }
+        }
         Err(_) => (None, Some(lost(d, id, &entry.meta).await)),
     };
     d.registry.set_phase(id, Phase::Gone { exit, reason });

@@ -67,6 +67,21 @@ impl Entry {
         }
     }
 
+    /// The status word of the entry as users see it.
+    pub fn info_status(&self) -> ContainerStatus {
+        match &self.phase {
+            Phase::Creating => ContainerStatus::Creating,
+            Phase::Restoring => ContainerStatus::Restoring,
+            Phase::Unknown { .. } => ContainerStatus::Unknown,
+            Phase::Live(s) => match s.status {
+                ShimStatus::Created => ContainerStatus::Created,
+                ShimStatus::Running => ContainerStatus::Running,
+                ShimStatus::Stopped => ContainerStatus::Exited,
+            },
+            Phase::Gone { .. } => ContainerStatus::Exited,
+        }
+    }
+
     fn changed(&self) {
         self.changes.send_replace(());
     }
@@ -138,6 +153,7 @@ impl Entry {
             stdin: self.meta.stdin,
             auto_remove: self.meta.auto_remove,
             shim_pid,
+            restart_count: self.meta.restart_count,
         }
     }
 }
@@ -207,6 +223,38 @@ impl Registry {
             e.removing = removing;
             e.changed();
         }
+    }
+
+    /// Replaces an entry's meta (after meta.json was rewritten).
+    pub fn set_meta(&self, id: &str, meta: ContainerMeta) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.meta = meta;
+            e.changed();
+        }
+    }
+
+    /// Claims an exited container to run it again: it becomes `Creating`
+    /// (so rm, another start and wait hold off) and its entry as it was is
+    /// returned. Refused unless it has exited and nobody is removing it.
+    pub fn begin_rerun(&self, id: &str) -> Result<Entry, RpcError> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(id).ok_or_else(|| {
+            RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))
+        })?;
+        if entry.removing || entry.finished().is_none() {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "container {} is {}: only an exited container can be run again",
+                    entry.meta.name,
+                    entry.info_status()
+                ),
+            ));
+        }
+        let before = entry.clone();
+        entry.phase = Phase::Creating;
+        entry.changed();
+        Ok(before)
     }
 
     /// Takes an entry out of the table, waking its waiters.

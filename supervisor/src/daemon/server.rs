@@ -17,8 +17,13 @@ use runtime_core::protocol::{
 };
 use runtime_core::sockpath;
 
-use super::{clients, create, events, lifecycle, reconcile, remove, stats, Daemon};
-use crate::api::{methods as m, CreateParams, KillParams, ListParams, RemoveParams, Target};
+use super::{
+    clients, create, events, lifecycle, reconcile, remove, start, stats, stop, top, Daemon,
+};
+use crate::api::{
+    methods as m, CreateParams, KillParams, ListParams, RemoveParams, StartParams, StopParams,
+    Target,
+};
 use crate::rpc::read_frame;
 
 /// Binds `<root>/berthd.sock` (0600), replacing a stale socket file; the
@@ -187,9 +192,21 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         }
         m::CREATE => to_value(create::create(d, params::<CreateParams>(&req)?).await?),
         m::START => {
-            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
-            lifecycle::start(d, &id).await?;
+            let p: StartParams = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            start::start(d, &id, p.attach).await?;
             info(d, &id)
+        }
+        m::STOP => {
+            let p: StopParams = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            let timeout = Duration::from_secs(p.timeout.unwrap_or(stop::DEFAULT_TIMEOUT));
+            stop::stop(d, &id, p.signal.unwrap_or(libc::SIGTERM), timeout).await?;
+            info(d, &id)
+        }
+        m::TOP => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            to_value(top::top(d, &id).await?)
         }
         m::LIST => {
             let all = params::<Option<ListParams>>(&req)?.unwrap_or_default().all;

@@ -69,7 +69,11 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
         };
         backoff = Duration::from_millis(100);
         match c.call::<_, ShimState>(m::STATE, &()).await {
-            Ok(state) if restoring && state.status == ShimStatus::Created => {
+            Ok(state)
+                if restoring
+                    && state.status == ShimStatus::Created
+                    && d.registry.get(&id).is_some_and(|e| !e.meta.start_later) =>
+            {
                 log::warn!("container {id} was created but never started before berthd stopped; removing it");
                 d.registry.set_phase(&id, Phase::Live(state));
                 if let Err(e) = remove::remove(&d, &id, true).await {
