@@ -74,8 +74,7 @@ async fn finished(d: &Daemon, id: &str) -> bool {
 
 /// True once the container has exited (or is gone), false at the deadline.
 async fn exited_within(d: &Daemon, id: &str, limit: Duration) -> bool {
-    match tokio::time::timeout(limit, lifecycle::wait(d, id)).await {
-        Ok(_) => true,
-        Err(_) => false,
-    }
+    tokio::time::timeout(limit, lifecycle::wait(d, id))
+        .await
+        .is_ok()
 }
