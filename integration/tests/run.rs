@@ -187,7 +187,7 @@ fn detached_container_full_lifecycle() {
     assert!(info["rootfs"].is_string());
 
     // A prefix of the ID works too.
-    env.ok(&["kill", &id[..6]]);
+    env.ok(&["kill", "-s", "TERM", &id[..6]]);
     assert_eq!(env.ok(&["wait", "web"]), "0\n");
     let logs = stdout(&env.berth(&["logs", "web"]));
     assert!(logs.ends_with("bye\n"), "{logs}");

@@ -8,6 +8,7 @@ mod util;
 
 mod attach;
 mod bad_input;
+mod cli;
 mod daemon;
 mod events;
 mod lifecycle;

@@ -3,8 +3,6 @@
 //! long poll answered when the container has exited.
 
 use mio::Token;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use runtime_core::frame::{self, Frame};
@@ -180,12 +178,14 @@ impl Shim {
     /// reused before we have collected it. A created (not started) container
     /// goes through runc, which knows how to stop `runc init`.
     fn signal(&mut self, signal: i32) -> Result<(), RpcError> {
-        let sig = Signal::try_from(signal).map_err(|_| {
-            RpcError::new(
+        // Real-time signals (SIGRTMIN..SIGRTMAX) too: nix's `Signal` has
+        // only the classic 31, so the range is checked here.
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(RpcError::new(
                 ErrorCode::InvalidArgument,
                 format!("invalid signal {signal}"),
-            )
-        })?;
+            ));
+        }
         if self.stopped() {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
@@ -195,7 +195,7 @@ impl Shim {
         if self.status == ShimStatus::Created {
             return self.runtime_call(self.runc.kill(&self.cfg.id, signal), "kill");
         }
-        kill(Pid::from_raw(self.init_pid), sig)
+        send_signal(self.init_pid, signal)
             .map_err(|e| RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid)))
     }
 
@@ -241,4 +241,12 @@ impl Shim {
             self.reply(token, Response::ok(id, exit.clone()));
         }
     }
+}
+
+/// kill(2) with any signal number, real-time ones included.
+fn send_signal(pid: i32, signal: i32) -> nix::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, signal) };
+    nix::errno::Errno::result(r).map(drop)
 }

@@ -1,13 +1,16 @@
 //! `berth attach ID`: join a running container's stdio through its shim.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use runtime_core::layout::ContainerPaths;
+
 use super::attach::{self, AttachEnd, SessionOpts};
-use super::term::parse_detach_keys;
-use super::{connect, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, ContainerStatus, Target};
+use super::sigproxy::SigProxy;
+use super::term::{self, parse_detach_keys};
+use super::{Failure, Outcome};
+use crate::api::ContainerStatus;
 
 /// Default detach sequence, as in Docker.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -20,17 +23,19 @@ pub struct AttachArgs {
     /// Key sequence that detaches (tty containers), e.g. ctrl-x,x.
     #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
     detach_keys: String,
+    /// Forward the signals berth receives to the container (no tty).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true, value_name = "BOOL")]
+    sig_proxy: bool,
     /// Container ID, ID prefix or name.
     container: String,
 }
 
 pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
     let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
-    let mut c = connect(root).await?;
-    let info: ContainerInfo = c
-        .call(methods::INSPECT, &Target { id: a.container })
-        .await?;
-    drop(c);
+    // Through berthd, or from the disk while it is down: the session
+    // itself goes straight to the shim either way.
+    let info = super::offline::inspect_anyhow(root, &a.container).await?;
     if info.status == ContainerStatus::Exited {
         let how = match (info.exit_code, info.signal) {
             (_, Some(sig)) => format!("killed by signal {sig}"),
@@ -42,8 +47,16 @@ pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
             info.name, info.name
         )));
     }
-    let session =
-        attach::connect(Path::new(&info.attach_socket), !a.no_stdin && info.stdin).await?;
+    let stdin = !a.no_stdin && info.stdin;
+    if info.tty && stdin {
+        term::check_input_is_tty()?;
+    }
+    let mut proxy = (a.sig_proxy && !info.tty).then(SigProxy::install);
+    if let Some(p) = proxy.as_mut() {
+        let shim = ContainerPaths::from_dir(PathBuf::from(&info.state_dir)).shim_sock();
+        p.forward_to(info.name.clone(), shim);
+    }
+    let session = attach::connect(Path::new(&info.attach_socket), stdin).await?;
     finish(session.run(SessionOpts { detach_keys: keys }).await?)
 }
 

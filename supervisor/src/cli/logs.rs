@@ -22,8 +22,8 @@ use runtime_core::logread::LogReader;
 use runtime_core::logwrite::{check_limits, MAX_LOG_FILES};
 use runtime_core::meta::LogConfig;
 
-use super::{connect, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, Target};
+use super::{Failure, Outcome};
+use crate::api::ContainerInfo;
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
@@ -132,16 +132,8 @@ pub fn parse_log_files(s: &str) -> Result<u32, String> {
 }
 
 pub async fn logs(root: &Path, a: LogsArgs) -> Outcome {
-    let mut c = connect(root).await?;
-    let info: ContainerInfo = c
-        .call(
-            methods::INSPECT,
-            &Target {
-                id: a.container.clone(),
-            },
-        )
-        .await?;
-    drop(c);
+    // Through berthd, or from the disk while it is down.
+    let info = super::offline::inspect_anyhow(root, &a.container).await?;
     tokio::task::spawn_blocking(move || print_log(&info, &a))
         .await
         .map_err(|e| Failure::new(e.to_string()))?

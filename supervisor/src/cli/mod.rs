@@ -8,11 +8,13 @@ mod events;
 mod inspect;
 mod kill;
 mod logs;
+mod offline;
 mod ps;
 mod restart;
 mod rm;
 mod run;
 mod signals;
+mod sigproxy;
 mod start;
 mod stats;
 mod stop;
@@ -112,23 +114,69 @@ pub fn say(line: &str) -> Result<(), Failure> {
     }
 }
 
-/// Connects to berthd, saying clearly when it is not there.
+/// Connects to berthd, saying clearly when it is not there (exit 125).
 pub async fn connect(root: &std::path::Path) -> Result<RpcClient, Failure> {
+    try_connect(root).await.map_err(ConnectError::into_failure)
+}
+
+/// Why berthd could not be used.
+pub enum ConnectError {
+    /// Nothing answers on the socket (not running, or we may not reach
+    /// it): verbs that can work from the on-disk state fall back to it.
+    Unreachable(Failure),
+    /// berthd answered but the session could not be set up (untrusted
+    /// peer, another protocol version).
+    Refused(Failure),
+}
+
+impl ConnectError {
+    pub fn into_failure(self) -> Failure {
+        match self {
+            ConnectError::Unreachable(f) | ConnectError::Refused(f) => f,
+        }
+    }
+}
+
+/// Connects to berthd; tells "unreachable" apart from "refused".
+pub async fn try_connect(root: &std::path::Path) -> Result<RpcClient, ConnectError> {
     let sock = Root::new(root).api_socket();
     RpcClient::connect(&sock, concat!("berth ", env!("CARGO_PKG_VERSION")))
         .await
         .map_err(|e| match e {
-            CallError::Transport(_) => Failure::new(format!(
-                "cannot reach berthd at {}: is it running?",
-                sock.display()
-            )),
-            other => Failure::from(other),
+            CallError::Transport(_) => ConnectError::Unreachable(unreachable(&sock)),
+            other => ConnectError::Refused(Failure {
+                message: other.to_string(),
+                code: 125,
+            }),
         })
+}
+
+/// Says why berthd's socket cannot be reached: a permission problem (a
+/// non-root user and a 0700 root) is named as such, not blamed on berthd.
+fn unreachable(sock: &std::path::Path) -> Failure {
+    use std::io::ErrorKind;
+    let probe = std::fs::metadata(sock).and_then(|_| {
+        let (short, _handle) = runtime_core::sockpath::short(sock)
+            .map_err(|e| std::io::Error::new(ErrorKind::Other, e.to_string()))?;
+        std::os::unix::net::UnixStream::connect(short).map(drop)
+    });
+    let message = match probe {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => format!(
+            "cannot reach berthd at {}: permission denied (berthd's root is private to \
+             its owner: run berth as root or as the user that runs berthd)",
+            sock.display()
+        ),
+        _ => format!("cannot reach berthd at {}: is it running?", sock.display()),
+    };
+    Failure { message, code: 125 }
 }
 
 /// Entry point of the `berth` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -170,4 +218,51 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Usage errors exit 125, as Docker's do; an unknown flag is named as one
+/// (`unknown flag: -v`) rather than run as a command.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::UnknownArgument => {
+            if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+                if arg.starts_with('-') && arg.len() > 1 {
+                    let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+                    eprintln!(
+                        "berth: unknown flag: {flag} (see 'berth {}--help')",
+                        verb_of_argv()
+                    );
+                    return ExitCode::from(125);
+                }
+            }
+        }
+        _ => {}
+    }
+    // One line, as every other bad input gets: clap's first line.
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("bad usage");
+    eprintln!(
+        "berth: {} (see 'berth {}--help')",
+        first.strip_prefix("error: ").unwrap_or(first),
+        verb_of_argv()
+    );
+    ExitCode::from(125)
+}
+
+/// The verb on our command line ("run "), for "See 'berth run --help'".
+fn verb_of_argv() -> String {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    std::env::args()
+        .skip(1)
+        .find(|a| cmd.get_subcommands().any(|s| s.get_name() == a))
+        .map(|v| format!("{v} "))
+        .unwrap_or_default()
 }

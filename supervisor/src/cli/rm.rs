@@ -1,10 +1,12 @@
-//! `berth rm [-f] ID...`: remove containers; -f kills running ones first.
+//! `berth rm [-f] CONTAINER...`: remove containers; -f kills running ones
+//! first. Each removed name is printed; failures go to stderr, exit 1.
 
 use std::path::Path;
 
 use clap::Args;
 
-use super::{connect, say, Failure, Outcome};
+use super::kill::partial;
+use super::{connect, say, Outcome};
 use crate::api::{methods, RemoveParams};
 
 #[derive(Args, Debug)]
@@ -37,9 +39,5 @@ pub async fn rm(root: &Path, a: RmArgs) -> Outcome {
             }
         }
     }
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        Err(Failure::new(failed.join("\nberth: ")))
-    }
+    partial(failed)
 }

@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use runtime_core::layout::ContainerPaths;
+
 use super::attach::{self, AttachEnd, SessionOpts};
 use super::attach_cmd::{finish, DEFAULT_DETACH_KEYS};
-use super::term::parse_detach_keys;
+use super::sigproxy::SigProxy;
+use super::term::{self, parse_detach_keys};
 use super::{connect, say, Failure, Outcome};
 use crate::api::{methods, ContainerInfo, CreateParams, RemoveParams, Target, WaitResult};
 use crate::rpc::{CallError, RpcClient};
@@ -52,14 +55,19 @@ pub struct RunArgs {
     /// Key sequence that detaches from a tty session.
     #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
     detach_keys: String,
+    /// Forward the signals berth receives to the container (attached, no tty).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true, value_name = "BOOL")]
+    sig_proxy: bool,
     /// Rotate the log at this size (bytes, or 64k, 10m, 1.5g; 0: never).
     #[arg(long, value_parser = super::logs::parse_log_size)]
     log_max_size: Option<u64>,
     /// Log files to keep, the current one included (1 to 10000).
     #[arg(long, value_parser = super::logs::parse_log_files)]
     log_max_files: Option<u32>,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The command and its arguments. Flags go before it: a flag berth
+    /// does not know is refused, never taken as the command.
+    #[arg(trailing_var_arg = true)]
     command: Vec<String>,
 }
 
@@ -133,6 +141,12 @@ impl RunArgs {
 
 pub async fn run(root: &Path, a: RunArgs) -> Outcome {
     let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
+    if a.tty && a.interactive && !a.detach {
+        term::check_input_is_tty()?;
+    }
+    // Docker proxies signals only without a tty: with one, the terminal
+    // itself carries ctrl-c and friends to the container.
+    let mut proxy = (a.sig_proxy && !a.detach && !a.tty).then(SigProxy::install);
     let params = CreateParams {
         start: a.detach,
         attach: !a.detach,
@@ -149,6 +163,10 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
     if a.detach {
         say(&info.id)?;
         return Ok(0);
+    }
+    if let Some(p) = proxy.as_mut() {
+        let shim = ContainerPaths::from_dir(PathBuf::from(&info.state_dir)).shim_sock();
+        p.forward_to(info.name.clone(), shim);
     }
     let session = match attach::connect(Path::new(&info.attach_socket), a.interactive).await {
         Ok(s) => s,

@@ -33,6 +33,20 @@ impl Drop for RawMode {
     }
 }
 
+/// Refuses a tty session whose input is not a terminal (`echo x | berth
+/// run -it`): a pty never sees that EOF, so the session would hang.
+/// Docker's check and message.
+pub fn check_input_is_tty() -> Result<(), super::Failure> {
+    if std::io::stdin().is_terminal() {
+        Ok(())
+    } else {
+        Err(super::Failure {
+            message: "the input device is not a TTY".into(),
+            code: 125,
+        })
+    }
+}
+
 nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
 
 /// The terminal size of stdout (or stdin), as rows and columns.
