@@ -157,7 +157,7 @@ fn unreachable(sock: &std::path::Path) -> Failure {
     use std::io::ErrorKind;
     let probe = std::fs::metadata(sock).and_then(|_| {
         let (short, _handle) = runtime_core::sockpath::short(sock)
-            .map_err(|e| std::io::Error::new(ErrorKind::Other, e.to_string()))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         std::os::unix::net::UnixStream::connect(short).map(drop)
     });
     let message = match probe {

@@ -32,7 +32,10 @@ pub struct RunArgs {
     #[arg(short, long)]
     tty: bool,
     /// A name for the container (letters, digits, '_', '.', '-'; up to 64).
-    #[arg(long)]
+    /// Options that take a value take the next word whatever it looks
+    /// like, as docker's do (`--hostname -x` is a hostname, refused by
+    /// berthd's validation, not an unknown flag).
+    #[arg(long, allow_hyphen_values = true)]
     name: Option<String>,
     /// Run on this exploded root filesystem instead of berth's busybox.
     #[arg(long, conflicts_with = "bundle")]
@@ -41,13 +44,13 @@ pub struct RunArgs {
     #[arg(long)]
     bundle: Option<PathBuf>,
     /// Set an environment variable (KEY=VALUE, or KEY to copy ours).
-    #[arg(short, long = "env")]
+    #[arg(short, long = "env", allow_hyphen_values = true)]
     env: Vec<String>,
     /// Working directory inside the container.
-    #[arg(short, long = "workdir")]
+    #[arg(short, long = "workdir", allow_hyphen_values = true)]
     workdir: Option<String>,
     /// Container hostname (default: its name).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     hostname: Option<String>,
     /// Remove the container when it exits.
     #[arg(long)]
