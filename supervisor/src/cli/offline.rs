@@ -149,21 +149,14 @@ pub async fn inspect_anyhow(root: &Path, reference: &str) -> Result<ContainerInf
 mod tests {
     use super::*;
 
+    /// From JSON, so fields added later take their defaults.
     fn meta(id: &str, name: &str) -> ContainerMeta {
-        ContainerMeta {
-            id: id.into(),
-            name: name.into(),
-            created_at: "2026-11-28T10:00:00Z".into(),
-            command: vec!["true".into()],
-            rootfs: "/x".into(),
-            default_rootfs: true,
-            source_bundle: None,
-            tty: false,
-            stdin: false,
-            auto_remove: false,
-            log: Default::default(),
-            runtime: "runc".into(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": name, "created_at": "2026-11-28T10:00:00Z",
+            "command": ["true"], "rootfs": "/x", "runtime": "runc",
+            "log": {"max_size": 0, "max_files": 1},
+        }))
+        .unwrap()
     }
 
     fn write(root: &Path, m: &ContainerMeta) {
