@@ -528,3 +528,30 @@ fn a_create_cut_short_by_berthd_dying_says_the_container_may_exist() {
     env.ok(&["rm", "-f", "half"]);
     env.assert_clean();
 }
+
+#[test]
+fn a_list_larger_than_one_frame_reaches_ps() {
+    let Some(env) = Env::new() else { return };
+    // Each container's command is 400 kB (four 100 kB arguments, under the
+    // kernel's per-argument limit), so three make a list reply of 1.2 MB,
+    // past the 1 MiB frame limit, without thousands of containers.
+    let arg = "a".repeat(100 * 1024);
+    for i in 0..3 {
+        let name = format!("big{i}");
+        env.ok(&[
+            "create", "--name", &name, "--", "true", &arg, &arg, &arg, &arg,
+        ]);
+    }
+    let out = env.berth(&["ps", "-a", "--json"]);
+    assert!(out.status.success(), "ps: {}", stderr(&out));
+    assert!(out.stdout.len() > 1 << 20, "{} bytes", out.stdout.len());
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 3);
+    assert!(list.iter().all(|c| c["command"]
+        .as_array()
+        .is_some_and(|a| a.len() == 5 && a[1].as_str() == Some(&arg))));
+    let table = env.ok(&["ps", "-a"]);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    env.ok(&["rm", "big0", "big1", "big2"]);
+    env.assert_clean();
+}

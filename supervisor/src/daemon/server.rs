@@ -24,7 +24,7 @@ use crate::api::{
     methods as m, CreateParams, KillParams, ListParams, RemoveParams, StartParams, StopParams,
     Target,
 };
-use crate::rpc::read_frame;
+use crate::rpc::{self, read_frame};
 
 /// Binds `<root>/berthd.sock` (0600), replacing a stale socket file; the
 /// root lock guarantees no live berthd owns it.
@@ -163,9 +163,24 @@ async fn connection(d: Arc<Daemon>, mut stream: UnixStream, slot: clients::Slot)
     }
 }
 
+/// Sends a reply, in several frames when it is large. A reply that cannot
+/// be encoded or is over the message limit is logged and replaced by an
+/// error reply, so the client says why instead of "connection closed".
 async fn send(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
-    let bytes = frame::encode_json(resp).map_err(std::io::Error::other)?;
-    stream.write_all(&bytes).await
+    match rpc::encode_message(resp) {
+        Ok(bytes) => stream.write_all(&bytes).await,
+        Err(rpc::SendError::Io(e)) => Err(e),
+        Err(e) => {
+            log::error!("cannot send the reply to request {}: {e}", resp.id);
+            let err = RpcError::new(
+                ErrorCode::Internal,
+                format!("berthd cannot send its reply: {e}"),
+            );
+            let bytes =
+                rpc::encode_message(&Response::err(resp.id, err)).map_err(std::io::Error::other)?;
+            stream.write_all(&bytes).await
+        }
+    }
 }
 
 fn params<T: DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
