@@ -24,6 +24,7 @@ const OPEN_RACES: usize = 64;
 
 struct Current {
     file: File,
+    /// The segment number (for a legacy log: the file's inode).
     seq: u64,
 }
 
@@ -36,6 +37,9 @@ pub struct LogReader {
     /// Where to start in segment `want` (for `--tail`).
     want_offset: u64,
     skipped: u64,
+    /// `log` is a plain file: written by a shim from before segments (a
+    /// live upgrade), which rotates by renaming `log` -> `log.1` -> ...
+    legacy: bool,
     partial: Vec<u8>,
     chunk: Vec<u8>,
 }
@@ -50,6 +54,7 @@ impl LogReader {
             want: 0,
             want_offset: 0,
             skipped: 0,
+            legacy: std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()),
             partial: Vec::new(),
             chunk: vec![0u8; 64 * 1024],
         }
@@ -60,6 +65,10 @@ impl LogReader {
     /// unfinished last line counts as one.
     pub fn tail(path: &Path, lines: u64) -> io::Result<Self> {
         let mut r = LogReader::new(path);
+        if r.legacy {
+            // An older shim's log: shown whole.
+            return Ok(r);
+        }
         let segs = list_segments(path)?;
         // Line ends still to find, counting back from the end.
         let mut need = lines.saturating_add(1);
@@ -93,6 +102,9 @@ impl LogReader {
     /// Reads everything available now and hands each record to `emit`, in
     /// the order written.
     pub fn read_available(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
+        if self.legacy {
+            return self.read_legacy(emit);
+        }
         loop {
             if self.current.is_none() && !self.open_wanted()? {
                 return Ok(());
@@ -165,6 +177,52 @@ impl LogReader {
         Ok(false)
     }
 
+    /// The same for a log an older shim writes: its files listed oldest
+    /// first (`log.K` ... `log.1`, `log`) and followed by inode. Listing
+    /// mid-rotation can still skip a file here; only a new shim's
+    /// segments are exact.
+    fn read_legacy(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
+        loop {
+            if self.current.is_none() && !self.advance_legacy()? {
+                return Ok(());
+            }
+            self.drain(emit)?;
+            let files = legacy_files(&self.path);
+            let ino = self.current.as_ref().map(|c| c.seq);
+            if files.is_empty() || files.last().map(|f| f.1) == ino {
+                return Ok(());
+            }
+            // Rotated away: what was appended before the rename, then on.
+            self.drain(emit)?;
+            self.partial.clear();
+            if !self.advance_legacy()? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn advance_legacy(&mut self) -> io::Result<bool> {
+        let files = legacy_files(&self.path);
+        let next = match &self.current {
+            None => files.first(),
+            Some(c) => match files.iter().position(|f| f.1 == c.seq) {
+                Some(i) => files.get(i + 1),
+                None => files.first(),
+            },
+        };
+        let Some((path, ino)) = next.cloned() else {
+            return Ok(false);
+        };
+        match File::open(&path) {
+            Ok(file) => {
+                self.current = Some(Current { file, seq: ino });
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads the current segment to its end, emitting complete records.
     fn drain(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
         let Some(cur) = self.current.as_mut() else {
@@ -188,6 +246,24 @@ impl LogReader {
             self.partial.drain(..start);
         }
     }
+}
+
+/// A legacy log's files, oldest first, with their inodes.
+fn legacy_files(path: &Path) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for n in 1.. {
+        let p = segment(path, n);
+        match std::fs::metadata(&p) {
+            Ok(m) => out.push((p, m.ino())),
+            Err(_) => break,
+        }
+    }
+    out.reverse();
+    if let Ok(m) = std::fs::metadata(path) {
+        out.push((path.to_owned(), m.ino()));
+    }
+    out
 }
 
 fn exists(p: &Path) -> io::Result<bool> {
@@ -452,5 +528,27 @@ mod tests {
             }
             assert_eq!(expect, lines);
         }
+    }
+
+    #[test]
+    fn a_log_from_an_older_shim_is_read_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(segment(&path, 2), "T stdout F one\n").unwrap();
+        std::fs::write(segment(&path, 1), "T stdout F two\n").unwrap();
+        std::fs::write(&path, "T stdout F three\n").unwrap();
+        let mut r = LogReader::new(&path);
+        assert_eq!(collect(&mut r).0, b"one\ntwo\nthree\n");
+        // That shim rotates by renaming; the reader follows the inode.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"T stdout F four\n"))
+            .unwrap();
+        std::fs::rename(segment(&path, 2), segment(&path, 3)).unwrap();
+        std::fs::rename(segment(&path, 1), segment(&path, 2)).unwrap();
+        std::fs::rename(&path, segment(&path, 1)).unwrap();
+        std::fs::write(&path, "T stdout F five\n").unwrap();
+        assert_eq!(collect(&mut r).0, b"four\nfive\n");
     }
 }
