@@ -277,11 +277,14 @@ fn cli_refuses_a_server_run_by_another_user() {
     let _reap = Reap(fake.id() as i32);
     let sock = fake_root.join("berthd.sock");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && std::time::Instant::now() < deadline {
+    // The socket's file appears at bind(2), a moment before listen(2):
+    // wait until it accepts, or the CLI may meet a refused connection.
+    let accepting = || std::os::unix::net::UnixStream::connect(&sock).is_ok();
+    while !accepting() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        sock.exists(),
+        accepting(),
         "berthd as nobody did not come up: {}",
         std::fs::read_to_string(env.dir.path().join("fake.log")).unwrap_or_default()
     );
