@@ -169,6 +169,8 @@ pub enum ContainerStatus {
     /// Created by the runtime, not started.
     Created,
     Running,
+    /// Frozen by `berth pause`.
+    Paused,
     Exited,
     /// Its shim cannot be adopted or does not answer (`reason` says why).
     Unknown,
@@ -182,6 +184,7 @@ impl ContainerStatus {
             ContainerStatus::Restoring => "restoring",
             ContainerStatus::Created => "created",
             ContainerStatus::Running => "running",
+            ContainerStatus::Paused => "paused",
             ContainerStatus::Exited => "exited",
             ContainerStatus::Unknown => "unknown",
         }

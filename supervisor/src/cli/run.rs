@@ -183,7 +183,10 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         AttachEnd::Lost(msg) => {
             // Cut off or disconnected: the container's code is still known to berthd.
             eprintln!("berth: {msg}");
-            let r: WaitResult = c
+            // A fresh connection: the first may have been closed meanwhile
+            // (berthd restarted, or it closed idle clients to make room).
+            let r: WaitResult = connect(root)
+                .await?
                 .call(
                     methods::WAIT,
                     &Target {

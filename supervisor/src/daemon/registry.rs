@@ -98,34 +98,18 @@ impl Entry {
     /// The API's view of the entry.
     pub fn info(&self, root: &Root) -> ContainerInfo {
         let paths = root.container(&self.meta.id);
-        let (status, pid, exit, started_at, reason, shim_pid) = match &self.phase {
-            Phase::Creating => (ContainerStatus::Creating, None, None, None, None, None),
-            Phase::Restoring => (ContainerStatus::Restoring, None, None, None, None, None),
-            Phase::Unknown { reason, .. } => (
-                ContainerStatus::Unknown,
+        let status = self.info_status();
+        let (pid, exit, started_at, reason, shim_pid) = match &self.phase {
+            Phase::Creating | Phase::Restoring => (None, None, None, None, None),
+            Phase::Unknown { reason, .. } => (None, None, None, Some(reason.clone()), None),
+            Phase::Live(s) => (
+                Some(s.pid),
+                s.exit.clone(),
+                s.started_at.clone(),
                 None,
-                None,
-                None,
-                Some(reason.clone()),
-                None,
+                Some(s.shim_pid),
             ),
-            Phase::Live(s) => {
-                let status = match s.status {
-                    ShimStatus::Created => ContainerStatus::Created,
-                    ShimStatus::Running => ContainerStatus::Running,
-                    ShimStatus::Stopped => ContainerStatus::Exited,
-                };
-                (
-                    status,
-                    Some(s.pid),
-                    s.exit.clone(),
-                    s.started_at.clone(),
-                    None,
-                    Some(s.shim_pid),
-                )
-            }
             Phase::Gone { exit, reason } => (
-                ContainerStatus::Exited,
                 exit.as_ref().map(|e| e.pid),
                 exit.clone(),
                 None,
