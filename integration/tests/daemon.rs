@@ -257,8 +257,13 @@ fn cli_refuses_a_server_run_by_another_user() {
     .unwrap();
     // A berthd of another user, on a root that user owns: a stand-in for
     // any process of theirs bound where root's CLI will connect.
+    // A copy nobody can execute wherever the checkout lives (CI's may be
+    // under a directory only root can enter).
+    let berthd = env.dir.path().join("berthd-copy");
+    std::fs::copy(env.bin.join("berthd"), &berthd).unwrap();
+    std::fs::set_permissions(&berthd, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = std::fs::File::create(env.dir.path().join("fake.log")).unwrap();
-    let mut fake = std::process::Command::new(env.bin.join("berthd"))
+    let mut fake = std::process::Command::new(&berthd)
         .arg("--root")
         .arg(&fake_root)
         .uid(65534)
