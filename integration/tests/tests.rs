@@ -13,6 +13,7 @@ mod daemon;
 mod events;
 mod lifecycle;
 mod logs;
+mod policy;
 mod restart;
 mod run;
 mod stats;

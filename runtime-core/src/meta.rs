@@ -40,6 +40,10 @@ pub struct ContainerMeta {
     /// exited (shown by inspect).
     #[serde(default)]
     pub restart_count: u32,
+    /// `--restart` as given (validated by berthd); the policy's state,
+    /// and a policy changed by `update`, are in `restart.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
 }
 
 /// Log rotation limits.

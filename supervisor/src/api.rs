@@ -22,6 +22,8 @@ pub mod methods {
     pub const EVENTS: &str = "events";
     /// One resource sample of a running container (`crate::stats`).
     pub const STATS: &str = "stats";
+    /// A new restart policy or limits (`crate::policy::UpdateParams`).
+    pub const UPDATE: &str = "update";
 }
 
 /// `create`: everything `berth run` can ask for.
@@ -62,6 +64,9 @@ pub struct CreateParams {
     pub log_max_size: Option<u64>,
     #[serde(default)]
     pub log_max_files: Option<u32>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 /// Params naming one container (by ID, unique ID prefix or name).
@@ -156,6 +161,9 @@ pub struct ContainerInfo {
     /// Times it was run again after exiting (`berth start`, `restart`).
     #[serde(default)]
     pub restart_count: u32,
+    /// The restart policy and its state (inspect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<crate::policy::RestartInfo>,
 }
 
 /// Where a container is, as users see it (`ps`, `inspect`).

@@ -9,5 +9,6 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod event;
+pub mod policy;
 pub mod rpc;
 pub mod stats;

@@ -20,6 +20,7 @@ mod stats;
 mod stop;
 mod term;
 mod top;
+mod update;
 mod wait;
 
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ enum Command {
     Events(events::EventsArgs),
     /// Show containers' resource use (CPU, memory, PIDs, I/O), once a second.
     Stats(stats::StatsArgs),
+    /// Change a container's restart policy, or a running one's memory and CPU limits.
+    Update(update::UpdateArgs),
     /// Create a container without starting it; prints its ID.
     Create(run::RunArgs),
     /// Start created containers, or run exited ones again (-a: attached).
@@ -200,6 +203,7 @@ pub fn main() -> ExitCode {
             Command::Attach(a) => attach_cmd::attach(&root, a).await,
             Command::Events(a) => events::events(&root, a).await,
             Command::Stats(a) => stats::stats(&root, a).await,
+            Command::Update(a) => update::update(&root, a).await,
             Command::Create(a) => create::create(&root, a).await,
             Command::Start(a) => start::start(&root, a).await,
             Command::Stop(a) => stop::stop(&root, a).await,

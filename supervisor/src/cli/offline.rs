@@ -114,6 +114,7 @@ fn info_from_disk(meta: ContainerMeta, paths: ContainerPaths) -> ContainerInfo {
         auto_remove: meta.auto_remove,
         shim_pid,
         restart_count: 0,
+        restart: None,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Log files to keep, the current one included (1 to 10000).
     #[arg(long, value_parser = super::logs::parse_log_files)]
     log_max_files: Option<u32>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    restart: Option<String>,
     /// The command and its arguments. Flags go before it: a flag berth
     /// does not know is refused, never taken as the command.
     #[arg(trailing_var_arg = true)]
@@ -133,6 +136,12 @@ impl RunArgs {
             attach: false,
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
+            restart: self
+                .restart
+                .as_deref()
+                .map(crate::policy::check)
+                .transpose()
+                .map_err(|message| Failure { message, code: 125 })?,
         })
     }
 

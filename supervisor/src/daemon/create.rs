@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{events, reconcile, shim, validate, watch, Daemon};
+use super::{events, reconcile, restart, shim, validate, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -65,6 +65,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     if p.rootfs.is_some() && p.bundle.is_some() {
         return Err(invalid("--rootfs and --bundle cannot be used together"));
     }
+    restart::check_create(&p).map_err(invalid)?;
     if p.command.is_empty() && p.bundle.is_none() {
         return Err(invalid(
             "no command given: berth run [OPTIONS] -- COMMAND [ARG...]",
@@ -149,6 +150,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         runtime: runtime.display().to_string(),
         start_later: !(p.start || p.attach),
         restart_count: 0,
+        restart_policy: p.restart.clone(),
     };
 
     // Reserve the name and ID under the lock; the slow work runs outside it.

@@ -338,9 +338,15 @@ fn name_of(d: &Daemon, id: &str) -> String {
         .map_or_else(|| id.to_string(), |e| e.meta.name)
 }
 
-/// Records an event that happens now.
+/// Records an event that happens now (a start: at the shim's start time).
 pub fn record(d: &Daemon, kind: EventKind, id: &str) {
-    write(d, base(kind, id, &name_of(d, id)));
+    let mut ev = base(kind, id, &name_of(d, id));
+    if kind == EventKind::Start {
+        if let Some(t) = d.registry.get(id).and_then(|e| e.info(&d.root).started_at) {
+            ev.time = t;
+        }
+    }
+    write(d, ev);
 }
 
 /// `create` succeeded: `create`, and `start` when it runs already, at
@@ -364,6 +370,13 @@ pub fn created(d: &Daemon, id: &str) {
 /// A container was removed (`name` from before it left the table).
 pub fn deleted(d: &Daemon, id: &str, name: &str) {
     write(d, base(EventKind::Delete, id, name));
+}
+
+/// The restart policy is about to run the container again.
+pub fn restarting(d: &Daemon, id: &str, count: u32) {
+    let mut ev = base(EventKind::Restart, id, &name_of(d, id));
+    ev.restart_count = Some(count);
+    write(d, ev);
 }
 
 /// berthd adopted a running container after a restart.

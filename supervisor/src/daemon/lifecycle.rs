@@ -5,7 +5,7 @@ use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError}
 
 use super::registry::Phase;
 use super::shim::from_call;
-use super::{reconcile, shim, Daemon};
+use super::{reconcile, restart, shim, Daemon};
 use crate::api::WaitResult;
 
 /// Sends a signal to the container's init.
@@ -17,6 +17,7 @@ pub async fn kill(d: &Daemon, id: &str, signal: i32) -> Result<(), RpcError> {
             format!("container {} is not running", entry.meta.name),
         ));
     }
+    restart::user_stopped(d, id);
     let paths = d.root.container(id);
     let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
     c.call_value(m::KILL, &KillParams { signal })

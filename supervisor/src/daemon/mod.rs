@@ -12,6 +12,7 @@ mod lifecycle;
 mod reconcile;
 mod registry;
 mod remove;
+mod restart;
 mod server;
 mod shim;
 mod start;
@@ -19,6 +20,7 @@ mod stats;
 mod stop;
 mod top;
 mod trust;
+mod update;
 mod validate;
 mod watch;
 

@@ -138,6 +138,7 @@ impl Entry {
             auto_remove: self.meta.auto_remove,
             shim_pid,
             restart_count: self.meta.restart_count,
+            restart: None,
         }
     }
 }

@@ -18,7 +18,8 @@ use runtime_core::protocol::{
 use runtime_core::sockpath;
 
 use super::{
-    clients, create, events, lifecycle, reconcile, remove, start, stats, stop, top, Daemon,
+    clients, create, events, lifecycle, reconcile, remove, restart, start, stats, stop, top,
+    update, Daemon,
 };
 use crate::api::{
     methods as m, CreateParams, KillParams, ListParams, RemoveParams, StartParams, StopParams,
@@ -209,6 +210,7 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         m::START => {
             let p: StartParams = params(&req)?;
             let id = d.registry.resolve(&p.id)?;
+            restart::user_started(d, &id);
             start::start(d, &id, p.attach).await?;
             info(d, &id)
         }
@@ -244,6 +246,12 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
             to_value(stats::stats(d, &id).await?)
         }
+        m::UPDATE => {
+            let p: crate::policy::UpdateParams = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            update::update(d, &id, p).await?;
+            info(d, &id)
+        }
         m::INSPECT => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
             reconcile::settle(d, &id).await;
@@ -277,5 +285,7 @@ fn info(d: &Daemon, id: &str) -> Result<Value, RpcError> {
         .registry
         .get(id)
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("no such container: {id}")))?;
-    to_value(entry.info(&d.root))
+    let mut info = entry.info(&d.root);
+    info.restart = Some(restart::info(d, id));
+    to_value(info)
 }

@@ -11,7 +11,7 @@ use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
 
 use super::registry::{Entry, Phase};
-use super::{events, reconcile, remove, shim, Daemon};
+use super::{events, reconcile, remove, restart, shim, Daemon};
 use crate::rpc::CallError;
 
 /// Starts the watcher of one container.
@@ -84,6 +84,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
             Ok(state) => {
                 if restoring && state.status == ShimStatus::Running {
                     events::restored(&d, &id);
+                    restart::adopted(&d, &id);
                 }
                 restoring = false;
                 let exited = state.exit.is_some();
@@ -106,8 +107,9 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
     }
 }
 
-async fn on_exit(d: &Daemon, id: &str) {
+async fn on_exit(d: &Arc<Daemon>, id: &str) {
     events::exited(d, id);
+    restart::exited(d, id).await;
     let auto_remove = d
         .registry
         .get(id)
