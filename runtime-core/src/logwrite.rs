@@ -139,7 +139,10 @@ impl LogWriter {
             .metadata()
             .map_err(|e| Error::io("stat", &seg, e))?
             .len();
-        point_link(path, seq)?;
+        if let Err(e) = point_link(path, seq) {
+            // As in rotate: the symlink is for people; output matters more.
+            log::warn!("{e}");
+        }
         Ok(LogWriter {
             path: path.to_owned(),
             seq,

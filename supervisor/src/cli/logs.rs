@@ -318,9 +318,11 @@ impl Waiter {
         };
         // EINTR or a timeout: look again either way.
         let _ = nix::poll::poll(&mut fds, timeout);
-        let closed = fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
+        // POLLNVAL: stdout was closed before we started; poll would
+        // return at once forever.
+        let closed = fds[0].revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+        });
         if closed {
             return Wake::OutputClosed;
         }
