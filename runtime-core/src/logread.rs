@@ -551,4 +551,26 @@ mod tests {
         std::fs::write(&path, "T stdout F five\n").unwrap();
         assert_eq!(collect(&mut r).0, b"four\nfive\n");
     }
+
+    #[test]
+    fn a_single_kept_file_still_gives_a_close_follower_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let config = LogConfig {
+            max_size: 64,
+            max_files: 1,
+        };
+        let mut w = LogWriter::open(&path, config).unwrap();
+        let mut r = LogReader::new(&path);
+        let mut got = Vec::new();
+        for i in 0..300 {
+            w.write(Stream::Stdout, format!("{i}\n").as_bytes())
+                .unwrap();
+            got.extend(collect(&mut r).0);
+        }
+        assert_eq!(list_segments(&path).unwrap().len(), 1);
+        let want: String = (0..300).map(|i| format!("{i}\n")).collect();
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+        assert_eq!(r.skipped(), 0);
+    }
 }
