@@ -22,6 +22,16 @@ use crate::logwrite::{list_segments, segment};
 /// guards against a writer that rotates faster than we can open a file.
 const OPEN_RACES: usize = 64;
 
+/// What a reader hands out, in the order written.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// One record.
+    Record(Record<'a>),
+    /// This many segments were deleted by rotation before the reader got
+    /// to them: the output jumps (a line cut there has lost its end).
+    Gap(u64),
+}
+
 struct Current {
     file: File,
     /// The segment number (for a legacy log: the file's inode).
@@ -37,6 +47,8 @@ pub struct LogReader {
     /// Where to start in segment `want` (for `--tail`).
     want_offset: u64,
     skipped: u64,
+    /// Skipped segments not yet reported as a [`Event::Gap`].
+    gap: u64,
     /// `log` is a plain file: written by a shim from before segments (a
     /// live upgrade), which rotates by renaming `log` -> `log.1` -> ...
     legacy: bool,
@@ -54,6 +66,7 @@ impl LogReader {
             want: 0,
             want_offset: 0,
             skipped: 0,
+            gap: 0,
             legacy: std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()),
             partial: Vec::new(),
             chunk: vec![0u8; 64 * 1024],
@@ -101,13 +114,17 @@ impl LogReader {
 
     /// Reads everything available now and hands each record to `emit`, in
     /// the order written.
-    pub fn read_available(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
+    pub fn read_available(&mut self, emit: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
         if self.legacy {
             return self.read_legacy(emit);
         }
         loop {
             if self.current.is_none() && !self.open_wanted()? {
                 return Ok(());
+            }
+            if self.gap > 0 {
+                emit(Event::Gap(self.gap));
+                self.gap = 0;
             }
             self.drain(emit)?;
             let Some(seq) = self.current.as_ref().map(|c| c.seq) else {
@@ -165,6 +182,7 @@ impl LogReader {
             };
             if self.want > 0 && seq > self.want {
                 self.skipped += seq - self.want;
+                self.gap += seq - self.want;
             }
             if seq == self.want && self.want_offset > 0 {
                 file.seek(SeekFrom::Start(self.want_offset))?;
@@ -181,7 +199,7 @@ impl LogReader {
     /// first (`log.K` ... `log.1`, `log`) and followed by inode. Listing
     /// mid-rotation can still skip a file here; only a new shim's
     /// segments are exact.
-    fn read_legacy(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
+    fn read_legacy(&mut self, emit: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
         loop {
             if self.current.is_none() && !self.advance_legacy()? {
                 return Ok(());
@@ -224,7 +242,7 @@ impl LogReader {
     }
 
     /// Reads the current segment to its end, emitting complete records.
-    fn drain(&mut self, emit: &mut dyn FnMut(&Record<'_>)) -> io::Result<()> {
+    fn drain(&mut self, emit: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
@@ -239,7 +257,7 @@ impl LogReader {
             let mut start = 0;
             while let Some(off) = memchr::memchr(b'\n', &self.partial[start..]) {
                 if let Some(rec) = parse_line(&self.partial[start..start + off]) {
-                    emit(&rec);
+                    emit(Event::Record(rec));
                 }
                 start += off + 1;
             }
@@ -335,7 +353,8 @@ mod tests {
 
     fn collect(r: &mut LogReader) -> (Vec<u8>, Vec<u8>) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        r.read_available(&mut |rec| {
+        r.read_available(&mut |ev| {
+            let Event::Record(rec) = ev else { return };
             let dst = match rec.stream {
                 Stream::Stdout => &mut out,
                 Stream::Stderr => &mut err,
@@ -437,8 +456,19 @@ mod tests {
             w.write(Stream::Stdout, format!("{i}\n").as_bytes())
                 .unwrap();
         }
-        let (out, _) = collect(&mut r);
+        let mut gaps = Vec::new();
+        let mut out = Vec::new();
+        r.read_available(&mut |ev| match ev {
+            Event::Gap(n) => gaps.push((n, out.len())),
+            Event::Record(rec) => {
+                out.extend_from_slice(rec.content);
+                out.push(b'\n');
+            }
+        })
+        .unwrap();
         assert!(r.skipped() > 0);
+        // One gap, reported before the first record after it.
+        assert_eq!(gaps, [(r.skipped(), 0)]);
         // What is left is read in order and ends with the last line.
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("39\n"), "{text}");

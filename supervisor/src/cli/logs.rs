@@ -7,7 +7,7 @@
 //! Following waits on inotify (the container directory: new segments,
 //! appends, the exit record's rename), with a one-second backstop.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use runtime_core::layout::ContainerPaths;
 use runtime_core::logfmt::{Record, Stream};
-use runtime_core::logread::LogReader;
+use runtime_core::logread::{Event, LogReader};
 use runtime_core::logwrite::{check_limits, MAX_LOG_FILES};
 use runtime_core::meta::LogConfig;
 
@@ -141,8 +141,10 @@ pub async fn logs(root: &Path, a: LogsArgs) -> Outcome {
 
 /// Writes records to our stdout/stderr with the filters applied.
 struct Printer<'a> {
-    out: std::io::StdoutLock<'a>,
-    err: std::io::StderrLock<'a>,
+    // Buffered: Rust's stdout flushes at every newline, one write(2) per
+    // line, which made a follower fall behind a fast container.
+    out: BufWriter<std::io::StdoutLock<'a>>,
+    err: BufWriter<std::io::StderrLock<'a>>,
     timestamps: bool,
     since: Option<SystemTime>,
     until: Option<SystemTime>,
@@ -154,6 +156,25 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
+    /// Hands what is buffered to our stdout and stderr; false once a
+    /// reader went away.
+    fn flush(&mut self) -> bool {
+        let ok = self.out.flush().is_ok() & self.err.flush().is_ok();
+        self.broken |= !ok;
+        ok
+    }
+
+    /// Output was lost to rotation here: a line cut off by the gap is
+    /// ended, so it is not glued to the next one.
+    fn gap(&mut self) {
+        for (slot, dst) in [(0, &mut self.out as &mut dyn Write), (1, &mut self.err)] {
+            if !self.line_start[slot] && dst.write_all(b"\n").is_err() {
+                self.broken = true;
+            }
+            self.line_start[slot] = true;
+        }
+    }
+
     fn emit(&mut self, rec: &Record<'_>) {
         if self.done || self.broken {
             return;
@@ -214,8 +235,8 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut p = Printer {
-        out: stdout.lock(),
-        err: stderr.lock(),
+        out: BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        err: BufWriter::with_capacity(64 * 1024, stderr.lock()),
         timestamps: a.timestamps,
         since: a.since,
         until: a.until,
@@ -233,20 +254,21 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
             || !paths.dir().exists()
             || a.until.is_some_and(|u| SystemTime::now() > u);
         reader
-            .read_available(&mut |rec| p.emit(rec))
+            .read_available(&mut |ev| match ev {
+                Event::Record(rec) => p.emit(&rec),
+                Event::Gap(_) => p.gap(),
+            })
             .map_err(read_err)?;
-        if finished || p.done || p.broken {
+        if finished || p.done || p.broken || !p.flush() {
             break;
         }
-        let _ = p.out.flush();
-        let _ = p.err.flush();
         if let Some(w) = &waiter {
             if w.wait() == Wake::OutputClosed {
                 break;
             }
         }
     }
-    let _ = p.out.flush();
+    p.flush();
     let skipped = reader.skipped();
     drop(p);
     if skipped > 0 {
