@@ -4,6 +4,7 @@
 // Tests may panic on setup failures: that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod imgutil;
 mod util;
 
 mod attach;
@@ -11,6 +12,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod events;
+mod images;
 mod lifecycle;
 mod logs;
 mod policy;

@@ -5,6 +5,7 @@ mod attach_cmd;
 mod create;
 mod each;
 mod events;
+mod images;
 mod inspect;
 mod kill;
 mod logs;
@@ -39,6 +40,10 @@ pub struct Cli {
     /// berthd's state directory.
     #[arg(long, global = true, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
     root: PathBuf,
+    /// Where images are stored (default: /var/lib/berth with the default
+    /// --root, else the --root directory).
+    #[arg(long, global = true, env = "BERTH_DATA_ROOT")]
+    data_root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +82,13 @@ enum Command {
     Restart(restart::RestartArgs),
     /// Show a running container's processes.
     Top(top::TopArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Manage images: import, ls, rm, prune.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -191,6 +203,10 @@ pub fn main() -> ExitCode {
         }
     };
     let root = cli.root.clone();
+    let data_root = cli
+        .data_root
+        .clone()
+        .unwrap_or_else(|| berth_image::default_data_root(&root));
     let outcome = rt.block_on(async move {
         match cli.command {
             Command::Run(a) => run::run(&root, a).await,
@@ -209,6 +225,9 @@ pub fn main() -> ExitCode {
             Command::Stop(a) => stop::stop(&root, a).await,
             Command::Restart(a) => restart::restart(&root, a).await,
             Command::Top(a) => top::top(&root, a).await,
+            Command::Images(a) => images::images(&data_root, a),
+            Command::Rmi(a) => images::rmi(&data_root, a),
+            Command::Image(c) => images::image(&data_root, c),
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

@@ -1,0 +1,229 @@
+//! Images made by the tests themselves: layers as tars built here (gzip,
+//! sha256 computed here), written as an OCI image layout or a `docker
+//! save` archive. No network.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+pub fn sha(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A layer tar being built. Names are written raw (no checks), so tests
+/// can make hostile layers.
+pub struct LayerBuilder {
+    b: tar::Builder<Vec<u8>>,
+}
+
+impl LayerBuilder {
+    pub fn new() -> Self {
+        LayerBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
+    }
+    fn header(kind: tar::EntryType, name: &str, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+    pub fn dir(mut self, name: &str, mode: u32) -> Self {
+        let mut h = Self::header(tar::EntryType::Directory, name, mode, 0);
+        h.set_cksum();
+        self.b.append(&h, &[][..]).unwrap();
+        self
+    }
+    pub fn file(mut self, name: &str, mode: u32, data: &[u8]) -> Self {
+        let mut h = Self::header(tar::EntryType::Regular, name, mode, data.len() as u64);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
+    }
+    pub fn file_owned(mut self, name: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> Self {
+        let mut h = Self::header(tar::EntryType::Regular, name, mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
+    }
+    fn link(mut self, kind: tar::EntryType, name: &str, target: &str) -> Self {
+        let mut h = Self::header(kind, name, 0o777, 0);
+        let t = target.as_bytes();
+        h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+        h.set_cksum();
+        self.b.append(&h, &[][..]).unwrap();
+        self
+    }
+    pub fn symlink(self, name: &str, target: &str) -> Self {
+        self.link(tar::EntryType::Symlink, name, target)
+    }
+    pub fn hardlink(self, name: &str, target: &str) -> Self {
+        self.link(tar::EntryType::Link, name, target)
+    }
+    /// A static busybox with the applets the tests use, and users.
+    pub fn busybox(self) -> Self {
+        let bb = std::fs::read("/bin/busybox")
+            .or_else(|_| std::fs::read("/usr/bin/busybox"))
+            .expect("busybox-static");
+        let mut s = self
+            .dir("bin", 0o755)
+            .file("bin/busybox", 0o755, &bb)
+            .dir("etc", 0o755)
+            .file(
+                "etc/passwd",
+                0o644,
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n",
+            )
+            .file(
+                "etc/group",
+                0o644,
+                b"root:x:0:\napp:x:1001:\nextra:x:1002:app\n",
+            )
+            .dir("tmp", 0o1777)
+            .dir("home", 0o755)
+            .dir("home/app", 0o755);
+        for applet in [
+            "sh", "echo", "cat", "ls", "id", "pwd", "env", "true", "test", "stat", "sleep",
+        ] {
+            s = s.symlink(&format!("bin/{applet}"), "busybox");
+        }
+        s
+    }
+    pub fn build(self) -> Vec<u8> {
+        self.b.into_inner().unwrap()
+    }
+}
+
+/// An image: uncompressed layer tars (bottom first) and its run config.
+pub struct TestImage {
+    pub layers: Vec<Vec<u8>>,
+    pub config: serde_json::Value,
+}
+
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+impl TestImage {
+    pub fn new(layers: Vec<Vec<u8>>, config: serde_json::Value) -> Self {
+        TestImage { layers, config }
+    }
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.layers.iter().map(|l| sha(l)).collect()
+    }
+    pub fn config_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "created": "2026-01-02T03:04:05Z",
+            "architecture": host_arch(),
+            "os": "linux",
+            "config": self.config,
+            "rootfs": {"type": "layers", "diff_ids": self.diff_ids()},
+        }))
+        .unwrap()
+    }
+    /// Writes blobs (gzipped layers), the manifest and index.json; returns
+    /// the manifest's digest.
+    pub fn write_oci_layout(&self, dir: &Path, name: Option<&str>) -> String {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |data: &[u8]| -> (String, usize) {
+            let d = sha(data);
+            std::fs::write(blobs.join(&d[7..]), data).unwrap();
+            (d, data.len())
+        };
+        let config = self.config_json();
+        let (cd, cs) = put(&config);
+        let layers: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (d, s) = put(&gzip(l));
+                serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s})
+            })
+            .collect();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+            "layers": layers,
+        }))
+        .unwrap();
+        let (md, ms) = put(&manifest);
+        let mut desc = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms,
+        });
+        if let Some(n) = name {
+            desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
+        }
+        std::fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [desc]}))
+                .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        md
+    }
+    /// A `docker save` archive (Docker's classic format: `<id>/layer.tar`,
+    /// `<config>.json`, manifest.json with RepoTags). `skip_layer` leaves
+    /// one layer file out.
+    pub fn write_docker_save(&self, path: &Path, tag: &str, skip_layer: Option<usize>) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        let config = self.config_json();
+        let config_name = format!("{}.json", &sha(&config)[7..]);
+        add(&config_name, &config);
+        let mut layer_names = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = format!("{}/layer.tar", &sha(l)[7..]);
+            if skip_layer != Some(i) {
+                add(&name, l);
+            }
+            layer_names.push(name);
+        }
+        let manifest =
+            serde_json::json!([{"Config": config_name, "RepoTags": [tag], "Layers": layer_names}]);
+        add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+        std::fs::write(path, b.into_inner().unwrap()).unwrap();
+    }
+}
+
+/// Tars a directory (an OCI layout as one file).
+pub fn tar_dir(dir: &Path, out: &Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    b.append_dir_all(".", dir).unwrap();
+    b.finish().unwrap();
+}
