@@ -374,3 +374,38 @@ fn bad_restart_policies_on_run_change_nothing() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn stop_during_the_delay_cancels_the_restart() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "--",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    // After 4 restarts the next delay is 1.6 s: time to stop it in between.
+    env.wait_until(30, "a restart waiting for a 1.6 s delay", || {
+        let r = restart_state(&env, "loop");
+        r["count"].as_u64().unwrap_or(0) >= 4 && r["restarting_at"].is_string()
+    });
+    let before = restart_state(&env, "loop");
+    env.ok(&["stop", "loop"]);
+    let after = restart_state(&env, "loop");
+    assert!(after["restarting_at"].is_null(), "{after}");
+    assert_eq!(after["stopped_by_user"], true);
+    let due = time(&before["restarting_at"]);
+    while SystemTime::now() < due + Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info = env.inspect("loop");
+    assert_eq!(info["status"], "exited");
+    assert_eq!(info["restart"]["count"], before["count"]);
+    env.ok(&["rm", "loop"]);
+}

@@ -218,6 +218,8 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let p: StopParams = params(&req)?;
             let id = d.registry.resolve(&p.id)?;
             let timeout = Duration::from_secs(p.timeout.unwrap_or(stop::DEFAULT_TIMEOUT));
+            // Also cancels a restart waiting for its delay.
+            restart::user_stopped(d, &id);
             stop::stop(d, &id, p.signal.unwrap_or(libc::SIGTERM), timeout).await?;
             info(d, &id)
         }
