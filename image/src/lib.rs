@@ -8,6 +8,7 @@ pub mod import;
 pub mod model;
 pub mod pull;
 pub mod reference;
+pub mod runconfig;
 pub mod store;
 pub mod unpack;
 

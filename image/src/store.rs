@@ -485,6 +485,7 @@ impl Store {
         let config_data = self.read_blob(&format!("config of {name}"), &config_digest)?;
         let config: ImageConfig = model::parse_json(&format!("config of {name}"), &config_data)?;
         let mut links = Vec::new();
+        let dirs = self.layer_dirs(&record)?;
         for l in record.layers.iter().rev() {
             let d = Digest::parse(l)?;
             let dir = self.layer_dir(&d);
@@ -516,6 +517,7 @@ impl Store {
             image_id: id,
             config,
             links,
+            dirs,
             store: self.clone(),
             _lock: lock,
         })
@@ -610,6 +612,10 @@ impl LayerWriter<'_> {
     ) -> Result<u64> {
         let diff = tmp.join("diff");
         mkdir(&diff)?;
+        // The layer's root is the container's `/` unless the tar says
+        // otherwise: 0755, as Docker's, so any user can look up paths.
+        fs::set_permissions(&diff, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", &diff, e))?;
         let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(reader));
         let head = raw
             .fill_buf()
@@ -726,11 +732,18 @@ pub struct Lease {
     pub config: ImageConfig,
     /// Short link names of the layers, top first.
     links: Vec<String>,
+    /// The layers' directories, top first.
+    dirs: Vec<PathBuf>,
     store: Store,
     _lock: StoreLock,
 }
 
 impl Lease {
+    /// The unpacked layer directories, top first.
+    pub fn layer_dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// Mounts the image's layers read-only under a writable `upper` at
     /// `target`. The lowerdirs are named through an fd of `l/`
     /// (`/proc/self/fd/N/<short>`), so well over 100 layers fit in the
@@ -740,6 +753,17 @@ impl Lease {
         for d in [upper, work, target] {
             mkdir(d)?;
         }
+        // The upper's root is the container's `/`: it takes the top
+        // layer's mode (0755 when the layer does not say).
+        let mode = self
+            .dirs
+            .first()
+            .and_then(|d| fs::metadata(d).ok())
+            .map_or(0o755, |m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+            });
+        fs::set_permissions(upper, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::io("chmod", upper, e))?;
         let l = self.store.dir.join("l");
         let dirfd = File::open(&l).map_err(|e| Error::io("open", &l, e))?;
         let base = format!("/proc/self/fd/{}", dirfd.as_raw_fd());

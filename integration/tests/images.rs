@@ -236,3 +236,108 @@ fn rmi_and_names_bad_input() {
     let out = env.ok(&["image", "prune", "-a"]);
     assert!(out.contains("Total reclaimed space: 0B"), "{out}");
 }
+
+fn import_app(env: &Env) -> &'static str {
+    let layout = env.dir.path().join("app-layout");
+    app_image().write_oci_layout(&layout, Some("example.com/team/app:1.0"));
+    env.ok(&["image", "import", layout.to_str().unwrap()]);
+    "example.com/team/app:1.0"
+}
+
+/// `berth run IMAGE`: the image's Entrypoint, Cmd, Env, WorkingDir and
+/// User apply; the user's COMMAND, -e and -w win; the layers stack with
+/// whiteouts, opaque dirs, hardlinks, symlinks, owners and modes intact.
+#[test]
+fn run_image_applies_its_config_and_layers() {
+    let Some(env) = Env::new() else { return };
+    let img = import_app(&env);
+    let out = env.ok(&["run", "--rm", img]);
+    assert_eq!(out, "from-cmd\n1000\n1001\n/data\nhello-env\n");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=over",
+        "-w",
+        "/tmp",
+        img,
+        "pwd; echo $GREETING; id -G",
+    ]);
+    assert_eq!(out, "/tmp\nover\n1001 1002\n");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        img,
+        "ls -a /data | tr '\\n' ' '; echo; ls /data/old; stat -c '%h' /data/keep; \
+         stat -c '%a %u:%g' /data/owned /data/suid; cat /data/sym; stat -c %Y /data/keep",
+    ]);
+    assert_eq!(
+        out,
+        ". .. keep keep-link old owned suid sym \nnew\n2\n640 1000:1001\n4755 0:0\nkept\n1600000000\n"
+    );
+    // The container's writes stay in its own upper layer.
+    assert_eq!(
+        env.ok(&["run", "--rm", img, "echo new > /tmp/new; cat /tmp/new"]),
+        "new\n"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", img, "test -e /tmp/new || echo pristine"]),
+        "pristine\n"
+    );
+    // Docker's order keeps working without an image after `--`.
+    assert_eq!(
+        env.ok(&["run", "--rm", "--", "echo", "busybox"]),
+        "busybox\n"
+    );
+}
+
+#[test]
+fn run_unknown_or_invalid_image_fails_cleanly() {
+    let Some(env) = Env::new() else { return };
+    for (args, needle) in [
+        (vec!["run", "nosuch:1"], "no such image: nosuch:1"),
+        (
+            vec!["run", "Bad!Name", "true"],
+            "invalid image name \"Bad!Name\"",
+        ),
+    ] {
+        let out = env.berth(&args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let img = import_app(&env);
+    // Through the image's `sh -c` entrypoint: the shell's 127.
+    let out = env.berth(&["run", "--rm", img, "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    env.assert_clean();
+}
+
+/// rmi of an image a container uses is refused; with -f the tag goes but
+/// the container keeps its layers until it is removed.
+#[test]
+fn rmi_while_in_use() {
+    let Some(env) = Env::new() else { return };
+    let img = import_app(&env);
+    let id = env.ok(&["run", "-d", img, "sleep 1000"]).trim().to_string();
+    let out = env.berth(&["rmi", img]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(&format!("is in use by container {id}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(images_json(&env).len(), 1);
+    let out = env.ok(&["rmi", "-f", img]);
+    assert_eq!(out.trim(), "Untagged: example.com/team/app:1.0");
+    let list = images_json(&env);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["repository"], "<none>");
+    env.ok(&["image", "prune", "-a"]);
+    assert_eq!(layer_count(&env), 2, "the container's layers stay");
+    let running = env.inspect(&id);
+    assert_eq!(running["status"], "running", "{running}");
+    env.ok(&["rm", "-f", &id]);
+    env.ok(&["image", "prune"]);
+    assert!(images_json(&env).is_empty());
+    assert_eq!(layer_count(&env), 0);
+}

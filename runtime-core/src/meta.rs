@@ -44,6 +44,21 @@ pub struct ContainerMeta {
     /// and a policy changed by `update`, are in `restart.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<String>,
+    /// The image the container runs, when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageUse>,
+}
+
+/// The image of a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageUse {
+    /// As the user named it.
+    pub name: String,
+    /// The image ID (its config digest).
+    pub id: String,
+    /// The image's StopSignal, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
 }
 
 /// Log rotation limits.

@@ -37,6 +37,10 @@ pub struct CreateParams {
     /// An exploded root filesystem (absolute path).
     #[serde(default)]
     pub rootfs: Option<String>,
+    /// An image (name, ID or ID prefix) from the store: its layers are the
+    /// rootfs, its config the defaults of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// An OCI bundle directory (absolute path).
     #[serde(default)]
     pub bundle: Option<String>,

@@ -14,6 +14,10 @@ struct Args {
     /// State directory (sockets, containers, logs).
     #[arg(long, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
     root: PathBuf,
+    /// Where images are stored (default: /var/lib/berth with the default
+    /// --root, else the --root directory).
+    #[arg(long, env = "BERTH_DATA_ROOT")]
+    data_root: Option<PathBuf>,
     /// OCI runtime: a name looked up in PATH, or a path.
     #[arg(long, default_value = "runc")]
     runtime: PathBuf,
@@ -81,7 +85,19 @@ fn main() -> ExitCode {
             }
         }
     };
+    let data_root = match args.data_root {
+        Some(d) if d.is_relative() => match std::env::current_dir() {
+            Ok(cwd) => cwd.join(d),
+            Err(e) => {
+                eprintln!("berthd: cannot resolve relative --data-root: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Some(d) => d,
+        None => berth_image::default_data_root(&root),
+    };
     let config = Config {
+        data_root,
         root,
         runtime: args.runtime,
         shim: args.shim.unwrap_or_else(default_shim),

@@ -71,10 +71,22 @@ pub struct RunArgs {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
-    /// The command and its arguments. Flags go before it: a flag berth
+    /// IMAGE and its COMMAND, or after `--` a command for berth's busybox.
+    /// Flags go before it: a flag berth
     /// does not know is refused, never taken as the command.
     #[arg(trailing_var_arg = true)]
     command: Vec<String>,
+}
+
+/// Whether our command line has `--` right before these words (clap
+/// does not say whether the trailing words came after one).
+fn after_double_dash(words: &[String]) -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter()
+        .enumerate()
+        .any(|(i, a)| a == "--" && args[i + 1..] == *words)
 }
 
 fn absolute(p: &Path) -> Result<String, Failure> {
@@ -121,9 +133,11 @@ impl RunArgs {
                 None => std::env::var(e).ok().map(|v| format!("{e}={v}")),
             })
             .collect();
+        let (image, command) = self.image_and_command();
         Ok(CreateParams {
             name: self.name.clone(),
-            command: self.command.clone(),
+            image,
+            command,
             rootfs: self.rootfs.as_deref().map(absolute).transpose()?,
             bundle: self.bundle.as_deref().map(absolute).transpose()?,
             env,
@@ -143,6 +157,19 @@ impl RunArgs {
                 .transpose()
                 .map_err(|message| Failure { message, code: 125 })?,
         })
+    }
+
+    /// `run IMAGE [COMMAND...]` as docker's; after `--` (no image), or
+    /// with --rootfs/--bundle, the words are the command, as before.
+    fn image_and_command(&self) -> (Option<String>, Vec<String>) {
+        if self.rootfs.is_some()
+            || self.bundle.is_some()
+            || self.command.is_empty()
+            || after_double_dash(&self.command)
+        {
+            return (None, self.command.clone());
+        }
+        (Some(self.command[0].clone()), self.command[1..].to_vec())
     }
 
     /// The container's name, if one was given.

@@ -9,14 +9,14 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use runtime_core::meta::{ContainerMeta, LogConfig};
+use runtime_core::meta::{ContainerMeta, ImageUse, LogConfig};
 use runtime_core::protocol::{ErrorCode, RpcError};
 use runtime_core::rootfs::Overlay;
 use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{events, reconcile, restart, shim, validate, watch, Daemon};
+use super::{events, image, reconcile, restart, shim, validate, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -55,6 +55,8 @@ enum RootSource {
     Dir(PathBuf),
     /// A user's bundle: its config and its rootfs (symlinks resolved).
     Bundle(PathBuf, Box<oci_spec::runtime::Spec>, PathBuf),
+    /// An image from the store: its layers under an overlay.
+    Image,
 }
 
 /// Handles `create`; on any failure nothing is left behind.
@@ -66,7 +68,10 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         return Err(invalid("--rootfs and --bundle cannot be used together"));
     }
     restart::check_create(&p).map_err(invalid)?;
-    if p.command.is_empty() && p.bundle.is_none() {
+    if p.image.is_some() && (p.rootfs.is_some() || p.bundle.is_some()) {
+        return Err(invalid("an image cannot be used with --rootfs or --bundle"));
+    }
+    if p.command.is_empty() && p.bundle.is_none() && p.image.is_none() {
         return Err(invalid(
             "no command given: berth run [OPTIONS] -- COMMAND [ARG...]",
         ));
@@ -92,6 +97,8 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         let dir = absolute("rootfs", r)?;
         spec::check_rootfs(&dir).map_err(|e| invalid(e.to_string()))?;
         RootSource::Dir(resolved(&dir)?)
+    } else if p.image.is_some() {
+        RootSource::Image
     } else {
         RootSource::Default
     };
@@ -101,16 +108,29 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
 
     let new_id = id::generate().map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
     let name = p.name.clone().unwrap_or_else(|| new_id.clone());
+    let prepared = match &p.image {
+        Some(img) => {
+            Some(image::prepare(d, d.root.container(&new_id).dir().to_path_buf(), img, &p).await?)
+        }
+        None => None,
+    };
+    let settings = prepared.as_ref().map(|i| &i.settings);
     let mut process = ProcessOpts {
-        args: p.command.clone(),
-        env: p.env.clone(),
-        cwd: p.cwd.clone(),
+        args: settings.map_or_else(|| p.command.clone(), |s| s.args.clone()),
+        env: settings.map_or_else(|| p.env.clone(), |s| s.env.clone()),
+        cwd: settings.map_or_else(|| p.cwd.clone(), |s| s.cwd.clone()),
         hostname: p.hostname.clone().or_else(|| Some(name.clone())),
         tty: p.tty,
     };
     let (mut oci, rootfs_path, readonly, source_bundle) = match &source {
         RootSource::Default => (spec::default_spec(), d.root.default_rootfs(), false, None),
         RootSource::Dir(dir) => (spec::default_spec(), dir.clone(), false, None),
+        RootSource::Image => (
+            spec::default_spec(),
+            d.root.container(&new_id).bundle_rootfs(),
+            false,
+            None,
+        ),
         RootSource::Bundle(dir, s, root) => {
             let ro = s
                 .root()
@@ -128,8 +148,14 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         }
     };
     spec::apply(&mut oci, &process).map_err(|e| invalid(e.to_string()))?;
+    if let Some(s) = settings {
+        image::apply_user(&mut oci, s);
+    }
     validate::spec(&oci)?;
-    validate::command(&oci, &rootfs_path)?;
+    // An image's rootfs exists once its overlay is mounted (below).
+    if prepared.is_none() {
+        validate::command(&oci, &rootfs_path)?;
+    }
     let command = oci
         .process()
         .as_ref()
@@ -151,6 +177,11 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         start_later: !(p.start || p.attach),
         restart_count: 0,
         restart_policy: p.restart.clone(),
+        image: prepared.as_ref().map(|i| ImageUse {
+            name: p.image.clone().unwrap_or_default(),
+            id: i.lease.image_id.clone(),
+            stop_signal: i.settings.stop_signal.clone(),
+        }),
     };
 
     // Reserve the name and ID under the lock; the slow work runs outside it.
@@ -165,7 +196,16 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         entries.insert(new_id.clone(), Entry::new(meta.clone(), Phase::Creating));
     }
     let paths = d.root.container(&new_id);
-    let made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly).await;
+    let lease = prepared.as_ref().map(|i| &i.lease);
+    let mut made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly, lease).await;
+    if made.is_ok() && lease.is_some() {
+        if let Err(e) = validate::command(&oci, &rootfs_path) {
+            made = Err(e);
+        }
+    }
+    // Mounted: the layers are safe from rmi/prune now (the lease file
+    // names this container's directory), so the store's lock can go.
+    drop(prepared);
     crash_point("after-bundle");
     let (started, meta_durable) = match made {
         Ok(meta_durable) => (
@@ -242,6 +282,7 @@ async fn make_bundle(
     oci: &mut oci_spec::runtime::Spec,
     rootfs_path: &Path,
     readonly: bool,
+    image: Option<&berth_image::store::Lease>,
 ) -> Result<MetaSync, RpcError> {
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(&meta.id);
@@ -255,7 +296,16 @@ async fn make_bundle(
         .map_err(internal)?;
     let content_synced = tokio::task::spawn_blocking(move || staged.sync().map(|()| staged));
     private_dir(&paths.bundle())?;
-    if meta.default_rootfs {
+    if let Some(lease) = image {
+        lease
+            .mount(
+                &paths.overlay_upper(),
+                &paths.overlay_work(),
+                &paths.bundle_rootfs(),
+            )
+            .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+        spec::set_root(oci, Path::new("rootfs"), false);
+    } else if meta.default_rootfs {
         Overlay {
             lower: rootfs_path.to_path_buf(),
             upper: paths.overlay_upper(),

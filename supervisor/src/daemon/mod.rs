@@ -8,6 +8,7 @@
 mod clients;
 mod create;
 pub mod events;
+mod image;
 mod lifecycle;
 mod reconcile;
 mod registry;
@@ -41,6 +42,8 @@ pub use registry::Registry;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub root: PathBuf,
+    /// Where the image store lives (`<data_root>/images`).
+    pub data_root: PathBuf,
     /// The OCI runtime (a name looked up in PATH, or a path).
     pub runtime: PathBuf,
     /// The berth-shim binary.
