@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod imgutil;
+mod netutil;
 mod util;
 
 mod attach;
@@ -15,6 +16,7 @@ mod events;
 mod images;
 mod lifecycle;
 mod logs;
+mod net;
 mod policy;
 mod restart;
 mod run;

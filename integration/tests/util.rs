@@ -28,6 +28,12 @@ pub fn prerequisites() -> bool {
     if runtime_core::rootfs::find_busybox().is_err() {
         missing.push("a static busybox (apt-get install busybox-static)");
     }
+    if !Path::new("/usr/lib/cni/bridge").is_file() {
+        missing.push("the CNI plugins (apt-get install containernetworking-plugins)");
+    }
+    if !Path::new("/usr/sbin/iptables").exists() {
+        missing.push("iptables (apt-get install iptables)");
+    }
     if missing.is_empty() {
         return true;
     }
@@ -67,6 +73,8 @@ pub struct Env {
     pub berthd_args: Vec<String>,
     /// Environment overrides for berthd.
     pub berthd_env: Vec<(String, String)>,
+    /// This instance's own bridge and subnet (tests run in parallel).
+    pub net: crate::netutil::NetClaim,
 }
 
 impl Env {
@@ -87,6 +95,7 @@ impl Env {
             .tempdir()
             .expect("temp dir");
         let root = dir.path().join("root");
+        let net = crate::netutil::NetClaim::claim();
         Some(Env {
             dir,
             root,
@@ -94,6 +103,7 @@ impl Env {
             berthd: None,
             berthd_args: Vec::new(),
             berthd_env: Vec::new(),
+            net,
         })
     }
 
@@ -112,6 +122,9 @@ impl Env {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
+        // Always this instance's own bridge and subnet (tests run in parallel).
+        cmd.env("BERTH_BRIDGE", &self.net.bridge)
+            .env("BERTH_BRIDGE_SUBNET", &self.net.subnet);
         for (k, v) in &self.berthd_env {
             cmd.env(k, v);
         }
@@ -268,6 +281,35 @@ impl Env {
         found
     }
 
+    /// Everything network-related this instance holds: veths on its
+    /// bridge, netns mounts, IPAM leases, iptables rules naming its subnet
+    /// or one of `ids`. Empty when nothing is left.
+    pub fn net_leftovers(&self, ids: &[&str]) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .net
+            .bridge_ports()
+            .into_iter()
+            .map(|p| format!("veth {p}"))
+            .collect();
+        left.extend(
+            crate::netutil::netns_mounts(&self.root)
+                .into_iter()
+                .map(|m| format!("mount {m}")),
+        );
+        left.extend(
+            crate::netutil::leases(&self.root)
+                .into_iter()
+                .map(|l| format!("lease {l}")),
+        );
+        left.extend(
+            self.net
+                .iptables_rules(ids)
+                .into_iter()
+                .map(|r| format!("iptables {r}")),
+        );
+        left
+    }
+
     /// runc's view of this instance's containers.
     pub fn runc_containers(&self) -> Vec<String> {
         let out = Command::new("runc")
@@ -331,6 +373,9 @@ impl Drop for Env {
         }
         if let Ok(entries) = std::fs::read_dir(&containers) {
             for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                // CNI DEL, the namespace unmounted (whatever the test left).
+                let _ = runtime_core::net::teardown(&e.path(), &id);
                 let _ = runtime_core::rootfs::unmount_if_mounted(&e.path().join("bundle/rootfs"));
             }
         }

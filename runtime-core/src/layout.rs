@@ -43,6 +43,10 @@ impl Root {
     pub fn runc_root(&self) -> PathBuf {
         self.dir.join("runc")
     }
+    /// berth's network state (CNI IPAM leases), under the runtime root.
+    pub fn net_dir(&self) -> PathBuf {
+        self.dir.join("net")
+    }
     /// The default busybox rootfs shared read-only by containers.
     pub fn default_rootfs(&self) -> PathBuf {
         self.dir.join("rootfs").join("busybox")

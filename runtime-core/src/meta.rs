@@ -44,6 +44,9 @@ pub struct ContainerMeta {
     /// and a policy changed by `update`, are in `restart.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<String>,
+    /// Network, mounts, user, limits, security, labels, stop settings.
+    #[serde(default)]
+    pub options: crate::runopts::RunOptions,
     /// The image the container runs, when it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageUse>,

@@ -71,6 +71,9 @@ pub struct CreateParams {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[serde(default)]
     pub restart: Option<String>,
+    /// Network, mounts, user, limits, security, init, labels, stop settings.
+    #[serde(default)]
+    pub options: runtime_core::runopts::RunOptions,
 }
 
 /// Params naming one container (by ID, unique ID prefix or name).
@@ -168,6 +171,12 @@ pub struct ContainerInfo {
     /// The restart policy and its state (inspect only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<crate::policy::RestartInfo>,
+    /// What `berth run` asked for beyond the process (from meta.json).
+    #[serde(default)]
+    pub options: runtime_core::runopts::RunOptions,
+    /// The network as set up: mode, address, gateway, ports (`inspect` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<runtime_core::net::NetState>,
 }
 
 /// Where a container is, as users see it (`ps`, `inspect`).

@@ -30,6 +30,15 @@ struct Args {
     /// Event journal files to keep, the current one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     events_max_files: u32,
+    /// The Linux bridge of `--network bridge` (berth's own, not docker0).
+    #[arg(long, env = "BERTH_BRIDGE", default_value = runtime_core::net::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// The bridge's IPv4 subnet; containers get addresses from it.
+    #[arg(long, env = "BERTH_BRIDGE_SUBNET", default_value = runtime_core::net::DEFAULT_SUBNET)]
+    bridge_subnet: String,
+    /// Directory of the CNI plugins.
+    #[arg(long, env = "BERTH_CNI_PATH", default_value = runtime_core::net::DEFAULT_CNI_BIN)]
+    cni_path: PathBuf,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -96,6 +105,16 @@ fn main() -> ExitCode {
         Some(d) => d,
         None => berth_image::default_data_root(&root),
     };
+    let net = runtime_core::net::NetConfig {
+        bridge: args.bridge,
+        subnet: args.bridge_subnet,
+        cni_bin: args.cni_path,
+        dir: runtime_core::layout::Root::new(&root).net_dir(),
+    };
+    if let Err(e) = net.validate() {
+        eprintln!("berthd: {e}");
+        return ExitCode::from(1);
+    }
     let config = Config {
         data_root,
         root,
@@ -105,6 +124,7 @@ fn main() -> ExitCode {
             max_size: args.events_max_size,
             max_files: args.events_max_files,
         },
+        net,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,10 +10,12 @@ mod inspect;
 mod kill;
 mod logs;
 mod offline;
+mod port;
 mod ps;
 mod restart;
 mod rm;
 mod run;
+mod run_opts;
 mod signals;
 mod sigproxy;
 mod start;
@@ -89,6 +91,8 @@ enum Command {
     /// Manage images: import, ls, rm, prune.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// List a container's published ports.
+    Port(port::PortArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -228,6 +232,7 @@ pub fn main() -> ExitCode {
             Command::Images(a) => images::images(&data_root, a),
             Command::Rmi(a) => images::rmi(&data_root, a),
             Command::Image(c) => images::image(&data_root, c),
+            Command::Port(a) => port::port(&root, a).await,
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

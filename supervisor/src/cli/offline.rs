@@ -115,6 +115,12 @@ fn info_from_disk(meta: ContainerMeta, paths: ContainerPaths) -> ContainerInfo {
         shim_pid,
         restart_count: 0,
         restart: None,
+        network: runtime_core::net::read_state(paths.dir()).map(|mut n| {
+            n.conflist = None;
+            n.result = None;
+            n
+        }),
+        options: meta.options,
     }
 }
 

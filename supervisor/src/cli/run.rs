@@ -71,6 +71,8 @@ pub struct RunArgs {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
+    #[command(flatten)]
+    service: super::run_opts::ServiceArgs,
     /// IMAGE and its COMMAND, or after `--` a command for berth's busybox.
     /// Flags go before it: a flag berth
     /// does not know is refused, never taken as the command.
@@ -125,8 +127,13 @@ impl RunArgs {
     /// The create request these options make (`run` and `create` share
     /// them); the caller sets `start` and `attach`.
     pub fn create_params(&self) -> Result<CreateParams, Failure> {
-        let env = self
-            .env
+        let (options, file_env) = self.service.parse()?;
+        // --env-file first, so -e overrides it (as Docker).
+        let env = file_env
+            .into_iter()
+            .chain(self.env.iter().cloned())
+            .collect::<Vec<_>>();
+        let env = env
             .iter()
             .filter_map(|e| match e.split_once('=') {
                 Some(_) => Some(e.clone()),
@@ -156,6 +163,7 @@ impl RunArgs {
                 .map(crate::policy::check)
                 .transpose()
                 .map_err(|message| Failure { message, code: 125 })?,
+            options,
         })
     }
 

@@ -16,7 +16,7 @@ use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
 use super::registry::{Entry, Phase};
-use super::{events, image, reconcile, restart, shim, validate, watch, Daemon};
+use super::{events, image, netsetup, reconcile, restart, shim, validate, watch, Daemon};
 use crate::api::{ContainerInfo, CreateParams};
 
 /// Fault injection for the crash-safety tests: when `BERTH_TEST_CRASH_AT`
@@ -152,10 +152,17 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         image::apply_user(&mut oci, s);
     }
     validate::spec(&oci)?;
+    runtime_core::options::apply(&mut oci, &p.options, &rootfs_path)
+        .map_err(|e| invalid(e.to_string()))?;
     // An image's rootfs exists once its overlay is mounted (below).
     if prepared.is_none() {
         validate::command(&oci, &rootfs_path)?;
     }
+    // The command as the user gave it (an image's is checked below),
+    // before --init puts tini in front of it.
+    let unwrapped = oci.clone();
+    runtime_core::options::wrap_init(&mut oci, &p.options);
+    let net_plan = netsetup::plan(d, &p.options)?;
     let command = oci
         .process()
         .as_ref()
@@ -182,6 +189,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             id: i.lease.image_id.clone(),
             stop_signal: i.settings.stop_signal.clone(),
         }),
+        options: p.options.clone(),
     };
 
     // Reserve the name and ID under the lock; the slow work runs outside it.
@@ -197,9 +205,16 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     }
     let paths = d.root.container(&new_id);
     let lease = prepared.as_ref().map(|i| &i.lease);
+    runtime_core::net::configure_spec(
+        &mut oci,
+        &p.options.network,
+        paths.dir(),
+        net_plan.join.as_ref().map(|(ns, _)| ns.as_path()),
+    );
+    let readonly = readonly || p.options.read_only;
     let mut made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly, lease).await;
     if made.is_ok() && lease.is_some() {
-        if let Err(e) = validate::command(&oci, &rootfs_path) {
+        if let Err(e) = validate::command(&unwrapped, &rootfs_path) {
             made = Err(e);
         }
     }
@@ -207,6 +222,15 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     // names this container's directory), so the store's lock can go.
     drop(prepared);
     crash_point("after-bundle");
+    let hostname = oci.hostname().clone().unwrap_or_else(|| name.clone());
+    let made = match made {
+        Ok(sync) => match netsetup::setup(d, &new_id, &hostname, &p.options, &net_plan).await {
+            Ok(_) => Ok(sync),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    crash_point("after-netns");
     let (started, meta_durable) = match made {
         Ok(meta_durable) => (
             shim::start_shim(
@@ -314,7 +338,7 @@ async fn make_bundle(
         }
         .mount()
         .map_err(internal)?;
-        spec::set_root(oci, Path::new("rootfs"), false);
+        spec::set_root(oci, Path::new("rootfs"), readonly);
     } else {
         spec::set_root(oci, rootfs_path, readonly);
     }

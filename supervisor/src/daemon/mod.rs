@@ -10,6 +10,7 @@ mod create;
 pub mod events;
 mod image;
 mod lifecycle;
+mod netsetup;
 mod reconcile;
 mod registry;
 mod remove;
@@ -50,6 +51,8 @@ pub struct Config {
     pub shim: PathBuf,
     /// Size bounds of the event journal.
     pub events: events::JournalLimits,
+    /// The default bridge network (`--bridge`, `--bridge-subnet`).
+    pub net: runtime_core::net::NetConfig,
 }
 
 /// Everything the request handlers share.

@@ -125,6 +125,9 @@ async fn lost(d: &Daemon, id: &str, meta: &runtime_core::meta::ContainerMeta) ->
 /// Removes every trace of a container that never came to be.
 pub async fn discard(d: &Daemon, id: &str) {
     let paths = d.root.container(id);
+    if let Err(e) = super::netsetup::teardown(paths.dir(), id).await {
+        log::warn!("{e}");
+    }
     if let Err(e) = rootfs::unmount_if_mounted(&paths.bundle_rootfs()) {
         log::warn!("{e}");
     }

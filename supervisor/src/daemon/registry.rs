@@ -139,6 +139,8 @@ impl Entry {
             shim_pid,
             restart_count: self.meta.restart_count,
             restart: None,
+            options: self.meta.options.clone(),
+            network: None,
         }
     }
 }

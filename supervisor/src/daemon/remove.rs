@@ -138,6 +138,10 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
             shim::force_delete_runtime_state(d, &entry.meta).await;
         }
     }
+    // The network goes before the directory that records it.
+    super::netsetup::teardown(paths.dir(), id)
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
     // `run --rm` removes before the watcher hears of the exit.
     events::exited(d, id);
     rootfs::unmount_if_mounted(&paths.bundle_rootfs())

@@ -289,5 +289,11 @@ fn info(d: &Daemon, id: &str) -> Result<Value, RpcError> {
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("no such container: {id}")))?;
     let mut info = entry.info(&d.root);
     info.restart = Some(restart::info(d, id));
+    info.network = runtime_core::net::read_state(d.root.container(id).dir()).map(|mut n| {
+        // The plugins' raw configuration and result stay on disk.
+        n.conflist = None;
+        n.result = None;
+        n
+    });
     to_value(info)
 }

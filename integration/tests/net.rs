@@ -1,0 +1,662 @@
+//! Real services (issue 12): networks through the CNI plugins on the
+//! test's own bridge and subnet, published ports on loopback, mounts,
+//! users, limits, security defaults, --init, and that nothing network-
+//! related is ever left behind (counted before and after).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::util::{stderr, stdout, Env};
+
+/// A plain HTTP GET to 127.0.0.1:port; the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn id_of(out: &str) -> String {
+    out.trim().to_string()
+}
+
+fn assert_no_leftovers(env: &Env, ids: &[&str]) {
+    let mut left = Vec::new();
+    env.wait_until(10, "network teardown", || {
+        left = env.net_leftovers(ids);
+        left.is_empty()
+    });
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn published_port_answers_on_loopback_and_containers_reach_each_other() {
+    let Some(env) = Env::new() else { return };
+    assert!(
+        env.net_leftovers(&[]).is_empty(),
+        "{:?}",
+        env.net_leftovers(&[])
+    );
+    let www = env.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served by berth\n").unwrap();
+    let port = env.net.port;
+    let publish = format!("127.0.0.1:{port}:80");
+    let volume = format!("{}:/www:ro", www.display());
+    let web = id_of(&env.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "-v", &volume, "--", "httpd", "-f", "-p",
+        "80", "-h", "/www",
+    ]));
+    let mut body = None;
+    env.wait_until(10, "httpd to answer on 127.0.0.1", || {
+        body = http_get(port, "/index.html");
+        body.is_some()
+    });
+    assert_eq!(body.as_deref(), Some("served by berth\n"));
+    assert_eq!(
+        env.ok(&["port", "web"]).trim(),
+        format!("80/tcp -> 127.0.0.1:{port}")
+    );
+    let info = env.inspect("web");
+    let ip = info["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        ip.starts_with(&env.net.prefix),
+        "{ip} not in {}",
+        env.net.subnet
+    );
+    assert_eq!(info["network"]["mode"], "bridge");
+    assert_eq!(info["network"]["bridge"], env.net.bridge.as_str());
+    // /etc/hosts names the container at its address.
+    let hosts = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        "--",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(hosts.contains(&format!("{ip}\tweb")), "{hosts}");
+    // Another container on the bridge reaches it by address.
+    let url = format!("http://{ip}/index.html");
+    let got = env.ok(&["run", "--rm", "--", "wget", "-qO-", &url]);
+    assert_eq!(got, "served by berth\n");
+    // While it runs, the host holds its veth, lease, rules and namespace.
+    assert!(!env.net_leftovers(&[&web]).is_empty());
+    env.ok(&["rm", "-f", "web"]);
+    assert!(http_get(port, "/index.html").is_none_or(|b| b.is_empty()));
+    assert_no_leftovers(&env, &[&web]);
+    env.assert_clean();
+}
+
+/// Interface names in a /proc/net/dev listing.
+fn interfaces(dev: &str) -> Vec<String> {
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn none_has_only_lo_host_sees_the_hosts_container_joins_another() {
+    let Some(env) = Env::new() else { return };
+    let none = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    assert_eq!(interfaces(&none), vec!["lo"], "{none}");
+    let host_ifaces = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    let host = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let seen = interfaces(&host);
+    // Interfaces come and go as other tests run; the stable ones match.
+    let stable: Vec<&String> = host_ifaces
+        .iter()
+        .filter(|i| *i != "lo" && !i.starts_with("veth") && !i.starts_with("bt"))
+        .collect();
+    assert!(!stable.is_empty());
+    for i in stable {
+        assert!(
+            seen.contains(i),
+            "host interface {i} not seen with --network host: {seen:?}"
+        );
+    }
+    let a = id_of(&env.ok(&["run", "-d", "--name", "a", "--", "sleep", "1000"]));
+    let ip = env.inspect("a")["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let joined = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:a",
+        "--",
+        "ip",
+        "addr",
+    ]);
+    assert!(joined.contains(&ip), "{ip} not in {joined}");
+    env.ok(&["rm", "-f", "a"]);
+    assert_no_leftovers(&env, &[&a]);
+    env.assert_clean();
+}
+
+#[test]
+fn bind_mounts_read_write_and_read_only() {
+    let Some(env) = Env::new() else { return };
+    let data = env.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in"), "from host").unwrap();
+    let rw = format!("{}:/data", data.display());
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        "--",
+        "sh",
+        "-c",
+        "cat /data/in; echo out > /data/out",
+    ]);
+    assert_eq!(out, "from host");
+    assert_eq!(std::fs::read_to_string(data.join("out")).unwrap(), "out\n");
+    let ro = format!("{}:/data:ro", data.display());
+    let o = env.berth(&["run", "--rm", "-v", &ro, "--", "touch", "/data/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let m = format!("type=bind,src={},dst=/d,readonly", data.display());
+    let o = env.berth(&[
+        "run",
+        "--rm",
+        "--mount",
+        &m,
+        "--",
+        "sh",
+        "-c",
+        "cat /d/in && touch /d/y",
+    ]);
+    assert_eq!(stdout(&o), "from host");
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!data.join("x").exists() && !data.join("y").exists());
+    // --read-only root with a writable tmpfs.
+    let o = env.berth(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "touch /tmp/ok && echo tmp-ok; touch /x",
+    ]);
+    assert_eq!(stdout(&o), "tmp-ok\n");
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn bind_over_a_symlink_stays_inside_the_rootfs() {
+    let Some(env) = Env::new() else { return };
+    let rootfs = env.dir.path().join("rootfs");
+    crate::util::make_rootfs(&rootfs);
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    // An absolute symlink in the rootfs naming a host directory.
+    std::os::unix::fs::symlink(&outside, rootfs.join("link")).unwrap();
+    let src = env.dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "mounted").unwrap();
+    let v = format!("{}:/link", src.display());
+    let r = rootfs.display().to_string();
+    let out = env.ok(&[
+        "run", "--rm", "--rootfs", &r, "-v", &v, "--", "cat", "/link/f",
+    ]);
+    assert_eq!(out, "mounted");
+    // The host directory the link names was never mounted over or written.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*outside.to_string_lossy()));
+    env.assert_clean();
+}
+
+#[test]
+fn users_by_number_and_name() {
+    let Some(env) = Env::new() else { return };
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-u",
+        "1000:1000",
+        "--",
+        "id",
+    ]);
+    assert!(o.starts_with("uid=1000 gid=1000"), "{o}");
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-u",
+        "nobody",
+        "--group-add",
+        "root",
+        "--",
+        "id",
+    ]);
+    assert!(o.starts_with("uid=65534(nobody) gid=65534(nogroup)"), "{o}");
+    assert!(o.contains("groups=") && o.contains("0(root)"), "{o}");
+    // A non-root user starts with no effective capabilities, as under Docker.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-u",
+        "1000",
+        "--",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(o.trim(), "CapEff:\t0000000000000000");
+    env.assert_clean();
+}
+
+/// The cgroup file of a running container, v1 or v2 names.
+fn cgroup_value(env: &Env, v1: &str, v2: &str) -> String {
+    let v2_host = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && !std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    let file = if v2_host { v2 } else { v1 };
+    env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--pids-limit",
+        "50",
+        "--",
+        "cat",
+        file,
+    ])
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn limits_reach_the_cgroup() {
+    let Some(env) = Env::new() else { return };
+    let v2 = !std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    assert_eq!(
+        cgroup_value(
+            &env,
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory.max"
+        ),
+        "67108864"
+    );
+    let cpu = cgroup_value(
+        &env,
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "/sys/fs/cgroup/cpu.max",
+    );
+    assert_eq!(cpu, if v2 { "50000 100000" } else { "50000" });
+    assert_eq!(
+        cgroup_value(
+            &env,
+            "/sys/fs/cgroup/pids/pids.max",
+            "/sys/fs/cgroup/pids.max"
+        ),
+        "50"
+    );
+    if !v2 {
+        assert_eq!(
+            cgroup_value(&env, "/sys/fs/cgroup/cpu/cpu.shares", ""),
+            "512"
+        );
+        if std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(
+                cgroup_value(
+                    &env,
+                    "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+                    ""
+                ),
+                "134217728"
+            );
+        }
+    }
+    // Stored, and shown by inspect.
+    let id = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--label",
+        "app=web",
+        "--stop-signal",
+        "SIGQUIT",
+        "--stop-timeout",
+        "3",
+        "-u",
+        "nobody",
+        "--",
+        "sleep",
+        "1000",
+    ]));
+    let check = |env: &Env| {
+        let o = &env.inspect(&id)["options"];
+        assert_eq!(o["limits"]["memory"], 64 << 20);
+        assert_eq!(o["limits"]["pids_limit"], 50);
+        assert_eq!(o["labels"]["app"], "web");
+        assert_eq!(o["stop_signal"], "SIGQUIT");
+        assert_eq!(o["stop_timeout"], 3);
+        assert_eq!(o["user"], "nobody");
+        assert_eq!(o["network"], "none");
+    };
+    check(&env);
+    let mut env = env;
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_restored();
+    check(&env);
+    env.ok(&["rm", "-f", &id]);
+    env.assert_clean();
+}
+
+#[test]
+fn docker_security_defaults_and_overrides() {
+    let Some(env) = Env::new() else { return };
+    let status = |args: &[&str]| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[
+            "--",
+            "grep",
+            "-E",
+            "^(CapEff|CapBnd|Seccomp|NoNewPrivs):",
+            "/proc/self/status",
+        ]);
+        env.ok(&a)
+    };
+    let d = status(&[]);
+    // Docker's 14 default capabilities.
+    assert!(d.contains("CapEff:\t00000000a80425fb"), "{d}");
+    assert!(d.contains("Seccomp:\t2"), "{d}");
+    assert!(d.contains("NoNewPrivs:\t0"), "{d}");
+    let p = status(&["--privileged"]);
+    assert!(p.contains("Seccomp:\t0"), "{p}");
+    assert!(!p.contains("CapEff:\t00000000a80425fb"), "{p}");
+    let c = status(&["--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE"]);
+    assert!(c.contains("CapEff:\t0000000000000400"), "{c}");
+    let n = status(&[
+        "--security-opt",
+        "no-new-privileges",
+        "--security-opt",
+        "seccomp=unconfined",
+    ]);
+    assert!(
+        n.contains("NoNewPrivs:\t1") && n.contains("Seccomp:\t0"),
+        "{n}"
+    );
+    // Masked /proc paths read empty (here on the host it has content);
+    // chown works (CAP_CHOWN), as under Docker.
+    assert!(!std::fs::read_to_string("/proc/timer_list")
+        .unwrap()
+        .is_empty());
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "wc -c < /proc/timer_list; touch /f && chown 1000 /f && echo chown-ok",
+    ]);
+    assert_eq!(o, "0\nchown-ok\n");
+    // Without the defaults (runc spec's 3 capabilities) chown fails.
+    let o = env.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-drop",
+        "CHOWN",
+        "--",
+        "sh",
+        "-c",
+        "touch /f && chown 1000 /f",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    env.assert_clean();
+}
+
+/// Children of `pid` in zombie state.
+fn zombie_children(pid: i64) -> Vec<i64> {
+    let mut z = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1).and_then(|s| s.parse::<i64>().ok()) == Some(pid) {
+            z.push(p);
+        }
+    }
+    z
+}
+
+#[test]
+fn init_reaps_an_orphan_zombie() {
+    let Some(env) = Env::new() else { return };
+    // The orphan `sleep 0.2` is reparented to PID 1; `exec sleep` never reaps.
+    let script = "(sleep 0.2 &); exec sleep 1000";
+    let plain = id_of(&env.ok(&["run", "-d", "--network", "none", "--", "sh", "-c", script]));
+    let init = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--init",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    let plain_pid = env.inspect(&plain)["pid"].as_i64().unwrap();
+    let init_pid = env.inspect(&init)["pid"].as_i64().unwrap();
+    // Without an init the zombie stays: the test can tell the difference.
+    env.wait_until(10, "a zombie under a PID 1 that does not reap", || {
+        !zombie_children(plain_pid).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(zombie_children(init_pid).is_empty());
+    let cmdline = std::fs::read_to_string(format!("/proc/{init_pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with("/dev/init\0--\0sh"), "{cmdline:?}");
+    env.ok(&["rm", "-f", &plain, &init]);
+    env.assert_clean();
+}
+
+/// Runs berth expecting exit 125 and one line naming the problem, and
+/// that nothing (container, network, mount) was left.
+fn refused(env: &Env, args: &[&str], message: &str) {
+    let o = env.berth(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+    assert!(err.contains(message), "{args:?}: {err:?} lacks {message:?}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert_no_leftovers(env, &[]);
+    env.assert_clean();
+}
+
+#[test]
+fn bad_network_input_is_refused_and_leaves_nothing() {
+    let Some(env) = Env::new() else { return };
+    // Create the bridge first, so leftovers would be countable on it.
+    env.ok(&["run", "--rm", "--", "true"]);
+    let port = env.net.port;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let taken = format!("127.0.0.1:{port}:80");
+    refused(
+        &env,
+        &["run", "--rm", "-p", &taken, "--", "true"],
+        &format!("port 127.0.0.1:{port}/tcp is already in use"),
+    );
+    drop(listener);
+    refused(
+        &env,
+        &["run", "--rm", "--network", "overlay", "--", "true"],
+        "unknown network mode",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "-p", "80", "--", "true"],
+        "invalid -p \"80\"",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "-p", "1:2:3:4", "--", "true"],
+        "invalid -p",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "-v", "rel/dir:/x", "--", "true"],
+        "is relative",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "-v", "/nonexistent/berth:/x", "--", "true"],
+        "bind source path does not exist: /nonexistent/berth",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "-u", "nosuchuser", "--", "true"],
+        "unable to find user nosuchuser",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "--memory", "1x", "--", "true"],
+        "invalid --memory \"1x\"",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "--cpus", "-1", "--", "true"],
+        "invalid --cpus \"-1\"",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "--network", "container:nosuch", "--", "true"],
+        "container:nosuch",
+    );
+    refused(
+        &env,
+        &["run", "--rm", "--cap-add", "NOPE", "--", "true"],
+        "unknown capability",
+    );
+    // A host port another container publishes.
+    let a = id_of(&env.ok(&[
+        "run", "-d", "--name", "a", "-p", &taken, "--", "sleep", "1000",
+    ]));
+    let o = env.berth(&["run", "--rm", "-p", &taken, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("already published by container a"),
+        "{}",
+        stderr(&o)
+    );
+    env.ok(&["rm", "-f", &a]);
+    assert_no_leftovers(&env, &[&a]);
+}
+
+#[test]
+fn berthd_killed_mid_network_setup_or_while_running_leaks_nothing() {
+    for step in ["after-netns", "after-shim"] {
+        let Some(mut env) = Env::stopped() else {
+            return;
+        };
+        env.berthd_env = vec![("BERTH_TEST_CRASH_AT".into(), step.into())];
+        env.start_berthd();
+        let publish = format!("127.0.0.1:{}:80", env.net.port);
+        let out = env.berth(&[
+            "run", "-d", "--name", "c", "-p", &publish, "--", "sleep", "1000",
+        ]);
+        assert!(!out.status.success(), "{step}: run succeeded");
+        assert!(
+            !env.wait_berthd_exit().success(),
+            "{step}: berthd did not die"
+        );
+        // The namespace and the CNI chain were set up before the crash.
+        assert!(
+            !env.net_leftovers(&[]).is_empty(),
+            "{step}: nothing was set up"
+        );
+        let ids: Vec<String> = std::fs::read_dir(env.root.join("containers"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        env.berthd_env.clear();
+        env.start_berthd();
+        if step == "after-shim" {
+            env.wait_until(10, "adoption", || env.inspect("c")["status"] == "running");
+            env.ok(&["rm", "-f", "c"]);
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_no_leftovers(&env, &ids);
+        env.assert_clean();
+    }
+}

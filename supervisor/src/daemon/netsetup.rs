@@ -1,0 +1,119 @@
+//! berthd's side of a container's network: checks that need the
+//! registry (`container:<name>`, host ports other containers publish),
+//! and running `runtime_core::net` setup and teardown on blocking threads
+//! (the CNI plugins are processes; each call takes tens of milliseconds).
+
+use std::path::PathBuf;
+
+use runtime_core::net::{self, NetState, Setup};
+use runtime_core::protocol::{ErrorCode, RpcError};
+use runtime_core::runopts::{NetworkMode, RunOptions};
+
+use super::registry::Phase;
+use super::Daemon;
+
+fn invalid(msg: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorCode::InvalidArgument, msg)
+}
+
+/// What the OCI config needs before the network exists.
+pub struct Plan {
+    /// `container:<name>`: that container's namespace and directory.
+    pub join: Option<(PathBuf, PathBuf)>,
+}
+
+/// Checks the network options against the other containers: the target
+/// of `container:<name>` must be running; a host port must not be
+/// published by another container (portmap keeps no socket that would
+/// make the kernel refuse it).
+pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
+    let join = match &o.network {
+        NetworkMode::Container(reference) => {
+            let id = d.registry.resolve(reference).map_err(|_| {
+                invalid(format!(
+                    "--network container:{reference}: there is no container {reference:?}"
+                ))
+            })?;
+            let pid = d.registry.get(&id).and_then(|e| match &e.phase {
+                Phase::Live(s) if s.status == runtime_core::protocol::ShimStatus::Running => {
+                    Some(s.pid)
+                }
+                _ => None,
+            });
+            let pid = pid.ok_or_else(|| {
+                invalid(format!(
+                    "--network container:{reference}: that container is not running"
+                ))
+            })?;
+            Some((
+                PathBuf::from(format!("/proc/{pid}/ns/net")),
+                d.root.container(&id).dir().to_path_buf(),
+            ))
+        }
+        _ => None,
+    };
+    let entries = d.registry.lock();
+    for p in &o.publish {
+        let taken = entries.values().find(|e| {
+            e.meta.options.publish.iter().any(|q| {
+                q.host_port == p.host_port
+                    && q.protocol == p.protocol
+                    && (q.host_ip == p.host_ip || q.host_ip.is_empty() || p.host_ip.is_empty())
+            })
+        });
+        if let Some(e) = taken {
+            return Err(invalid(format!(
+                "-p {p}: host port {}/{} is already published by container {}",
+                p.host_port, p.protocol, e.meta.name
+            )));
+        }
+    }
+    Ok(Plan { join })
+}
+
+/// Sets up the container's network (namespace, CNI chain, /etc files).
+/// On failure nothing network-related is left.
+pub async fn setup(
+    d: &Daemon,
+    id: &str,
+    hostname: &str,
+    o: &RunOptions,
+    plan: &Plan,
+) -> Result<NetState, RpcError> {
+    let config = d.config.net.clone();
+    let dir = d.root.container(id).dir().to_path_buf();
+    let (id, hostname, mode, ports) = (
+        id.to_string(),
+        hostname.to_string(),
+        o.network.clone(),
+        o.publish.clone(),
+    );
+    let joined = plan.join.as_ref().map(|(_, dir)| dir.clone());
+    tokio::task::spawn_blocking(move || {
+        net::setup(&Setup {
+            config: &config,
+            container_id: &id,
+            container_dir: &dir,
+            hostname: &hostname,
+            mode: &mode,
+            ports: &ports,
+            joined_dir: joined.as_deref(),
+        })
+    })
+    .await
+    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+    .map_err(|e| match e {
+        net::NetError::PortInUse(_) | net::NetError::Config(_) => invalid(e.to_string()),
+        other => RpcError::new(ErrorCode::Runtime, format!("network setup: {other}")),
+    })
+}
+
+/// Tears down whatever network a container directory records (see
+/// `runtime_core::net::teardown`).
+pub async fn teardown(dir: &std::path::Path, id: &str) -> Result<(), String> {
+    let (dir, id) = (dir.to_path_buf(), id.to_string());
+    tokio::task::spawn_blocking(move || net::teardown(&dir, &id))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("network teardown: {e}"))
+}
