@@ -190,7 +190,7 @@ pub enum ContainerStatus {
     /// Created by the runtime, not started.
     Created,
     Running,
-    /// Frozen by `berth pause`.
+    /// Frozen (`pause`), its processes still there.
     Paused,
     Exited,
     /// Its shim cannot be adopted or does not answer (`reason` says why).
