@@ -50,9 +50,13 @@ impl Follower {
         )
     }
 
-    /// Whether it holds a file under `dir` open (it has started reading).
-    fn has_open_under(&self, dir: &std::path::Path) -> bool {
-        let Some(c) = &self.0 else { return false };
+    /// Whether it holds a file under `dir` open (it has started reading),
+    /// or has already read everything and ended.
+    fn has_open_under(&mut self, dir: &std::path::Path) -> bool {
+        let Some(c) = &mut self.0 else { return false };
+        if c.try_wait().is_ok_and(|s| s.is_some()) {
+            return true;
+        }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", c.id())) else {
             return false;
         };
@@ -145,7 +149,7 @@ fn logs_follow_every_line_once_across_fast_rotation_and_berthd_restarts() {
     assert_numbered("snapshot", &snap, 1, last);
     env.kill_berthd();
     env.start_berthd();
-    let late = Follower::spawn(&env, &["logs", "-f", "numbers"]);
+    let mut late = Follower::spawn(&env, &["logs", "-f", "numbers"]);
     // It needs berthd only to resolve the name; once it has a segment
     // open, berthd may go.
     env.wait_until(20, "the late follower to open the log", || {
@@ -208,7 +212,7 @@ fn logs_follow_ends_when_the_shim_dies() {
         "echo again; exec sleep 600",
     ]);
     let dir = PathBuf::from(env.inspect("doomed2")["state_dir"].as_str().expect("dir"));
-    let follower = Follower::spawn(&env, &["logs", "-f", "doomed2"]);
+    let mut follower = Follower::spawn(&env, &["logs", "-f", "doomed2"]);
     env.wait_until(10, "the follower to open the log", || {
         follower.has_open_under(&dir)
     });
