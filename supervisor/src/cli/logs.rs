@@ -140,11 +140,9 @@ pub async fn logs(root: &Path, a: LogsArgs) -> Outcome {
 }
 
 /// Writes records to our stdout/stderr with the filters applied.
-struct Printer<'a> {
-    // Buffered: Rust's stdout flushes at every newline, one write(2) per
-    // line, which made a follower fall behind a fast container.
-    out: BufWriter<std::io::StdoutLock<'a>>,
-    err: BufWriter<std::io::StderrLock<'a>>,
+struct Printer<O: Write, E: Write> {
+    out: O,
+    err: E,
     timestamps: bool,
     since: Option<SystemTime>,
     until: Option<SystemTime>,
@@ -155,7 +153,7 @@ struct Printer<'a> {
     broken: bool,
 }
 
-impl Printer<'_> {
+impl<O: Write, E: Write> Printer<O, E> {
     /// Hands what is buffered to our stdout and stderr; false once a
     /// reader went away.
     fn flush(&mut self) -> bool {
@@ -235,6 +233,8 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut p = Printer {
+        // Buffered: Rust's stdout flushes at every newline, one write(2)
+        // per line, which made a follower fall behind a fast container.
         out: BufWriter::with_capacity(64 * 1024, stdout.lock()),
         err: BufWriter::with_capacity(64 * 1024, stderr.lock()),
         timestamps: a.timestamps,
@@ -359,6 +359,77 @@ impl Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runtime_core::logfmt::parse_line;
+
+    fn printer(timestamps: bool) -> Printer<Vec<u8>, Vec<u8>> {
+        Printer {
+            out: Vec::new(),
+            err: Vec::new(),
+            timestamps,
+            since: None,
+            until: None,
+            line_start: [true; 2],
+            done: false,
+            broken: false,
+        }
+    }
+
+    fn feed<O: Write, E: Write>(p: &mut Printer<O, E>, lines: &[&str]) {
+        for l in lines {
+            p.emit(&parse_line(l.as_bytes()).unwrap());
+        }
+    }
+
+    const T1: &str = "2026-01-01T00:00:01.000000000Z";
+    const T2: &str = "2026-01-01T00:00:02.000000000Z";
+    const T3: &str = "2026-01-01T00:00:03.000000000Z";
+
+    #[test]
+    fn timestamps_start_each_line_per_stream() {
+        let mut p = printer(true);
+        feed(
+            &mut p,
+            &[
+                &format!("{T1} stdout P ab"),
+                &format!("{T2} stderr F e"),
+                &format!("{T2} stdout F c"),
+                &format!("{T3} stdout F d"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(p.out).unwrap(),
+            format!("{T1} abc\n{T3} d\n")
+        );
+        assert_eq!(String::from_utf8(p.err).unwrap(), format!("{T2} e\n"));
+    }
+
+    #[test]
+    fn since_and_until_use_each_records_time() {
+        let mut p = printer(false);
+        p.since = Some(parse_time(T2).unwrap());
+        p.until = Some(parse_time(T2).unwrap());
+        feed(
+            &mut p,
+            &[
+                &format!("{T1} stdout F old"),
+                &format!("{T2} stdout F kept"),
+                &format!("{T3} stdout F late"),
+                &format!("{T2} stdout F after-the-end"),
+            ],
+        );
+        assert_eq!(p.out, b"kept\n");
+        assert!(p.done);
+    }
+
+    #[test]
+    fn a_gap_ends_a_cut_line() {
+        let mut p = printer(false);
+        feed(&mut p, &[&format!("{T1} stdout P 123")]);
+        p.gap();
+        feed(&mut p, &[&format!("{T2} stdout F 456")]);
+        assert_eq!(p.out, b"123\n456\n");
+        assert!(p.err.is_empty());
+    }
 
     #[test]
     fn sizes_parse_binary_and_refuse_overflow() {
