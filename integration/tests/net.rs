@@ -660,3 +660,57 @@ fn berthd_killed_mid_network_setup_or_while_running_leaks_nothing() {
         env.assert_clean();
     }
 }
+
+#[test]
+fn stop_uses_the_containers_stop_signal_and_timeout() {
+    let Some(env) = Env::new() else { return };
+    // It exits 7 on SIGUSR1 and ignores SIGTERM: only the stored signal stops it.
+    let a = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--stop-signal",
+        "USR1",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; trap '' TERM; while true; do sleep 0.1; done",
+    ]));
+    env.ok(&["stop", &a]);
+    assert_eq!(env.inspect(&a)["exit_code"], 7);
+    // It ignores its stop signal: SIGKILL after the stored timeout (137).
+    let b = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--stop-signal",
+        "USR2",
+        "--stop-timeout",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "trap '' USR2; while true; do sleep 0.1; done",
+    ]));
+    env.ok(&["stop", &b]);
+    assert_eq!(env.inspect(&b)["exit_code"], 137);
+    // -s on the command line still wins.
+    let c = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--stop-signal",
+        "USR1",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; trap 'exit 8' HUP; while true; do sleep 0.1; done",
+    ]));
+    env.ok(&["stop", "-s", "HUP", &c]);
+    assert_eq!(env.inspect(&c)["exit_code"], 8);
+    env.ok(&["rm", &a, &b, &c]);
+    env.assert_clean();
+}

@@ -308,16 +308,13 @@ fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
         netns::create(&ns)?;
         let lo = loopback_list();
         let none = json!({});
-        cni::add(
-            &lo,
-            &cni::Call {
-                bin_dir: &s.config.cni_bin,
-                container_id: s.container_id,
-                netns: &ns,
-                ifname: "lo",
-                runtime_config: &none,
-            },
-        )?;
+        let lo_call = cni::Call {
+            bin_dir: &s.config.cni_bin,
+            container_id: s.container_id,
+            netns: &ns,
+            ifname: "lo",
+            runtime_config: &none,
+        };
         let mappings: Vec<Value> = s
             .ports
             .iter()
@@ -332,16 +329,27 @@ fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
             .collect();
         let rc = json!({"portMappings": mappings});
         let list = s.config.conflist();
-        let result = cni::add(
-            &list,
-            &cni::Call {
-                bin_dir: &s.config.cni_bin,
-                container_id: s.container_id,
-                netns: &ns,
-                ifname: "eth0",
-                runtime_config: &rc,
-            },
-        )?;
+        let eth_call = cni::Call {
+            bin_dir: &s.config.cni_bin,
+            container_id: s.container_id,
+            netns: &ns,
+            ifname: "eth0",
+            runtime_config: &rc,
+        };
+        // `lo` and the bridge chain touch different interfaces: bring
+        // them up side by side (each plugin is a process of its own).
+        let (lo_added, result) = std::thread::scope(|scope| {
+            let lo_thread = scope.spawn(|| cni::add(&lo, &lo_call));
+            let result = cni::add(&list, &eth_call);
+            let lo_added = lo_thread.join().unwrap_or_else(|_| {
+                Err(NetError::Config(
+                    "the loopback setup thread panicked".into(),
+                ))
+            });
+            (lo_added, result)
+        });
+        let result = result?;
+        lo_added?;
         fill_from_result(&mut state, &result);
         state.result = Some(result);
         write_state(dir, &state)?;

@@ -12,9 +12,10 @@ use crate::api::{methods, StartParams};
 
 #[derive(Args, Debug)]
 pub struct RestartArgs {
-    /// Seconds to wait for the exit before SIGKILL.
-    #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait for the exit before SIGKILL (default: the
+    /// container's --stop-timeout, else 10).
+    #[arg(short, long)]
+    time: Option<u64>,
     /// Container IDs, ID prefixes or names.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -22,7 +23,7 @@ pub struct RestartArgs {
 
 pub async fn restart(root: &Path, a: RestartArgs) -> Outcome {
     each(&a.containers, |name| async move {
-        stop_one(root, name.clone(), libc::SIGTERM, a.time).await?;
+        stop_one(root, name.clone(), None, a.time).await?;
         let mut c = connect(root).await?;
         c.call_value(
             methods::START,

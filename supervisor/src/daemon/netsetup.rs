@@ -89,8 +89,9 @@ pub async fn setup(
         o.publish.clone(),
     );
     let joined = plan.join.as_ref().map(|(_, dir)| dir.clone());
+    let began = std::time::Instant::now();
     tokio::task::spawn_blocking(move || {
-        net::setup(&Setup {
+        let made = net::setup(&Setup {
             config: &config,
             container_id: &id,
             container_dir: &dir,
@@ -98,7 +99,15 @@ pub async fn setup(
             mode: &mode,
             ports: &ports,
             joined_dir: joined.as_deref(),
-        })
+        });
+        if made.is_ok() && mode == NetworkMode::Bridge {
+            // What bridge networking costs at start, for operators and the bench.
+            log::info!(
+                "container {id}: network set up in {} ms",
+                began.elapsed().as_millis()
+            );
+        }
+        made
     })
     .await
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
@@ -112,8 +121,19 @@ pub async fn setup(
 /// `runtime_core::net::teardown`).
 pub async fn teardown(dir: &std::path::Path, id: &str) -> Result<(), String> {
     let (dir, id) = (dir.to_path_buf(), id.to_string());
-    tokio::task::spawn_blocking(move || net::teardown(&dir, &id))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("network teardown: {e}"))
+    tokio::task::spawn_blocking(move || {
+        let began = std::time::Instant::now();
+        let had_network = dir.join(net::NET_STATE).exists();
+        let done = net::teardown(&dir, &id);
+        if done.is_ok() && had_network {
+            log::info!(
+                "container {id}: network torn down in {} ms",
+                began.elapsed().as_millis()
+            );
+        }
+        done
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("network teardown: {e}"))
 }

@@ -217,10 +217,11 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         m::STOP => {
             let p: StopParams = params(&req)?;
             let id = d.registry.resolve(&p.id)?;
-            let timeout = Duration::from_secs(p.timeout.unwrap_or(stop::DEFAULT_TIMEOUT));
+            let (signal, secs) = stop::defaults(d, &id);
+            let timeout = Duration::from_secs(p.timeout.unwrap_or(secs));
             // Also cancels a restart waiting for its delay.
             restart::user_stopped(d, &id);
-            stop::stop(d, &id, p.signal.unwrap_or(libc::SIGTERM), timeout).await?;
+            stop::stop(d, &id, p.signal.unwrap_or(signal), timeout).await?;
             info(d, &id)
         }
         m::TOP => {

@@ -16,6 +16,23 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Default seconds between the signal and SIGKILL.
 pub const DEFAULT_TIMEOUT: u64 = 10;
 
+/// The container's own stop signal and timeout (`run --stop-signal`,
+/// `--stop-timeout`, else the image's StopSignal), else Docker's SIGTERM
+/// and 10 s: what `stop` uses when not told otherwise.
+pub fn defaults(d: &Daemon, id: &str) -> (i32, u64) {
+    let Some(e) = d.registry.get(id) else {
+        return (libc::SIGTERM, DEFAULT_TIMEOUT);
+    };
+    let o = &e.meta.options;
+    let signal = o
+        .stop_signal
+        .as_deref()
+        .or(e.meta.image.as_ref().and_then(|i| i.stop_signal.as_deref()))
+        .and_then(runtime_core::runopts::parse_signal)
+        .unwrap_or(libc::SIGTERM);
+    (signal, o.stop_timeout.map_or(DEFAULT_TIMEOUT, u64::from))
+}
+
 /// Stops a container; Ok once it has exited (or if it was not running).
 pub async fn stop(d: &Daemon, id: &str, signal: i32, timeout: Duration) -> Result<(), RpcError> {
     reconcile::settle(d, id).await;
