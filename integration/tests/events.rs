@@ -100,6 +100,15 @@ fn a_full_lifecycle_in_order_with_exit_codes_live_and_replayed() {
         env.ok(&["run", "--rm", "--", "true"]);
         !follower.seen().is_empty()
     });
+    // The probes' removal (--rm, in the background: with the network
+    // teardown it takes a while) must not interleave with what follows.
+    env.wait_until(10, "the probes' delete events", || {
+        let seen = follower.seen();
+        let has = |id: &Value, t: &str| seen.iter().any(|e| e["id"] == *id && e["type"] == t);
+        seen.iter()
+            .filter(|e| e["type"] == "create")
+            .all(|e| has(&e["id"], "delete"))
+    });
     let out = env.berth(&["run", "--name", "three", "--", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
     let three = id_of(&env, "three");
