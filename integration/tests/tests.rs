@@ -11,6 +11,7 @@ mod util;
 mod attach;
 mod bad_input;
 mod cli;
+mod containerd;
 mod daemon;
 mod events;
 mod images;

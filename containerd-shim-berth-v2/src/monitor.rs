@@ -1,0 +1,220 @@
+//! The monitor: the shim's main thread once it serves. It waits on a
+//! signalfd for SIGCHLD (blocked in every thread), the wake eventfd and
+//! the OOM eventfd; it reaps, records each exit on disk and only then
+//! tells the waiters and containerd.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use runtime_core::exit::ExitRecord;
+
+use crate::publish::{self, topic};
+use crate::shim::{Exit, OomWatch, Phase, Reaped, Shim};
+
+/// How long an exit waits for a terminal's last output to be copied (an
+/// escaped process may hold the pty open forever).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs until Shutdown.
+pub fn run(shim: &Shim, sigfd: &SignalFd) {
+    loop {
+        // A clone of the Arc: the fd stays open while we poll it.
+        let oom = shim.lock().oom.as_ref().map(|w| Arc::clone(&w.efd));
+        let (sig_ready, oom_ready) = {
+            let mut fds = vec![
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(shim.wake_fd().as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(o) = &oom {
+                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => log::error!("poll: {e}"),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(2).is_some_and(ready))
+        };
+        if sig_ready {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+        }
+        let _ = shim.wake_fd().read();
+        reap(shim);
+        loop {
+            let next = {
+                let mut st = shim.lock();
+                if st.exits.is_empty() {
+                    None
+                } else {
+                    Some(st.exits.remove(0))
+                }
+            };
+            match next {
+                Some(r) => finish_exit(shim, r),
+                None => break,
+            }
+        }
+        if oom_ready {
+            on_oom(shim);
+        }
+        if shim.lock().shutdown {
+            return;
+        }
+    }
+}
+
+/// Collects every exited child, with the state lock held (see `shim`).
+fn reap(shim: &Shim) {
+    let mut st = shim.lock();
+    loop {
+        let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => s,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log::warn!("waitpid: {e}");
+                break;
+            }
+        };
+        let Some(pid) = status.pid().map(Pid::as_raw) else {
+            continue;
+        };
+        let owner = st
+            .procs
+            .iter_mut()
+            .find(|(_, p)| p.pid == pid && !p.reaped)
+            .map(|(id, p)| {
+                p.reaped = true;
+                id.clone()
+            });
+        match owner {
+            Some(exec_id) => st.exits.push(Reaped {
+                exec_id,
+                pid,
+                status,
+            }),
+            None if st.spawning > 0 => {
+                st.reaped.insert(pid, status);
+            }
+            // An orphan of the container nobody will ask about.
+            None => {}
+        }
+    }
+    if st.spawning == 0 {
+        st.reaped.clear();
+    }
+    drop(st);
+    shim.changed.notify_all();
+}
+
+/// Records an exit on disk, then tells the waiters, then containerd.
+fn finish_exit(shim: &Shim, r: Reaped) {
+    let done = shim
+        .lock()
+        .procs
+        .get_mut(&r.exec_id)
+        .and_then(|p| p.output_done.take());
+    if let Some(done) = done {
+        if done.recv_timeout(DRAIN).is_err() {
+            log::warn!(
+                "process {}: terminal output still open after {DRAIN:?}; reporting the exit",
+                r.pid
+            );
+        }
+    }
+    let Some(record) = ExitRecord::from_wait(r.pid, r.status) else {
+        return;
+    };
+    let path = shim.bundle.exit_record(&r.exec_id);
+    if let Err(e) = runtime_core::atomic::write_json(&path, &record) {
+        log::error!("record exit of {}: {e}", r.pid);
+    }
+    let at = humantime::parse_rfc3339_weak(&record.finished_at)
+        .unwrap_or_else(|_| std::time::SystemTime::now());
+    let status = u32::try_from(record.exit_code).unwrap_or(255);
+    {
+        let mut st = shim.lock();
+        if let Some(p) = st.procs.get_mut(&r.exec_id) {
+            p.exit = Some(Exit { status, at });
+            p.phase = Phase::Stopped;
+            p.stdin_hold = None;
+            p.held.clear();
+        }
+    }
+    shim.changed.notify_all();
+    let mut ev = publish::TaskExit::new();
+    ev.container_id = shim.id.clone();
+    ev.id = if r.exec_id.is_empty() {
+        shim.id.clone()
+    } else {
+        r.exec_id.clone()
+    };
+    ev.pid = r.pid as u32;
+    ev.exit_status = status;
+    ev.exited_at = Some(publish::to_timestamp(at)).into();
+    shim.publisher.publish(topic::EXIT, &ev);
+}
+
+/// Watches the init's memory cgroup for OOM kills (cgroup v1:
+/// memory.oom_control through cgroup.event_control). On cgroup v2 hosts
+/// or without a memory controller this returns None and logs why.
+pub fn watch_oom(pid: i32) -> Option<OomWatch> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let _hierarchy = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.trim_start_matches('/').to_string())
+    });
+    let Some(rel) = rel else {
+        log::info!("no cgroup v1 memory controller for {pid}: OOM events are not watched");
+        return None;
+    };
+    let cgroup = Path::new("/sys/fs/cgroup/memory").join(rel);
+    let register = || -> std::io::Result<OomWatch> {
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let control = std::fs::File::open(cgroup.join("memory.oom_control"))?;
+        std::fs::write(
+            cgroup.join("cgroup.event_control"),
+            format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd()),
+        )?;
+        Ok(OomWatch {
+            efd: Arc::new(efd),
+            cgroup: cgroup.clone(),
+        })
+    };
+    match register() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!("watch OOM in {}: {e}", cgroup.display());
+            None
+        }
+    }
+}
+
+fn on_oom(shim: &Shim) {
+    let mut st = shim.lock();
+    let Some(w) = st.oom.as_ref() else { return };
+    let _ = w.efd.read();
+    // A v1 eventfd also fires when its cgroup is removed: no OOM then.
+    if !w.cgroup.join("memory.oom_control").exists() {
+        st.oom = None;
+        return;
+    }
+    drop(st);
+    let mut ev = publish::TaskOOM::new();
+    ev.container_id = shim.id.clone();
+    shim.publisher.publish(topic::OOM, &ev);
+}

@@ -1,0 +1,284 @@
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Stdio;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::harness::{is_zombie, Ctrd, RUNTIME, SHIM};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn ctrd_run_rm_gives_output_and_exit_code() {
+    let Some(c) = Ctrd::new() else { return };
+    let rootfs = c.rootfs.to_string_lossy().into_owned();
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        &rootfs,
+        "r1",
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(text(&out.stdout), "out\n", "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", c.log());
+    // --rm: the task, the container and the shim are gone.
+    assert!(c.tasks().is_empty());
+    assert!(!c.ok(&["container", "ls", "-q"]).contains("r1"));
+    c.wait_until(10, "the shim to exit", || c.shims().is_empty());
+    assert!(!c.bundle("r1").exists(), "the bundle was removed");
+}
+
+#[test]
+fn ctrd_detached_exec_pause_resume_ps_metrics_kill_delete() {
+    let Some(c) = Ctrd::new() else { return };
+    c.run_detached("d1", &["/bin/sh", "-c", "while true; do sleep 1; done"]);
+    let (pid, status) = c.task("d1").expect("listed");
+    assert_eq!(status, "RUNNING");
+
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "d1",
+        "/bin/sh",
+        "-c",
+        "echo in-exec; exit 5",
+    ]);
+    assert_eq!(text(&out.stdout), "in-exec\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5));
+
+    let ps = c.ok(&["task", "ps", "d1"]);
+    assert!(
+        ps.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "the init is in ps: {ps}"
+    );
+
+    c.ok(&["task", "pause", "d1"]);
+    assert_eq!(c.task("d1").expect("listed").1, "PAUSED");
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        state.contains("State:\tS") || state.contains("State:\tD"),
+        "{state}"
+    );
+    c.ok(&["task", "resume", "d1"]);
+    assert_eq!(c.task("d1").expect("listed").1, "RUNNING");
+
+    let metrics = c.ok(&["task", "metrics", "d1"]);
+    let pids_current = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pids.current"))
+        .map(str::trim)
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("pids.current in metrics");
+    assert!(pids_current >= 1, "{metrics}");
+    assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
+
+    c.ok(&["task", "kill", "-s", "KILL", "d1"]);
+    c.wait_until(10, "the task to stop", || {
+        c.task("d1").is_some_and(|(_, s)| s == "STOPPED")
+    });
+    // A stopped process cannot be signalled: containerd's NotFound.
+    let again = c.ctr(&["task", "kill", "d1"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("process already finished"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let del = c.ctr(&["task", "delete", "d1"]);
+    assert!(del.status.success(), "{}", text(&del.stderr));
+    assert!(
+        text(&del.stderr).contains("exit code 137"),
+        "{}",
+        text(&del.stderr)
+    );
+    assert!(c.task("d1").is_none());
+    c.ok(&["container", "rm", "d1"]);
+    c.wait_until(10, "the shim to exit", || c.shims().is_empty());
+}
+
+#[test]
+fn ctrd_tty_is_a_real_pty_with_the_clients_size() {
+    let Some(c) = Ctrd::new() else { return };
+    let ws = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 77,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+    let slave: OwnedFd = pty.slave;
+    let rootfs = c.rootfs.to_string_lossy().into_owned();
+    let mut child = c
+        .cmd(&[
+            "run",
+            "--rm",
+            "-t",
+            "--runtime",
+            RUNTIME,
+            "--rootfs",
+            &rootfs,
+            "t1",
+            "/bin/sh",
+            "-c",
+            "tty; stty size; exit 4",
+        ])
+        .stdin(Stdio::from(
+            slave.as_fd().try_clone_to_owned().expect("dup"),
+        ))
+        .stdout(Stdio::from(
+            slave.as_fd().try_clone_to_owned().expect("dup"),
+        ))
+        .stderr(Stdio::from(
+            slave.as_fd().try_clone_to_owned().expect("dup"),
+        ))
+        .spawn()
+        .expect("spawn ctr");
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave fd (ctr's) closes.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    let status = child.wait().expect("wait ctr");
+    let out = text(&reader.join().expect("reader"));
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(
+        out.contains("33 77"),
+        "the pty has the client's size: {out}"
+    );
+    assert_eq!(status.code(), Some(4), "{out}");
+}
+
+#[test]
+fn ctrd_exit_while_containerd_is_down_keeps_its_true_status() {
+    let Some(mut c) = Ctrd::new() else { return };
+    c.run_detached(
+        "x1",
+        &[
+            "/bin/sh",
+            "-c",
+            "while [ ! -e /go ]; do sleep 0.05; done; exit 7",
+        ],
+    );
+    c.kill_containerd();
+    std::fs::write(c.rootfs.join("go"), b"").expect("trigger");
+    // The shim records the exit on disk before telling anyone.
+    let record = c.bundle("x1").join("exit");
+    c.wait_until(10, "the exit record", || record.exists());
+    c.start_containerd();
+    assert_eq!(c.task("x1").expect("listed after restart").1, "STOPPED");
+    let del = c.ctr(&["task", "delete", "x1"]);
+    assert!(del.status.success(), "{}", text(&del.stderr));
+    assert!(
+        text(&del.stderr).contains("exit code 7"),
+        "the true status after the restart: {}",
+        text(&del.stderr)
+    );
+}
+
+#[test]
+fn ctrd_restart_finds_every_task_running_with_the_same_pids() {
+    let Some(mut c) = Ctrd::new() else { return };
+    let ids: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    for id in &ids {
+        c.run_detached(id, &["/bin/sleep", "1000"]);
+    }
+    let mut before = c.tasks();
+    before.sort();
+    assert_eq!(before.len(), ids.len());
+    c.kill_containerd();
+    c.start_containerd();
+    let mut after = c.tasks();
+    after.sort();
+    assert_eq!(
+        after, before,
+        "same tasks, PIDs and status after the restart"
+    );
+    assert!(after.iter().all(|(_, _, s)| s == "RUNNING"), "{after:?}");
+    // And they are still under control: kill and wait through the new containerd.
+    c.ok(&["task", "kill", "-s", "KILL", "k0"]);
+    c.wait_until(10, "k0 to stop", || {
+        c.task("k0").is_some_and(|(_, s)| s == "STOPPED")
+    });
+}
+
+#[test]
+fn ctrd_killed_shim_leaves_no_container_behind() {
+    let Some(c) = Ctrd::new() else { return };
+    c.run_detached("s1", &["/bin/sleep", "1000"]);
+    let (pid, _) = c.task("s1").expect("listed");
+    let shim: i32 = std::fs::read_to_string(c.bundle("s1").join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    kill(Pid::from_raw(shim), Signal::SIGKILL).expect("kill the shim");
+    // containerd runs `shim delete` on the bundle, then removes it.
+    c.wait_until(15, "containerd to clean up after the shim", || {
+        !c.bundle("s1").exists()
+    });
+    assert!(c.task("s1").is_none(), "{:?}", c.tasks());
+    c.wait_until(10, "the container's init to die", || is_zombie(pid as i32));
+    assert!(c.shims().is_empty());
+    assert!(
+        c.log().contains("cleaning up dead shim"),
+        "containerd saw the shim die"
+    );
+}
+
+#[test]
+fn ctrd_shim_refuses_bad_command_lines() {
+    let Some(c) = Ctrd::new() else { return };
+    let shim = c.bin.join(SHIM);
+    let out = std::process::Command::new(&shim)
+        .args(["-nope", "start"])
+        .output()
+        .expect("run shim");
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "containerd-shim-berth-v2: flag provided but not defined: -nope"
+    );
+    let out = std::process::Command::new(&shim)
+        .args([
+            "-namespace",
+            "default",
+            "-address",
+            "/x",
+            "-id",
+            "../x",
+            "start",
+        ])
+        .current_dir(c.dir.path())
+        .output()
+        .expect("run shim");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("invalid task id \"../x\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!c.dir.path().join("address").exists(), "nothing written");
+}
