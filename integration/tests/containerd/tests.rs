@@ -134,7 +134,9 @@ fn ctrd_tty_is_a_real_pty_with_the_clients_size() {
             "t1",
             "/bin/sh",
             "-c",
-            "tty; stty size; exit 4",
+            // ctr sends the size (ResizePty) just after Start: wait for it.
+            "tty; i=0; until stty size 2>/dev/null | grep -q 33; do \
+             i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done; stty size; exit 4",
         ])
         .stdin(Stdio::from(
             slave.as_fd().try_clone_to_owned().expect("dup"),
