@@ -714,3 +714,54 @@ fn stop_uses_the_containers_stop_signal_and_timeout() {
     env.ok(&["rm", &a, &b, &c]);
     env.assert_clean();
 }
+
+#[test]
+fn an_exited_container_runs_again_with_its_network() {
+    let Some(env) = Env::new() else { return };
+    let a = id_of(&env.ok(&["run", "-d", "--name", "a", "--", "sleep", "1000"]));
+    let b = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--network",
+        "container:a",
+        "--",
+        "sh",
+        "-c",
+        "ip addr; sleep 1000",
+    ]));
+    env.ok(&["kill", "-s", "KILL", "b"]);
+    env.ok(&["kill", "-s", "KILL", "a"]);
+    env.wait_until(10, "both to exit", || {
+        env.inspect("a")["status"] == "exited" && env.inspect("b")["status"] == "exited"
+    });
+    // As after a reboot: a's namespace is gone (its veth with it).
+    let ns = env.root.join("containers").join(&a).join("netns");
+    nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    env.ok(&["start", "a"]);
+    let ip2 = env.inspect("a")["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip2.starts_with(&env.net.prefix), "{ip2}");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:a",
+        "--",
+        "ip",
+        "addr",
+    ]);
+    assert!(out.contains(&ip2), "{ip2} not in {out}");
+    // b joins a as it runs now (another PID than when b was made).
+    env.ok(&["start", "b"]);
+    env.wait_until(10, "b to print its addresses again", || {
+        stdout(&env.berth(&["logs", "b"])).matches(&*ip2).count() >= 1
+            && stdout(&env.berth(&["logs", "b"])).matches(" lo").count() >= 2
+    });
+    env.ok(&["rm", "-f", "b", "a"]);
+    assert_no_leftovers(&env, &[&a, &b]);
+    env.assert_clean();
+}

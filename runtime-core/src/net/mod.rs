@@ -15,6 +15,7 @@
 //! idempotent.
 
 mod cni;
+mod masq;
 pub mod netns;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
@@ -442,9 +443,11 @@ pub fn teardown(container_dir: &Path, container_id: &str) -> Result<(), NetError
                 "protocol": p.protocol.to_string(),
                 "hostIP": p.host_ip,
             })).collect::<Vec<_>>()});
-            // A namespace that never got made is passed as empty: plugins
-            // then skip the in-namespace part and still free host state.
-            let ns_arg = if ns.exists() {
+            // A namespace that is not there (never made, or its file left
+            // unmounted by a reboot or a crash mid-create) is passed as
+            // empty: the plugins then skip the in-namespace part and still
+            // free the host's (a plain file would make them fail).
+            let ns_arg = if netns::is_mounted(&ns) {
                 ns.clone()
             } else {
                 PathBuf::new()
@@ -460,6 +463,9 @@ pub fn teardown(container_dir: &Path, container_id: &str) -> Result<(), NetError
                 },
                 state.result.as_ref(),
             )?;
+            if ns_arg.as_os_str().is_empty() {
+                masq::remove_leftovers(NETWORK_NAME, container_id);
+            }
         }
     }
     netns::remove(&ns)?;

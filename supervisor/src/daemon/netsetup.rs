@@ -137,3 +137,52 @@ pub async fn teardown(dir: &std::path::Path, id: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("network teardown: {e}"))
 }
+
+/// Before an exited container runs again (`start`, `restart`, a restart
+/// policy): a bridge container whose namespace is gone (a reboot, or a
+/// teardown) gets its network set up anew; `container:<name>` joins that
+/// container's namespace as it is now (its process has another PID after
+/// a restart), so the OCI config is pointed at it again.
+pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
+    let Some(entry) = d.registry.get(id) else {
+        return Ok(());
+    };
+    let o = &entry.meta.options;
+    let paths = d.root.container(id);
+    let dir = paths.dir().to_path_buf();
+    match &o.network {
+        NetworkMode::Bridge => {
+            if net::netns::is_mounted(&dir.join(net::NETNS)) {
+                return Ok(());
+            }
+            log::info!(
+                "container {id}: its network namespace is gone; setting the network up again"
+            );
+            teardown(&dir, id)
+                .await
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
+            let spec = runtime_core::spec::load_bundle_config(&paths.bundle())
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+            let hostname = spec
+                .hostname()
+                .clone()
+                .unwrap_or_else(|| entry.meta.name.clone());
+            setup(d, id, &hostname, o, &Plan { join: None }).await?;
+            Ok(())
+        }
+        NetworkMode::Container(_) => {
+            let plan = plan(d, o)?;
+            let mut spec = runtime_core::spec::load_bundle_config(&paths.bundle())
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+            net::configure_spec(
+                &mut spec,
+                &o.network,
+                &dir,
+                plan.join.as_ref().map(|(ns, _)| ns.as_path()),
+            );
+            runtime_core::spec::write_config(&spec, &paths.bundle())
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+        }
+        NetworkMode::None | NetworkMode::Host => Ok(()),
+    }
+}

@@ -112,6 +112,7 @@ async fn rerun_steps(
         })?;
     }
     let _ = std::fs::remove_file(paths.dir().join(LOST));
+    super::netsetup::prepare_rerun(d, id).await?;
     let mut meta = before.meta.clone();
     meta.restart_count += 1;
     atomic::write_json(&paths.meta(), &meta).map_err(internal)?;
