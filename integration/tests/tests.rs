@@ -21,6 +21,7 @@ mod net;
 mod policy;
 mod restart;
 mod run;
+mod shim_limits;
 mod stats;
 mod stdio;
 mod verbs;

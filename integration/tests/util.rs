@@ -75,6 +75,8 @@ pub struct Env {
     pub berthd_env: Vec<(String, String)>,
     /// This instance's own bridge and subnet (tests run in parallel).
     pub net: crate::netutil::NetClaim,
+    /// The root is a tmpfs of ours (`mount_root_tmpfs`): unmounted on drop.
+    root_mounted: bool,
 }
 
 impl Env {
@@ -104,7 +106,27 @@ impl Env {
             berthd_args: Vec::new(),
             berthd_env: Vec::new(),
             net,
+            root_mounted: false,
         })
+    }
+
+    /// Puts the (not yet used) root on a tmpfs of `size` bytes, so a test
+    /// can fill the disk under berth. Unmounted when the Env drops.
+    pub fn mount_root_tmpfs(&mut self, size: u64) {
+        assert!(
+            self.berthd.is_none(),
+            "mount the root before starting berthd"
+        );
+        std::fs::create_dir_all(&self.root).expect("root dir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &self.root,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .expect("mount tmpfs root");
+        self.root_mounted = true;
     }
 
     /// Starts berthd and waits until its socket accepts.
@@ -379,6 +401,10 @@ impl Drop for Env {
                 let _ = runtime_core::rootfs::unmount_if_mounted(&e.path().join("bundle/rootfs"));
             }
         }
+        if self.root_mounted {
+            // Detached: a shim that was slow to die cannot keep it busy.
+            let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -395,6 +421,61 @@ pub fn stderr(o: &Output) -> String {
 /// Copies berth's default rootfs builder output into `dir` (a user rootfs).
 pub fn make_rootfs(dir: &Path) {
     runtime_core::rootfs::ensure_default(dir).expect("build a rootfs");
+}
+
+/// A raw control client speaking JSON frames directly to a shim.
+pub struct RawControl {
+    pub stream: std::os::unix::net::UnixStream,
+    next_id: u64,
+}
+
+impl RawControl {
+    /// Connects to `name`'s shim control socket, without a hello.
+    pub fn connect_silent(env: &Env, name: &str) -> RawControl {
+        let id = env.inspect(name)["id"].as_str().expect("id").to_string();
+        let sock = env.root.join("containers").join(id).join("shim.sock");
+        let stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect control");
+        // A shim that never answers fails the test instead of hanging it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        RawControl { stream, next_id: 1 }
+    }
+
+    /// Connects and says hello.
+    pub fn connect(env: &Env, name: &str) -> RawControl {
+        let mut c = RawControl::connect_silent(env, name);
+        let hello = c.call(
+            "hello",
+            serde_json::json!({"major": runtime_core::protocol::PROTOCOL_MAJOR, "minor": 0, "agent": "test"}),
+        );
+        assert!(hello.get("result").is_some(), "hello: {hello}");
+        c
+    }
+
+    /// Sends one request without waiting for the reply.
+    pub fn send(&mut self, method: &str, params: serde_json::Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = serde_json::json!({"id": id, "method": method, "params": params});
+        runtime_core::frame::write_frame(&mut self.stream, 0, req.to_string().as_bytes())
+            .expect("request frame");
+        id
+    }
+
+    /// Reads one reply.
+    pub fn recv(&mut self) -> serde_json::Value {
+        let f = runtime_core::frame::read_frame(&mut self.stream)
+            .expect("reply")
+            .expect("reply frame");
+        serde_json::from_slice(&f.payload).expect("reply json")
+    }
+
+    /// One request and its reply.
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.send(method, params);
+        self.recv()
+    }
 }
 
 /// A raw attach client speaking the protocol directly to a shim.

@@ -18,7 +18,7 @@ use crate::exit::ExitRecord;
 /// Major version: bumped on any incompatible change.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Minor version: bumped when methods or optional fields are added.
-pub const PROTOCOL_MINOR: u32 = 0;
+pub const PROTOCOL_MINOR: u32 = 1;
 
 /// A request frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +159,9 @@ pub enum ShimStatus {
     Created,
     /// Started and not yet reaped.
     Running,
+    /// Frozen by `pause` (the runtime's freezer); `resume` thaws it.
+    /// Added in protocol 1.1.
+    Paused,
     /// Reaped, output drained, exit record written.
     Stopped,
 }
@@ -194,6 +197,19 @@ pub mod shim_methods {
     pub const WAIT: &str = "wait";
     /// `runc delete`, then the shim exits.
     pub const DELETE: &str = "delete";
+    /// `runc pause`: freezes every process of a running container; the
+    /// state says `paused` until `resume`. Since protocol 1.1.
+    pub const PAUSE: &str = "pause";
+    /// `runc resume`: thaws a paused container. Since protocol 1.1.
+    pub const RESUME: &str = "resume";
+}
+
+impl ShimStatus {
+    /// The container's processes exist (running or frozen): it must be
+    /// stopped before it can be removed.
+    pub fn is_alive(self) -> bool {
+        matches!(self, ShimStatus::Running | ShimStatus::Paused)
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,20 @@ impl Runc {
         cmd
     }
 
+    /// `runc pause ID`: freeze every process of the container.
+    pub fn pause(&self, id: &str) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("pause").arg(id);
+        cmd
+    }
+
+    /// `runc resume ID`: thaw a paused container.
+    pub fn resume(&self, id: &str) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("resume").arg(id);
+        cmd
+    }
+
     /// `runc delete [--force] ID`: plain delete once the init is reaped.
     pub fn delete(&self, id: &str, force: bool) -> Command {
         let mut cmd = self.base();
@@ -118,6 +132,33 @@ impl Runc {
             }
         }
         last_error(&text).unwrap_or_else(|| fallback.to_string())
+    }
+}
+
+/// What to tell a user when the runtime failed without a message of its
+/// own: "runc create was killed by SIGKILL", "runc start exited with
+/// status 2". Never a Rust Debug rendering of the wait status.
+pub fn failure_text(binary: &Path, op: &str, status: nix::sys::wait::WaitStatus) -> String {
+    let name = binary.file_name().map_or_else(
+        || binary.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    match status {
+        nix::sys::wait::WaitStatus::Signaled(..) => {
+            format!("{name} {op} failed: {name} {}", status_text(status))
+        }
+        _ => format!("{name} {op} failed: it {}", status_text(status)),
+    }
+}
+
+/// How a process ended, in words: "exited with status 2", "was killed
+/// by SIGKILL".
+pub fn status_text(status: nix::sys::wait::WaitStatus) -> String {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
+        _ => "stopped in an unexpected way".to_string(),
     }
 }
 
@@ -148,6 +189,25 @@ mod tests {
         let msg = last_error(log).unwrap();
         assert!(msg.contains("executable file not found"), "{msg}");
         assert_eq!(last_error("{}"), None);
+    }
+
+    #[test]
+    fn failures_are_told_in_words_not_debug_text() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(12546);
+        let killed = failure_text(
+            Path::new("/usr/sbin/runc"),
+            "create",
+            WaitStatus::Signaled(pid, Signal::SIGKILL, false),
+        );
+        assert_eq!(killed, "runc create failed: runc was killed by SIGKILL");
+        let exited = failure_text(Path::new("runc"), "start", WaitStatus::Exited(pid, 2));
+        assert_eq!(exited, "runc start failed: it exited with status 2");
+        for text in [killed, exited] {
+            assert!(!text.contains("Pid("), "{text}");
+        }
     }
 
     #[test]

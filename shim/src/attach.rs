@@ -1,11 +1,18 @@
 //! The shim's attach socket: clients connect straight to the shim, not
 //! through berthd, so a session survives a berthd restart.
 //!
-//! Every client has a bounded output queue (`CLIENT_QUEUE_LIMIT`). A client
-//! that stops reading is cut off when its queue is full; the container,
-//! the log and the other clients never wait for it. Input from clients is
+//! Every client has a bounded output queue (`CLIENT_QUEUE_LIMIT`). While a
+//! client is over it, the shim stops reading the container's output (so a
+//! briefly slow reader loses nothing), which delays the container, the log
+//! and the other clients. That delay is charged to the client against a
+//! stall budget (`StallBudget`): at most `STALL_BUDGET_MAX` at once, refilled
+//! at `STALL_REFILL_PER_SEC` per second attached. A client that spends it
+//! is cut off, so the total delay one client can cause is bounded, whether
+//! it stalls once for long or often for a little. Input from clients is
 //! bounded too: past `STDIN_BUFFER_LIMIT` we stop reading from them until
-//! the container has consumed what is buffered.
+//! the container has consumed what is buffered. A client that does not
+//! send its handshake within `HANDSHAKE_LIMIT` is closed, and when all
+//! slots are taken the oldest client that has not handshaken makes room.
 
 use std::collections::HashSet;
 
@@ -25,21 +32,84 @@ use crate::stdio;
 /// Output queued for one client before the shim stops reading the
 /// container's output to let it catch up.
 pub const CLIENT_QUEUE_LIMIT: usize = 4 << 20;
-/// How long a client may hold the output back (queue over the limit)
-/// before it is cut off: a slow client gets every byte, a stuck one
-/// delays the container, the log and the others by at most this.
-pub const STALL_LIMIT: Duration = Duration::from_millis(500);
+/// The most stall time a client may have in hand: how long one stall may
+/// last before the client is cut off.
+pub const STALL_BUDGET_MAX: Duration = Duration::from_millis(500);
+/// Stall time a client earns per second attached: the share of the
+/// container's time a client that keeps falling behind may take.
+pub const STALL_REFILL_PER_SEC: Duration = Duration::from_millis(50);
 /// Attach clients at once.
-const MAX_ATTACH_CLIENTS: usize = 128;
+pub const MAX_ATTACH_CLIENTS: usize = 128;
+/// How long a new client may take to send its handshake.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The delay one client may still cause: a token bucket of stall time.
+#[derive(Debug, Clone, Copy)]
+pub struct StallBudget {
+    left: Duration,
+    /// When `left` was last brought up to date.
+    at: Instant,
+    /// Since when the client has been holding the output back.
+    since: Option<Instant>,
+}
+
+impl StallBudget {
+    /// A full budget.
+    pub fn new(now: Instant) -> Self {
+        StallBudget {
+            left: STALL_BUDGET_MAX,
+            at: now,
+            since: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned =
+            STALL_REFILL_PER_SEC.mul_f64(now.saturating_duration_since(self.at).as_secs_f64());
+        self.left = (self.left + earned).min(STALL_BUDGET_MAX);
+        self.at = now;
+    }
+
+    /// The client started holding the output back.
+    pub fn stall(&mut self, now: Instant) {
+        if self.since.is_none() {
+            self.refill(now);
+            self.since = Some(now);
+        }
+    }
+
+    /// The client caught up: the stall is charged.
+    pub fn caught_up(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            self.left = self
+                .left
+                .saturating_sub(now.saturating_duration_since(since));
+            self.at = now;
+        }
+    }
+
+    /// True while the client holds the output back.
+    pub fn stalled(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// When the current stall exhausts the budget.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|t| t + self.left)
+    }
+}
 
 /// One attached client.
 pub struct AttachClient {
     conn: Conn,
     request: Option<AttachRequest>,
-    /// Exit sent: close once the queue is flushed.
+    /// Exit sent or cut off: nothing more is queued; close once the
+    /// queue is flushed.
     closing: bool,
-    /// Since when the queue has been over the limit.
-    full_since: Option<Instant>,
+    /// The delay it may still cause by falling behind.
+    stall: StallBudget,
+    /// When it connected (for the handshake limit).
+    accepted: Instant,
 }
 
 impl AttachClient {
@@ -64,13 +134,18 @@ pub struct Rereads {
 impl Shim {
     pub fn accept_attaches(&mut self) {
         while let Some(stream) = accept_one(&self.attach_listener, "attach") {
+            if self.attaches.len() >= MAX_ATTACH_CLIENTS {
+                self.evict_silent_attach();
+            }
             match self.admit(stream, self.attaches.len(), MAX_ATTACH_CLIENTS) {
                 Ok((token, stream)) => {
+                    let now = Instant::now();
                     let client = AttachClient {
                         conn: Conn::new(stream),
                         request: None,
                         closing: false,
-                        full_since: None,
+                        stall: StallBudget::new(now),
+                        accepted: now,
                     };
                     self.attaches.insert(token, client);
                 }
@@ -81,6 +156,44 @@ impl Shim {
                     let _ = c.flush();
                 }
             }
+        }
+    }
+
+    /// Makes room by closing the oldest client that never handshook, if any.
+    fn evict_silent_attach(&mut self) {
+        let victim = self
+            .attaches
+            .iter()
+            .filter(|(_, c)| c.request.is_none())
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(t, _)| *t);
+        if let Some(token) = victim {
+            log::warn!("{MAX_ATTACH_CLIENTS} attach clients connected: closing the oldest that never sent a handshake");
+            self.remove_attach(token);
+        }
+    }
+
+    /// Handshake deadlines of clients that have not sent one yet.
+    pub fn attach_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.attaches
+            .values()
+            .filter(|c| c.request.is_none() && !c.closing)
+            .map(|c| c.accepted + HANDSHAKE_LIMIT)
+    }
+
+    /// Closes clients that did not handshake in time.
+    pub fn expire_attaches(&mut self, now: Instant) {
+        let late: Vec<Token> = self
+            .attaches
+            .iter()
+            .filter(|(_, c)| {
+                c.request.is_none() && !c.closing && now >= c.accepted + HANDSHAKE_LIMIT
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for token in late {
+            let msg = format!("berth: no attach handshake within {HANDSHAKE_LIMIT:?}");
+            self.cut_off(token, &msg);
         }
     }
 
@@ -204,7 +317,7 @@ impl Shim {
             if client.conn.flush().is_err() {
                 gone.push(*token);
             } else if client.conn.queued() > CLIENT_QUEUE_LIMIT {
-                client.full_since.get_or_insert_with(Instant::now);
+                client.stall.stall(Instant::now());
             }
         }
         for token in gone {
@@ -220,16 +333,15 @@ impl Shim {
     /// True while some client is over its queue limit: the container's
     /// output is left in the pipe until it catches up or is cut off.
     pub fn output_paused(&self) -> bool {
-        self.attaches.values().any(|c| c.full_since.is_some())
+        self.attaches.values().any(|c| c.stall.stalled())
     }
 
     /// The earliest moment a stalled client must be cut off.
     pub fn stall_deadline(&self) -> Option<Instant> {
         self.attaches
             .values()
-            .filter_map(|c| c.full_since)
+            .filter_map(|c| c.stall.deadline())
             .min()
-            .map(|t| t + STALL_LIMIT)
     }
 
     /// Cuts off clients that held the output back too long (or all that
@@ -239,12 +351,14 @@ impl Shim {
         let stalled: Vec<Token> = self
             .attaches
             .iter()
-            .filter(|(_, c)| c.full_since.is_some_and(|t| all || now >= t + STALL_LIMIT))
+            .filter(|(_, c)| {
+                c.stall.stalled() && (all || c.stall.deadline().is_some_and(|d| now >= d))
+            })
             .map(|(t, _)| *t)
             .collect();
         for token in &stalled {
             let msg = format!(
-                "berth: this client stayed {CLIENT_QUEUE_LIMIT} bytes behind the container's output for {STALL_LIMIT:?} and was cut off; `berth logs` has everything"
+                "berth: this client fell {CLIENT_QUEUE_LIMIT} bytes behind the container's output too long or too often (it may hold the output back {STALL_BUDGET_MAX:?} at a time, {STALL_REFILL_PER_SEC:?} per second attached) and was cut off; `berth logs` has everything"
             );
             log::warn!("attach client cut off: too slow");
             self.cut_off(*token, &msg);
@@ -256,10 +370,12 @@ impl Shim {
     pub fn announce_exit(&mut self) {
         let tokens: Vec<Token> = self.attaches.keys().copied().collect();
         for token in tokens {
+            // A client that was cut off got its error frame as the last
+            // word; an exit after it would contradict it.
             let handshaken = self
                 .attaches
                 .get(&token)
-                .is_some_and(|c| c.request.is_some());
+                .is_some_and(|c| c.request.is_some() && !c.closing);
             if handshaken {
                 self.send_exit(token);
                 self.flush_attach(token);
@@ -280,9 +396,9 @@ impl Shim {
             return;
         };
         let failed = c.conn.flush().is_err();
-        if c.full_since.is_some() && c.conn.queued() <= CLIENT_QUEUE_LIMIT {
+        if c.stall.stalled() && c.conn.queued() <= CLIENT_QUEUE_LIMIT {
             // Caught up: the event loop resumes reading the container.
-            c.full_since = None;
+            c.stall.caught_up(Instant::now());
         }
         if failed || (c.closing && c.conn.queued() == 0) {
             self.remove_attach(token);
@@ -298,7 +414,7 @@ impl Shim {
             c.conn.discard_unsent_frames();
             c.conn.queue_always(proto::TAG_ERROR, why.as_bytes());
             c.closing = true;
-            c.full_since = None;
+            c.stall.caught_up(Instant::now());
         }
         self.flush_attach(token);
     }
@@ -320,5 +436,62 @@ impl Shim {
         for token in tokens {
             self.read_attach(token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn one_long_stall_gets_the_whole_budget() {
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(t0);
+        b.stall(t0);
+        assert_eq!(b.deadline(), Some(t0 + STALL_BUDGET_MAX));
+    }
+
+    #[test]
+    fn many_short_stalls_add_up_to_a_cut() {
+        // The client: falls behind for 300 ms, catches up for an
+        // instant, again and again. No single stall reaches 500 ms.
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(t0);
+        let mut now = t0;
+        let mut cut_at = None;
+        for round in 0..10 {
+            b.stall(now);
+            let deadline = b.deadline().unwrap();
+            if deadline <= now + MS(300) {
+                cut_at = Some(round);
+                break;
+            }
+            now += MS(300);
+            b.caught_up(now);
+            now += MS(1);
+        }
+        assert_eq!(cut_at, Some(1), "cut off in the second stall");
+    }
+
+    #[test]
+    fn the_budget_refills_with_time_up_to_its_cap() {
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(t0);
+        b.stall(t0);
+        b.caught_up(t0 + MS(400));
+        // 100 ms left; two seconds later 100 ms more were earned.
+        let later = t0 + MS(2400);
+        b.stall(later);
+        assert_eq!(
+            b.deadline(),
+            Some(later + MS(100) + STALL_REFILL_PER_SEC * 2)
+        );
+        b.caught_up(later);
+        // A long quiet time never gives more than the cap.
+        let much_later = later + Duration::from_secs(3600);
+        b.stall(much_later);
+        assert_eq!(b.deadline(), Some(much_later + STALL_BUDGET_MAX));
     }
 }

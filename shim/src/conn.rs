@@ -1,9 +1,11 @@
 //! A framed, non-blocking socket connection with an output queue whose
 //! size its owner watches (see `attach` for the bound on clients).
 //!
-//! Used for control and attach clients alike: read until WouldBlock into
-//! a frame decoder, queue replies, flush until WouldBlock. The queue has a
-//! hard limit so a client that stops reading costs at most that much.
+//! Used for control and attach clients alike: read until WouldBlock (or a
+//! byte budget) into a frame decoder, queue replies, flush until
+//! WouldBlock. The queue itself takes whatever it is given: its owners
+//! watch `queued` and stop feeding, cut off or drop a client past their
+//! own bounds (`control`, `attach`).
 
 use std::io::{self, Read, Write};
 
@@ -47,12 +49,8 @@ impl Conn {
         }
     }
 
-    /// Reads all available bytes and returns the complete frames.
-    pub fn read_frames(&mut self, frames: &mut Vec<Frame>) -> runtime_core::Result<ReadOutcome> {
-        self.read_frames_bounded(frames, usize::MAX)
-    }
-
-    /// Like `read_frames`, but stops after about `budget` bytes.
+    /// Reads available bytes, about `budget` at most, and returns the
+    /// complete frames.
     pub fn read_frames_bounded(
         &mut self,
         frames: &mut Vec<Frame>,

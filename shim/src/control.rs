@@ -1,6 +1,15 @@
-//! The shim's control socket: berthd asks for state, start, kill, wait
-//! and delete. One JSON request per frame, answered in order; `wait` is a
-//! long poll answered when the container has exited.
+//! The shim's control socket: berthd asks for state, start, kill, wait,
+//! pause, resume and delete. One JSON request per frame, answered in
+//! order; `wait` is a long poll answered when the container has exited.
+//!
+//! Every client is bounded: what is read from it per turn of the loop,
+//! its pending `wait`s, its unsent replies, how long it may take to send
+//! its first request and how long it may sit idle. When all slots are
+//! taken a new client evicts the least recently active one (idle ones
+//! first), so berthd can always get in.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use serde_json::{json, Value};
@@ -14,27 +23,127 @@ use runtime_core::protocol::{
 use crate::conn::{Conn, ReadOutcome};
 use crate::server::{accept_one, check_status, Shim};
 
-/// Unsent replies a control client may accumulate.
-const CONTROL_QUEUE_LIMIT: usize = 4 << 20;
+/// Unsent replies a control client may accumulate before it is dropped.
+const CONTROL_QUEUE_LIMIT: usize = 1 << 20;
 /// Control clients at once; berthd needs one or two.
-const MAX_CONTROL_CLIENTS: usize = 64;
+pub const MAX_CONTROL_CLIENTS: usize = 64;
+/// `wait` long polls one connection may hold; each costs a reply slot.
+pub const MAX_WAITS_PER_CLIENT: usize = 8;
+/// Bytes read from one client per turn of the event loop: a client that
+/// pours requests in is served a slice at a time, its replies bounded by
+/// the queue limit, and the others get their turn.
+const CONTROL_READ_BUDGET: usize = 64 * 1024;
+/// How long a new client may take to send its first request.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+/// A client with no pending `wait` and nothing to send is closed after
+/// this long without a request (berthd connects per call).
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// One control connection.
+pub struct ControlClient {
+    conn: Conn,
+    /// When it connected, or sent its last request.
+    last_active: Instant,
+    /// It has sent a request (berthd's first is `hello`).
+    greeted: bool,
+    /// Its pending `wait` requests.
+    waits: usize,
+}
+
+impl ControlClient {
+    /// When this client is closed unless it does something, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.greeted {
+            Some(self.last_active + HANDSHAKE_LIMIT)
+        } else if self.waits == 0 && self.conn.queued() == 0 {
+            Some(self.last_active + IDLE_LIMIT)
+        } else {
+            None
+        }
+    }
+}
+
+/// Control clients whose input was left unread (read budget).
+#[derive(Default)]
+pub struct ControlRereads {
+    pub tokens: HashSet<Token>,
+}
 
 impl Shim {
     pub fn accept_controls(&mut self) {
         while let Some(stream) = accept_one(&self.control_listener, "control") {
+            if self.controls.len() >= MAX_CONTROL_CLIENTS {
+                self.evict_control();
+            }
             match self.admit(stream, self.controls.len(), MAX_CONTROL_CLIENTS) {
                 Ok((token, stream)) => {
-                    self.controls.insert(token, Conn::new(stream));
+                    let client = ControlClient {
+                        conn: Conn::new(stream),
+                        last_active: Instant::now(),
+                        greeted: false,
+                        waits: 0,
+                    };
+                    self.controls.insert(token, client);
                 }
                 Err((_, why)) => log::warn!("control client {why}"),
             }
         }
     }
 
+    /// Makes room for one more client: closes the least recently active
+    /// one, preferring those that hold no `wait`.
+    fn evict_control(&mut self) {
+        let victim = self
+            .controls
+            .iter()
+            .min_by_key(|(_, c)| (c.waits > 0, c.last_active))
+            .map(|(t, _)| *t);
+        if let Some(token) = victim {
+            log::warn!("{MAX_CONTROL_CLIENTS} control clients connected: closing the least recently active one");
+            self.drop_control(token);
+        }
+    }
+
+    /// The next moment a control or attach client times out.
+    pub fn housekeeping_deadline(&self) -> Option<Instant> {
+        let controls = self.controls.values().filter_map(ControlClient::deadline);
+        controls.chain(self.attach_deadlines()).min()
+    }
+
+    /// Closes clients that never spoke or sat idle past their limits.
+    pub fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Token> = self
+            .controls
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| now >= d))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            log::debug!("control client {token:?} timed out");
+            self.drop_control(token);
+        }
+        self.expire_attaches(now);
+    }
+
+    /// Reads again from clients whose input was left for the next turn.
+    pub fn resume_control_readers(&mut self) {
+        let tokens: Vec<Token> = self.control_rereads.tokens.drain().collect();
+        for token in tokens {
+            self.on_control(token);
+        }
+    }
+
     pub fn on_control(&mut self, token: Token) {
         let mut frames = Vec::new();
         let outcome = match self.controls.get_mut(&token) {
-            Some(conn) => conn.read_frames(&mut frames),
+            Some(c) => {
+                // Replies pile up unread past the bound: the client is dropped.
+                if c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT {
+                    return self.drop_control(token);
+                }
+                c.conn.read_frames_bounded(&mut frames, CONTROL_READ_BUDGET)
+            }
             None => return,
         };
         let outcome = match outcome {
@@ -49,6 +158,12 @@ impl Shim {
                 return;
             }
         };
+        if let Some(c) = self.controls.get_mut(&token) {
+            if !frames.is_empty() {
+                c.last_active = Instant::now();
+                c.greeted = true;
+            }
+        }
         for f in frames {
             self.handle_frame(token, f);
         }
@@ -57,27 +172,30 @@ impl Shim {
         let failed = self
             .controls
             .get_mut(&token)
-            .is_some_and(|c| c.flush().is_err() || c.queued() > CONTROL_QUEUE_LIMIT);
+            .is_some_and(|c| c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT);
         if failed || matches!(outcome, ReadOutcome::Closed) {
             self.drop_control(token);
+        } else if matches!(outcome, ReadOutcome::More) {
+            self.control_rereads.tokens.insert(token);
         }
     }
 
     fn drop_control(&mut self, token: Token) {
-        if let Some(mut conn) = self.controls.remove(&token) {
-            let _ = conn.flush();
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(mut c) = self.controls.remove(&token) {
+            let _ = c.conn.flush();
+            let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
         self.waiters.retain(|(t, _)| *t != token);
+        self.control_rereads.tokens.remove(&token);
     }
 
     fn reply(&mut self, token: Token, resp: Response) {
-        if let Some(conn) = self.controls.get_mut(&token) {
+        if let Some(c) = self.controls.get_mut(&token) {
             match serde_json::to_vec(&resp) {
-                Ok(bytes) => conn.queue_always(frame::TAG_JSON, &bytes),
+                Ok(bytes) => c.conn.queue_always(frame::TAG_JSON, &bytes),
                 Err(e) => log::error!("encode reply: {e}"),
             }
-            let _ = conn.flush();
+            let _ = c.conn.flush();
         }
     }
 
@@ -91,6 +209,17 @@ impl Shim {
         };
         let id = req.id;
         if req.method == m::WAIT && self.exit.is_none() {
+            let Some(c) = self.controls.get_mut(&token) else {
+                return;
+            };
+            if c.waits >= MAX_WAITS_PER_CLIENT {
+                let err = RpcError::new(
+                    ErrorCode::Conflict,
+                    format!("at most {MAX_WAITS_PER_CLIENT} pending waits per connection"),
+                );
+                return self.reply(token, Response::err(id, err));
+            }
+            c.waits += 1;
             self.waiters.push((token, id));
             return;
         }
@@ -121,6 +250,8 @@ impl Shim {
             }
             m::WAIT => Ok(serde_json::to_value(&self.exit).unwrap_or(Value::Null)),
             m::DELETE => self.delete().map(|()| Value::Null),
+            m::PAUSE => self.pause().map(|()| Value::Null),
+            m::RESUME => self.resume().map(|()| Value::Null),
             other => Err(RpcError::new(
                 ErrorCode::UnknownMethod,
                 format!("unknown method {other:?}"),
@@ -195,8 +326,47 @@ impl Shim {
         if self.status == ShimStatus::Created {
             return self.runtime_call(self.runc.kill(&self.cfg.id, signal), "kill");
         }
-        send_signal(self.init_pid, signal)
-            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid)))
+        send_signal(self.init_pid, signal).map_err(|e| {
+            RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid))
+        })?;
+        if self.status == ShimStatus::Paused && signal == libc::SIGKILL {
+            // A cgroup v1 freezer holds even SIGKILL until the thaw: thaw,
+            // so kill (and stop's final SIGKILL) work on a paused
+            // container. Other signals wait for `resume`, as in Docker.
+            self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
+            self.status = ShimStatus::Running;
+        }
+        Ok(())
+    }
+
+    /// Freezes the container (`runc pause`).
+    fn pause(&mut self) -> Result<(), RpcError> {
+        if self.status != ShimStatus::Running || self.stopped() {
+            let why = match self.status {
+                ShimStatus::Paused => "is already paused",
+                _ => "is not running",
+            };
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("container {} {why}", self.cfg.id),
+            ));
+        }
+        self.runtime_call(self.runc.pause(&self.cfg.id), "pause")?;
+        self.status = ShimStatus::Paused;
+        Ok(())
+    }
+
+    /// Thaws a paused container (`runc resume`).
+    fn resume(&mut self) -> Result<(), RpcError> {
+        if self.status != ShimStatus::Paused || self.stopped() {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("container {} is not paused", self.cfg.id),
+            ));
+        }
+        self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
+        self.status = ShimStatus::Running;
+        Ok(())
     }
 
     /// Removes the runtime's state and stops the shim. Only a stopped or
@@ -237,6 +407,9 @@ impl Shim {
     /// Answers every pending `wait` with the exit record.
     pub fn answer_waiters(&mut self) {
         let exit = serde_json::to_value(&self.exit).unwrap_or(Value::Null);
+        for c in self.controls.values_mut() {
+            c.waits = 0;
+        }
         for (token, id) in std::mem::take(&mut self.waiters) {
             self.reply(token, Response::ok(id, exit.clone()));
         }

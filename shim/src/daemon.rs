@@ -86,7 +86,8 @@ fn run(c: &ShimConfig) -> Result<String, String> {
     match report.strip_prefix("error ") {
         Some(msg) => Err(msg.to_string()),
         None => Err(format!(
-            "berth-shim exited during start-up ({status:?}); see {}",
+            "berth-shim {} during start-up; see {}",
+            runtime_core::runc::status_text(status),
             shim_log.display()
         )),
     }

@@ -28,7 +28,6 @@ use runtime_core::{atomic, sockpath};
 
 use crate::attach::AttachClient;
 use crate::config::ShimConfig;
-use crate::conn::Conn;
 use crate::reaper::Reaper;
 use crate::stdio::{self, ShimStdio};
 
@@ -61,6 +60,11 @@ const PIPE_SIZE: i32 = 1 << 20;
 /// Quiet time after which the shim hands back the memory a burst of work
 /// touched (see `memory`).
 const IDLE_TRIM: Duration = Duration::from_secs(1);
+/// First and longest wait between tries to write an exit record that the
+/// disk refused (ENOSPC, EIO): soon after space returns, and cheap
+/// while it does not.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Bound on container input buffered while the container is not reading.
 pub const STDIN_BUFFER_LIMIT: usize = 1 << 20;
 
@@ -84,12 +88,14 @@ pub struct Shim {
     pub exit: Option<ExitRecord>,
     /// Reaped but output not yet drained: the record and the drain deadline.
     pending_exit: Option<(ExitRecord, Instant)>,
-    pub controls: HashMap<Token, Conn>,
+    pub controls: HashMap<Token, crate::control::ControlClient>,
     pub attaches: HashMap<Token, AttachClient>,
     /// Control requests (`wait`) to answer when the container exits.
     pub waiters: Vec<(Token, u64)>,
     /// Attach clients with unread input (see `attach`).
     pub rereads: crate::attach::Rereads,
+    /// Control clients with unread requests (see `control`).
+    pub control_rereads: crate::control::ControlRereads,
     next_token: usize,
     pub stdin_buf: Vec<u8>,
     pub stdin_close_requested: bool,
@@ -101,6 +107,10 @@ pub struct Shim {
     /// Output left in a pipe when its drain budget ran out (stdout, stderr).
     output_more: [bool; 2],
     pub done: bool,
+    /// The exit record could not be written (a full disk): when to try
+    /// again, and the wait after that. The exit is known and answered
+    /// meanwhile (`state`, `wait`, attach); only the file is missing.
+    record_retry: Option<(Instant, Duration)>,
     /// Something ran since the last quiet second: give memory back at the next.
     trim_pending: bool,
 }
@@ -281,6 +291,7 @@ impl Shim {
             attaches: HashMap::new(),
             waiters: Vec::new(),
             rereads: Default::default(),
+            control_rereads: Default::default(),
             next_token: FIRST_CLIENT,
             stdin_buf: Vec::new(),
             stdin_close_requested: false,
@@ -289,6 +300,7 @@ impl Shim {
             output_was_paused: false,
             output_more: [false; 2],
             done: false,
+            record_retry: None,
             trim_pending: true,
         };
         if shim.cfg.start {
@@ -378,15 +390,26 @@ impl Shim {
                 }
             }
             let now = Instant::now();
-            let timeout = if self.rereads_ready() || self.output_more.contains(&true) {
+            let timeout = if self.rereads_ready()
+                || self.output_more.contains(&true)
+                || !self.control_rereads.tokens.is_empty()
+            {
                 Some(Duration::ZERO)
             } else {
                 let exit = self.pending_exit.as_ref().map(|(_, d)| *d);
-                [exit, self.hold_until, self.stall_deadline(), linger_until]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|d| d.saturating_duration_since(now))
+                let retry = self.record_retry.map(|(at, _)| at);
+                [
+                    exit,
+                    self.hold_until,
+                    self.stall_deadline(),
+                    linger_until,
+                    retry,
+                    self.housekeeping_deadline(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(now))
             };
             // Nothing else to wait for: wait a quiet second, then trim.
             let trim_wait = timeout.is_none() && self.trim_pending;
@@ -420,6 +443,7 @@ impl Shim {
             if self.rereads_ready() {
                 self.resume_stdin_readers();
             }
+            self.resume_control_readers();
             // Edge-triggered: a pipe left readable will not be reported again.
             for stream in [Stream::Stdout, Stream::Stderr] {
                 if std::mem::take(&mut self.output_more[output_slot(stream)]) {
@@ -439,6 +463,8 @@ impl Shim {
                 self.release_output();
             }
             self.maybe_finish_exit();
+            self.retry_exit_record();
+            self.housekeeping();
         }
         Ok(())
     }
@@ -604,12 +630,46 @@ impl Shim {
             return;
         };
         if let Err(e) = atomic::write_json(&self.paths.exit(), &record) {
-            log::error!("writing exit record: {e}");
+            // Most likely a full disk. Waiting for space would leave
+            // everyone without the exit; the code is known, so it is
+            // answered from memory now and the file is written as soon
+            // as the disk lets us (`retry_exit_record`).
+            log::error!(
+                "writing exit record: {e}; answering from memory and retrying every {RECORD_RETRY_FIRST:?} to {RECORD_RETRY_MAX:?}"
+            );
+            self.record_retry = Some((Instant::now() + RECORD_RETRY_FIRST, RECORD_RETRY_FIRST));
         }
         self.status = ShimStatus::Stopped;
         self.exit = Some(record);
         self.answer_waiters();
         self.announce_exit();
+    }
+}
+
+impl Shim {
+    /// Tries again to write an exit record that the disk refused.
+    fn retry_exit_record(&mut self) {
+        let Some((at, wait)) = self.record_retry else {
+            return;
+        };
+        if Instant::now() < at || self.done {
+            return;
+        }
+        let Some(record) = self.exit.as_ref() else {
+            self.record_retry = None;
+            return;
+        };
+        match atomic::write_json(&self.paths.exit(), record) {
+            Ok(()) => {
+                log::info!("exit record written after an earlier failure");
+                self.record_retry = None;
+            }
+            Err(e) => {
+                let wait = (wait * 2).min(RECORD_RETRY_MAX);
+                log::debug!("writing exit record: {e}; next try in {wait:?}");
+                self.record_retry = Some((Instant::now() + wait, wait));
+            }
+        }
     }
 }
 
@@ -712,7 +772,7 @@ pub fn check_status(
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
         other => {
-            let fallback = format!("{} {op} failed: {other:?}", runc.binary.display());
+            let fallback = runtime_core::runc::failure_text(&runc.binary, op, other);
             Err(runc.error_since(mark, &fallback))
         }
     }

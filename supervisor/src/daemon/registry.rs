@@ -76,6 +76,7 @@ impl Entry {
             Phase::Live(s) => match s.status {
                 ShimStatus::Created => ContainerStatus::Created,
                 ShimStatus::Running => ContainerStatus::Running,
+                ShimStatus::Paused => ContainerStatus::Paused,
                 ShimStatus::Stopped => ContainerStatus::Exited,
             },
             Phase::Gone { .. } => ContainerStatus::Exited,

@@ -50,7 +50,7 @@ fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
         ));
     }
     let running = match &entry.phase {
-        Phase::Live(s) => s.status == runtime_core::protocol::ShimStatus::Running,
+        Phase::Live(s) => s.status.is_alive(),
         Phase::Restoring | Phase::Unknown { .. } => true,
         _ => false,
     };
