@@ -2,6 +2,7 @@
 //! layers stacked with overlayfs; `docker save` / OCI layout import;
 //! registry pulls through oci-client.
 
+pub mod auth;
 pub mod digest;
 mod error;
 pub mod import;

@@ -168,7 +168,20 @@ impl Store {
         if path.exists() {
             return Ok(());
         }
-        runtime_core::atomic::write(&path, data).map_err(internal)
+        // A temp name of its own: two pulls may write the same blob at once.
+        let tmp = self.dir.join("tmp").join(format!("blob-{}", short_name()?));
+        let written = (|| {
+            use std::io::Write;
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write", &path, e));
+        }
+        runtime_core::atomic::sync_dir(&self.dir.join("blobs/sha256")).map_err(internal)
     }
 
     /// Reads a blob and checks it still has its digest.

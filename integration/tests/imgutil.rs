@@ -227,3 +227,85 @@ pub fn tar_dir(dir: &Path, out: &Path) {
     b.append_dir_all(".", dir).unwrap();
     b.finish().unwrap();
 }
+
+/// A private registry (Debian's docker-registry) on 127.0.0.1, its storage
+/// in the test's temp dir; killed by PID when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Registry {
+        let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or_else(|| {
+                panic!("docker-registry is missing: apt-get install docker-registry (scripts/install-deps)")
+            });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let store = dir.join("registry-data");
+        std::fs::create_dir_all(&store).unwrap();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {}",
+                reg.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        reg
+    }
+
+    /// Pushes an OCI layout (its only image) as `repo:tag` with skopeo.
+    pub fn push(&self, layout: &Path, repo_tag: &str) -> String {
+        let dest = format!("docker://{}/{repo_tag}", self.addr);
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(&dest)
+            .output()
+            .expect("skopeo (apt-get install skopeo)");
+        assert!(
+            out.status.success(),
+            "skopeo copy to {dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{}/{repo_tag}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}

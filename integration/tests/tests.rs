@@ -19,6 +19,7 @@ mod lifecycle;
 mod logs;
 mod net;
 mod policy;
+mod pull;
 mod restart;
 mod run;
 mod shim_limits;

@@ -12,6 +12,7 @@ mod logs;
 mod offline;
 mod port;
 mod ps;
+mod pull;
 mod restart;
 mod rm;
 mod run;
@@ -88,6 +89,12 @@ enum Command {
     Images(images::ImagesArgs),
     /// Remove images.
     Rmi(images::RmiArgs),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// Store credentials for a registry (in the data root, mode 0600).
+    Login(pull::LoginArgs),
+    /// Remove the stored credentials for a registry.
+    Logout(pull::LogoutArgs),
     /// Manage images: import, ls, rm, prune.
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -231,6 +238,9 @@ pub fn main() -> ExitCode {
             Command::Top(a) => top::top(&root, a).await,
             Command::Images(a) => images::images(&data_root, a),
             Command::Rmi(a) => images::rmi(&data_root, a),
+            Command::Pull(a) => pull::pull(&data_root, a).await,
+            Command::Login(a) => pull::login(&data_root, a),
+            Command::Logout(a) => pull::logout(&data_root, a),
             Command::Image(c) => images::image(&data_root, c),
             Command::Port(a) => port::port(&root, a).await,
         }

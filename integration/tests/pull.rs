@@ -1,0 +1,305 @@
+//! `berth pull` from a registry started by the test (docker-registry on
+//! 127.0.0.1, images pushed with skopeo), then run.
+
+use crate::imgutil::{LayerBuilder, Registry, TestImage};
+use crate::util::{stderr, Env};
+
+fn image(n_extra: usize) -> TestImage {
+    let mut layers = vec![LayerBuilder::new().busybox().build()];
+    for i in 0..n_extra {
+        layers.push(
+            LayerBuilder::new()
+                .dir("layers", 0o755)
+                .file(
+                    &format!("layers/{i}"),
+                    0o644,
+                    format!("layer {i}\n").as_bytes(),
+                )
+                .build(),
+        );
+    }
+    TestImage::new(
+        layers,
+        serde_json::json!({"Cmd": ["sh", "-c", "cat /layers/*"], "Env": ["PATH=/bin"]}),
+    )
+}
+
+fn push(env: &Env, reg: &Registry, img: &TestImage, repo_tag: &str) -> String {
+    let layout = env
+        .dir
+        .path()
+        .join(format!("layout-{}", repo_tag.replace(['/', ':'], "-")));
+    img.write_oci_layout(&layout, None);
+    reg.push(&layout, repo_tag)
+}
+
+#[test]
+fn pull_and_run() {
+    let Some(env) = Env::new() else { return };
+    let reg = Registry::start(env.dir.path());
+    let name = push(&env, &reg, &image(2), "team/app:1");
+    let out = env.ok(&["pull", "--insecure-registry", &reg.addr, &name]);
+    assert!(out.ends_with(&format!("{name}\n")), "{out}");
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["repository"], format!("{}/team/app", reg.addr));
+    assert_eq!(list[0]["tag"], "1");
+    assert_eq!(env.ok(&["run", "--rm", &name]), "layer 0\nlayer 1\n");
+    // A second pull finds every layer there.
+    let out = env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
+    assert_eq!(out, format!("{name}\n"));
+}
+
+fn images(env: &Env) -> Vec<serde_json::Value> {
+    serde_json::from_str(&env.ok(&["images", "--json"])).unwrap()
+}
+
+fn tmp_is_empty(env: &Env) -> bool {
+    std::fs::read_dir(env.root.join("images/tmp"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)
+}
+
+fn refused(env: &Env, args: &[&str], needle: &str) {
+    let out = env.berth(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(images(env).is_empty(), "the store is unchanged");
+    assert!(tmp_is_empty(env), "no temp layer left");
+}
+
+#[test]
+fn pull_bad_input() {
+    let Some(env) = Env::stopped() else { return };
+    let reg = Registry::start(env.dir.path());
+    let name = push(&env, &reg, &image(0), "team/app:1");
+    let insecure = ["pull", "--insecure-registry", &reg.addr];
+    let with = |r: &str| -> Vec<String> {
+        insecure
+            .iter()
+            .map(|s| s.to_string())
+            .chain([r.to_string()])
+            .collect()
+    };
+    let run = |args: Vec<String>, needle: &str| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&env, &a, needle);
+    };
+    // The registry's own words.
+    run(
+        with(&format!("{}/team/nothere:1", reg.addr)),
+        "manifest unknown",
+    );
+    run(
+        with(&format!("{}/team/app:nosuchtag", reg.addr)),
+        "manifest unknown",
+    );
+    run(with("Bad/Name:1"), "invalid image name \"Bad/Name:1\"");
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("127.0.0.1:{port}");
+    run(
+        vec![
+            "pull".into(),
+            "--insecure-registry".into(),
+            dead.clone(),
+            format!("{dead}/team/app:1"),
+        ],
+        "Connection refused",
+    );
+    // The right image pulls afterwards.
+    env.ok(&with(&name).iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A registry that serves a layer that is not what the manifest says.
+#[test]
+fn pull_refuses_a_digest_mismatch() {
+    let Some(env) = Env::stopped() else { return };
+    let reg = Registry::start(env.dir.path());
+    let img = image(1);
+    let name = push(&env, &reg, &img, "team/app:1");
+    let blob = crate::imgutil::sha(&crate::imgutil::gzip(&img.layers[1]));
+    let hex = &blob[7..];
+    let data = env
+        .dir
+        .path()
+        .join("registry-data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    refused(
+        &env,
+        &["pull", "--insecure-registry", &reg.addr, &name],
+        &format!("digest mismatch for layer {blob}"),
+    );
+    let layer = env
+        .root
+        .join("images/layers")
+        .join(&crate::imgutil::sha(&img.layers[1])[7..]);
+    assert!(!layer.exists(), "the bad layer is not in the store");
+}
+
+/// An index that lists another platform only.
+#[test]
+fn pull_refuses_another_platform() {
+    let Some(env) = Env::stopped() else { return };
+    let reg = Registry::start(env.dir.path());
+    let layout = env.dir.path().join("foreign");
+    let img = image(0);
+    img.write_oci_layout(&layout, None);
+    // Wrap the manifest in an index for linux/s390x only.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut desc = index["manifests"][0].clone();
+    desc["platform"] = serde_json::json!({"os": "linux", "architecture": "s390x"});
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [desc],
+    }))
+    .unwrap();
+    let d = crate::imgutil::sha(&inner);
+    std::fs::write(layout.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len()}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let dest = format!("docker://{}/team/foreign:1", reg.addr);
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", layout.display()))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        &env,
+        &[
+            "pull",
+            "--insecure-registry",
+            &reg.addr,
+            &format!("{}/team/foreign:1", reg.addr),
+        ],
+        "(it has: linux/s390x)",
+    );
+}
+
+/// Two pulls of one image at once: both succeed, each layer is stored once.
+#[test]
+fn concurrent_pulls_share_the_work() {
+    let Some(env) = Env::stopped() else { return };
+    let reg = Registry::start(env.dir.path());
+    let name = push(&env, &reg, &image(3), "team/app:1");
+    let spawn = || {
+        env.cmd(&["pull", "-q", "--insecure-registry", &reg.addr, &name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(images(&env).len(), 1);
+    assert_eq!(
+        std::fs::read_dir(env.root.join("images/layers"))
+            .unwrap()
+            .count(),
+        4
+    );
+    assert!(tmp_is_empty(&env));
+}
+
+/// A pull SIGKILLed while it unpacks leaves nothing a later pull trusts;
+/// the retry succeeds and the image runs.
+#[test]
+fn pull_killed_halfway_then_retried() {
+    let Some(env) = Env::new() else { return };
+    let reg = Registry::start(env.dir.path());
+    // 48 MiB that does not compress: the pull takes a while.
+    let mut big = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut img = image(1);
+    img.layers
+        .push(LayerBuilder::new().file("big", 0o644, &big).build());
+    let name = push(&env, &reg, &img, "team/big:1");
+    let mut child = env
+        .cmd(&["pull", "-q", "--insecure-registry", &reg.addr, &name])
+        .spawn()
+        .unwrap();
+    let tmp = env.root.join("images/tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let started = loop {
+        let partial = std::fs::read_dir(&tmp).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("diff/big"))
+                .find(|p| p.metadata().is_ok_and(|m| m.len() > 0))
+        });
+        if partial.is_some() {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert!(
+        started,
+        "the pull finished before it could be killed halfway"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(images(&env).is_empty());
+    let big_layer = crate::imgutil::sha(&img.layers[2]);
+    assert!(!env
+        .root
+        .join("images/layers")
+        .join(&big_layer[7..])
+        .exists());
+    env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            &name,
+            "sh",
+            "-c",
+            "stat -c %s /big; cat /layers/0"
+        ]),
+        format!("{}\nlayer 0\n", 48 << 20)
+    );
+}
