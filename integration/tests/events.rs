@@ -347,3 +347,18 @@ fn bad_events_input_is_one_line_and_exit_125() {
     // Nothing was journaled by the refusals.
     assert!(replay(&env, &["--since", "1h"]).is_empty());
 }
+
+#[test]
+fn the_journal_lives_under_the_data_root() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    let data = env.dir.path().join("data");
+    env.berthd_args = vec!["--data-root".into(), data.display().to_string()];
+    env.start_berthd();
+    env.ok(&["run", "--rm", "--name", "d", "--", "true"]);
+    env.assert_clean();
+    let journal = std::fs::read_to_string(data.join("events/events.log")).unwrap();
+    assert_eq!(journal.lines().count(), 4, "{journal}");
+    assert!(!env.root.join("events").exists());
+}

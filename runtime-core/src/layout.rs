@@ -51,10 +51,6 @@ impl Root {
     pub fn default_rootfs(&self) -> PathBuf {
         self.dir.join("rootfs").join("busybox")
     }
-    /// The event journal (`events.log`, rotated).
-    pub fn events_dir(&self) -> PathBuf {
-        self.dir.join("events")
-    }
     /// One container's paths.
     pub fn container(&self, id: &str) -> ContainerPaths {
         ContainerPaths {

@@ -96,7 +96,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _lock = lock_root(&root).await?;
     write_pid_file(&root);
-    let journal = events::Journal::open(&root.events_dir(), config.events)?;
+    // The journal must outlive a reboot: under the data root (the root
+    // itself when only --root is given).
+    let journal = events::Journal::open(&config.data_root.join("events"), config.events)?;
     let daemon = Arc::new(Daemon {
         config,
         root,
