@@ -372,8 +372,17 @@ pub fn deleted(d: &Daemon, id: &str, name: &str) {
     write(d, base(EventKind::Delete, id, name));
 }
 
-/// The restart policy is about to run the container again.
-pub fn restarting(d: &Daemon, id: &str, count: u32) {
+/// The restart policy is about to run the container again. `retry`: the
+/// same attempt was begun by a berthd that died; its event may be in the
+/// journal already, and then it is not written twice.
+pub fn restarting(d: &Daemon, id: &str, count: u32, retry: bool) {
+    if retry
+        && journaled_where(d, |e| {
+            e.kind == EventKind::Restart && e.id == id && e.restart_count == Some(count)
+        })
+    {
+        return;
+    }
     let mut ev = base(EventKind::Restart, id, &name_of(d, id));
     ev.restart_count = Some(count);
     write(d, ev);
@@ -442,6 +451,14 @@ pub fn exited(d: &Daemon, id: &str) {
 
 /// True if an exit event like `ev` (container, time, reason) is on disk.
 fn journaled(d: &Daemon, ev: &Event) -> bool {
+    journaled_where(d, |e| {
+        e.kind == EventKind::Exit && e.id == ev.id && e.time == ev.time && e.reason == ev.reason
+    })
+}
+
+/// True if an event on disk matches (a slow path: only after a berthd
+/// died between a marker and an append).
+fn journaled_where(d: &Daemon, matches: impl Fn(&Event) -> bool) -> bool {
     let files = files(&d.journal.dir, d.journal.limits.max_files);
     files
         .into_iter()
@@ -449,12 +466,7 @@ fn journaled(d: &Daemon, ev: &Event) -> bool {
         .any(|f| {
             let mut evs = Vec::new();
             read_lines(f, 0, &mut evs);
-            evs.iter().any(|e| {
-                e.kind == EventKind::Exit
-                    && e.id == ev.id
-                    && e.time == ev.time
-                    && e.reason == ev.reason
-            })
+            evs.iter().any(&matches)
         })
 }
 

@@ -42,6 +42,10 @@ pub struct Pending {
     pub attempt: u32,
     /// The exit it answers.
     pub exit: String,
+    /// Its `restart` event was (about to be) journaled: a retry after a
+    /// berthd death looks in the journal before writing it again.
+    #[serde(default)]
+    pub announced: bool,
 }
 
 /// `restart.json`.
@@ -185,6 +189,31 @@ pub fn user_stopped(d: &Daemon, id: &str) {
     }
 }
 
+/// Waits (up to 30 s) while the container is being created or run again
+/// by the policy, so a user's stop that races a restart stops the
+/// restarted container instead of failing on a half-made one.
+pub async fn wait_not_starting(d: &Daemon, id: &str) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(mut changes) = d.registry.subscribe(id) else {
+            return;
+        };
+        if !d
+            .registry
+            .get(id)
+            .is_some_and(|e| matches!(e.phase, super::registry::Phase::Creating))
+        {
+            return;
+        }
+        if tokio::time::timeout_at(give_up, changes.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// A user's start: the policy applies again, from a count of zero
 /// (Docker resets its restart manager on start).
 pub fn user_started(d: &Daemon, id: &str) {
@@ -285,6 +314,11 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
             s.stopped_by_user = false;
             s.stopped_boot = None;
         }
+        // A restart was under way for an earlier exit and this is a new
+        // one: that attempt ran (berthd died before counting it).
+        if let Some(p) = s.pending.take().filter(|p| p.exit != key) {
+            s.count = s.count.max(p.attempt);
+        }
         if s.decided_exit.as_deref() != Some(key.as_str()) {
             s.last_exits.push_back(PastExit {
                 exit_code: exit.map(|e| e.exit_code),
@@ -311,6 +345,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
                     due: runtime_core::time::format_rfc3339(from + delay),
                     attempt: s.count + 1,
                     exit: key.clone(),
+                    announced: false,
                 })
             }
         };
@@ -319,7 +354,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
             return;
         }
     }
-    let Some(pending) = s.pending.clone().filter(|p| p.exit == key) else {
+    let Some(mut pending) = s.pending.clone().filter(|p| p.exit == key) else {
         return;
     };
     let due = humantime::parse_rfc3339(&pending.due).unwrap_or_else(|_| SystemTime::now());
@@ -337,16 +372,28 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
         now.policy,
         now.delay_ms
     );
-    events::restarting(d, id, pending.attempt);
+    let retry = pending.announced;
+    if !retry {
+        let mut s = now;
+        pending.announced = true;
+        s.pending = Some(pending.clone());
+        if let Err(e) = save(d, id, &s) {
+            log::error!("{e}; not restarting");
+            return;
+        }
+    }
+    events::restarting(d, id, pending.attempt, retry);
     match start::start(d, id, false).await {
         Ok(()) => {
+            // It ran again: that counts even if a user's stop came in
+            // meanwhile (and dropped the pending record).
             let mut s = load(d, id);
             if s.pending.as_ref() == Some(&pending) {
                 s.pending = None;
-                s.count = pending.attempt;
-                if let Err(e) = save(d, id, &s) {
-                    log::error!("{e}");
-                }
+            }
+            s.count = s.count.max(pending.attempt);
+            if let Err(e) = save(d, id, &s) {
+                log::error!("{e}");
             }
         }
         Err(e) => {

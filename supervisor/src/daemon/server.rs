@@ -219,8 +219,10 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let id = d.registry.resolve(&p.id)?;
             let (signal, secs) = stop::defaults(d, &id);
             let timeout = Duration::from_secs(p.timeout.unwrap_or(secs));
-            // Also cancels a restart waiting for its delay.
+            // Also cancels a restart waiting for its delay; one under way
+            // is let finish, then stopped.
             restart::user_stopped(d, &id);
+            restart::wait_not_starting(d, &id).await;
             stop::stop(d, &id, p.signal.unwrap_or(signal), timeout).await?;
             info(d, &id)
         }
