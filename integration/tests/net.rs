@@ -620,6 +620,12 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     );
     env.ok(&["rm", "-f", &a]);
     assert_no_leftovers(&env, &[&a]);
+    // `run --rm -p` back to back: the previous one's removal (in the
+    // background) does not hold the port against the next.
+    for _ in 0..4 {
+        env.ok(&["run", "--rm", "-p", &taken, "--", "true"]);
+    }
+    assert_no_leftovers(&env, &[]);
 }
 
 #[test]

@@ -54,7 +54,18 @@ pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
     };
     let entries = d.registry.lock();
     for p in &o.publish {
-        let taken = entries.values().find(|e| {
+        // A container being removed, or exited with --rm (so about to
+        // be), gives its ports up (its rules go with its own chains):
+        // `run --rm -p` back to back must not trip over the previous
+        // one's removal still under way.
+        // (The exit record is the shim's word; berthd's cache may not have
+        // heard of the exit yet when the client already has.)
+        let leaving = |e: &&super::registry::Entry| {
+            e.removing
+                || (e.meta.auto_remove
+                    && (e.finished().is_some() || d.root.container(&e.meta.id).exit().exists()))
+        };
+        let taken = entries.values().filter(|e| !leaving(e)).find(|e| {
             e.meta.options.publish.iter().any(|q| {
                 q.host_port == p.host_port
                     && q.protocol == p.protocol
