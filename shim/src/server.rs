@@ -2,8 +2,11 @@
 //!
 //! One thread, one mio `Poll`, one explicit loop over events: SIGCHLD
 //! (signal-hook-mio), the container's output pipes, its input, the control
-//! and attach listeners and their clients. Edge-triggered, so every source
-//! is read or written until WouldBlock.
+//! and attach listeners and their clients. Edge-triggered: a source is
+//! read or written until WouldBlock, or until its budget for this turn
+//! (output pipes: `DRAIN_TURN`; control clients: a byte budget; attach
+//! input: the stdin buffer limit) runs out, in which case the loop
+//! remembers it and comes back without waiting for a new edge.
 
 use std::collections::HashMap;
 use std::fs;
