@@ -181,6 +181,27 @@ pub struct ShimState {
     pub shim_pid: i32,
 }
 
+/// The shim's readiness report: what `berth-shim start` prints as one
+/// JSON line once the container is created and the sockets accept. One
+/// type for both ends (the shim writes it, berthd reads it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimReady {
+    /// The serving shim's PID.
+    pub pid: i32,
+    /// The container init's PID on the host.
+    pub init_pid: i32,
+    /// The control socket's path.
+    #[serde(default)]
+    pub control: std::path::PathBuf,
+    /// The attach socket's path.
+    #[serde(default)]
+    pub attach: std::path::PathBuf,
+    /// What a `state` call would answer, so berthd needs no round trip
+    /// before it replies to `create` (absent from older shims: then it asks).
+    #[serde(default)]
+    pub state: Option<ShimState>,
+}
+
 /// Parameters of shim `kill`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KillParams {
@@ -222,6 +243,13 @@ mod tests {
             serde_json::from_str(r#"{"id":7,"method":"state","future":true}"#).unwrap();
         assert_eq!(req.id, 7);
         assert!(req.params.is_null());
+    }
+
+    #[test]
+    fn readiness_report_of_an_older_shim_still_reads() {
+        let r: ShimReady = serde_json::from_str(r#"{"pid":5,"init_pid":6}"#).unwrap();
+        assert_eq!((r.pid, r.init_pid), (5, 6));
+        assert!(r.state.is_none());
     }
 
     #[test]

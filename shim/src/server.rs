@@ -141,18 +141,17 @@ pub fn serve(config: ShimConfig) -> ExitCode {
     };
     match Shim::create(config) {
         Ok(mut shim) => {
-            report(format!(
-                "ok {}\n",
-                serde_json::json!({
-                    "pid": std::process::id(),
-                    "init_pid": shim.init_pid,
-                    "control": shim.paths.shim_sock(),
-                    "attach": shim.paths.attach_sock(),
-                    // What a `state` call would answer: berthd needs no
-                    // round trip before it replies to `create`.
-                    "state": shim.state(),
-                })
-            ));
+            let ready_report = runtime_core::protocol::ShimReady {
+                pid: std::process::id() as i32,
+                init_pid: shim.init_pid,
+                control: shim.paths.shim_sock(),
+                attach: shim.paths.attach_sock(),
+                state: Some(shim.state()),
+            };
+            match serde_json::to_string(&ready_report) {
+                Ok(line) => report(format!("ok {line}\n")),
+                Err(e) => report(format!("error encoding the readiness report: {e}\n")),
+            }
             drop(ready);
             log::info!(
                 "container {} created, init pid {}",

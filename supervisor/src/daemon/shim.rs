@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 
@@ -19,15 +17,7 @@ pub const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `berth-shim start` prints once the container is created.
-#[derive(Debug, Deserialize)]
-pub struct ShimAddress {
-    pub pid: i32,
-    pub init_pid: i32,
-    /// The container's state as the shim reported it (absent from shims
-    /// older than this field: berthd then asks).
-    #[serde(default)]
-    pub state: Option<runtime_core::protocol::ShimState>,
-}
+pub type ShimAddress = runtime_core::protocol::ShimReady;
 
 /// Runs `berth-shim start`; the error is the shim's (often runc's) message.
 /// How the shim should bring the container up.
