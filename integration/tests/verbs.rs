@@ -294,3 +294,103 @@ fn a_start_cut_short_by_berthd_dying_leaves_the_container_exited_as_it_was() {
     env.ok(&["rm", "twice"]);
     env.assert_clean();
 }
+
+#[test]
+fn pause_stops_a_counter_and_unpause_resumes_it() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do echo $i; i=$((i+1)); sleep 0.02; done",
+    ]);
+    let lines = || env.ok(&["logs", "counter"]).lines().count();
+    env.wait_until(10, "counting", || lines() > 5);
+    assert_eq!(env.ok(&["pause", "counter"]), "counter\n");
+    assert_eq!(env.inspect("counter")["status"], "paused");
+    assert!(env.ok(&["ps"]).contains("paused"));
+    let frozen = lines();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(lines(), frozen, "output went on while paused");
+    // top still lists a paused container's processes.
+    assert!(env.ok(&["top", "counter"]).contains("sh -c"));
+    refused(
+        &env,
+        &["pause", "counter"],
+        "counter",
+        &["counter", "paused"],
+    );
+    refused(
+        &env,
+        &["start", "counter"],
+        "counter",
+        &["counter", "paused"],
+    );
+    assert_eq!(env.ok(&["unpause", "counter"]), "counter\n");
+    assert_eq!(env.inspect("counter")["status"], "running");
+    env.wait_until(10, "counting again", || lines() > frozen + 5);
+    refused(
+        &env,
+        &["unpause", "counter"],
+        "counter",
+        &["counter", "running"],
+    );
+    // stop of a paused container: thawed after the SIGTERM; this PID 1
+    // has no handler, so the SIGKILL at the deadline ends it.
+    env.ok(&["pause", "counter"]);
+    env.ok(&["stop", "-t", "1", "counter"]);
+    assert_eq!(env.inspect("counter")["status"], "exited");
+    refused(
+        &env,
+        &["pause", "counter"],
+        "counter",
+        &["counter", "exited"],
+    );
+    refused(
+        &env,
+        &["unpause", "counter"],
+        "counter",
+        &["counter", "exited"],
+    );
+    // kill -s KILL of a paused container works too.
+    env.ok(&["run", "-d", "--name", "frozen", "--", "sleep", "1000"]);
+    env.ok(&["pause", "frozen"]);
+    env.ok(&["kill", "-s", "KILL", "frozen"]);
+    env.wait_until(10, "the kill", || {
+        env.inspect("frozen")["status"] == "exited"
+    });
+    assert_eq!(env.inspect("frozen")["exit_code"], 137);
+    env.ok(&["rm", "counter", "frozen"]);
+    env.assert_clean();
+}
+
+#[test]
+fn a_paused_container_with_a_handler_stops_gracefully() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    env.wait_until(10, "the trap", || env.ok(&["logs", "svc"]).contains("up"));
+    env.ok(&["pause", "svc"]);
+    let t = Instant::now();
+    env.ok(&["stop", "-t", "60", "svc"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "stop of a paused container waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(env.inspect("svc")["exit_code"], 3);
+    env.ok(&["rm", "svc"]);
+    env.assert_clean();
+}

@@ -18,6 +18,10 @@ pub mod methods {
     pub const STOP: &str = "stop";
     /// The container's processes (`berth top`).
     pub const TOP: &str = "top";
+    /// Freeze a running container.
+    pub const PAUSE: &str = "pause";
+    /// Thaw a paused container.
+    pub const UNPAUSE: &str = "unpause";
     /// A stream: the replay, then new events (see `crate::event`).
     pub const EVENTS: &str = "events";
     /// One resource sample of a running container (`crate::stats`).

@@ -10,6 +10,7 @@ mod inspect;
 mod kill;
 mod logs;
 mod offline;
+mod pause;
 mod port;
 mod ps;
 mod pull;
@@ -100,6 +101,10 @@ enum Command {
     Image(images::ImageCommand),
     /// List a container's published ports.
     Port(port::PortArgs),
+    /// Freeze every process of containers.
+    Pause(pause::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(pause::PauseArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
@@ -243,6 +248,8 @@ pub fn main() -> ExitCode {
             Command::Logout(a) => pull::logout(&data_root, a),
             Command::Image(c) => images::image(&data_root, c),
             Command::Port(a) => port::port(&root, a).await,
+            Command::Pause(a) => pause::pause(&root, a).await,
+            Command::Unpause(a) => pause::unpause(&root, a).await,
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

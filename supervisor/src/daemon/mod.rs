@@ -11,6 +11,7 @@ pub mod events;
 mod image;
 mod lifecycle;
 mod netsetup;
+mod pause;
 mod reconcile;
 mod registry;
 mod remove;

@@ -18,7 +18,7 @@ use runtime_core::protocol::{
 use runtime_core::sockpath;
 
 use super::{
-    clients, create, events, lifecycle, reconcile, remove, restart, start, stats, stop, top,
+    clients, create, events, lifecycle, pause, reconcile, remove, restart, start, stats, stop, top,
     update, Daemon,
 };
 use crate::api::{
@@ -224,6 +224,16 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             restart::user_stopped(d, &id);
             restart::wait_not_starting(d, &id).await;
             stop::stop(d, &id, p.signal.unwrap_or(signal), timeout).await?;
+            info(d, &id)
+        }
+        m::PAUSE => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            pause::pause(d, &id).await?;
+            info(d, &id)
+        }
+        m::UNPAUSE => {
+            let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
+            pause::unpause(d, &id).await?;
             info(d, &id)
         }
         m::TOP => {

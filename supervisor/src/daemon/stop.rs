@@ -8,7 +8,7 @@ use std::time::Duration;
 use runtime_core::protocol::{ErrorCode, RpcError, ShimStatus};
 
 use super::registry::Phase;
-use super::{lifecycle, reconcile, Daemon};
+use super::{lifecycle, pause, reconcile, Daemon};
 
 /// How long a SIGKILLed container may take to be reaped before stop fails.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -57,7 +57,16 @@ pub async fn stop(d: &Daemon, id: &str, signal: i32, timeout: Duration) -> Resul
             ))
         }
     }
-    if signal_unless_gone(d, id, signal).await? && exited_within(d, id, timeout).await {
+    let paused = matches!(&entry.phase, Phase::Live(s) if s.status == ShimStatus::Paused);
+    let signalled = signal_unless_gone(d, id, signal).await?;
+    if signalled && paused && signal != libc::SIGKILL {
+        // Frozen, it could not act on the signal: thaw it so it can (the
+        // signal is pending), as Docker does.
+        if let Err(e) = pause::unpause(d, id).await {
+            log::warn!("container {id}: thaw for stop: {e}");
+        }
+    }
+    if signalled && exited_within(d, id, timeout).await {
         return Ok(());
     }
     log::info!("container {id}: no exit {timeout:?} after signal {signal}; SIGKILL");

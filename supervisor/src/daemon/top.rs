@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use runtime_core::protocol::{ErrorCode, RpcError, ShimStatus};
+use runtime_core::protocol::{ErrorCode, RpcError};
 use runtime_core::runc::Runc;
 
 use super::registry::Phase;
@@ -17,7 +17,7 @@ pub async fn top(d: &Daemon, id: &str) -> Result<TopResult, RpcError> {
         .registry
         .get(id)
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("no such container: {id}")))?;
-    if !matches!(&entry.phase, Phase::Live(s) if s.status == ShimStatus::Running) {
+    if !matches!(&entry.phase, Phase::Live(s) if s.status.is_alive() && s.exit.is_none()) {
         return Err(RpcError::new(
             ErrorCode::Conflict,
             format!(
