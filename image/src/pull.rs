@@ -54,6 +54,8 @@ pub struct Pulled {
     pub id: String,
     /// The digest the reference resolved to (the index's, for a list).
     pub digest: String,
+    /// Whether any layer had to be downloaded.
+    pub downloaded: bool,
 }
 
 fn registry_error(r: &Reference, e: oci_client::errors::OciDistributionError) -> Error {
@@ -201,8 +203,11 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
     }
     let results = futures_util::future::join_all(tasks).await;
     let mut size = 0;
+    let mut downloaded = false;
     for res in results {
-        size += res?;
+        let (s, d) = res?;
+        size += s;
+        downloaded |= d;
     }
     store.write_blob("manifest", &manifest_digest, &manifest_data)?;
     store.write_blob("config", &config_digest, &config_data)?;
@@ -223,6 +228,7 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
         reference: r.to_string(),
         id,
         digest: top_digest.to_string(),
+        downloaded,
     })
 }
 
@@ -265,7 +271,7 @@ async fn pull_layer(
     desc: Descriptor,
     diff_id: Digest,
     progress: Option<Arc<dyn Progress>>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let blob = desc.digest()?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<bool>();
     // 64 chunks (a few MiB) in flight: the download runs ahead of the
@@ -326,13 +332,13 @@ async fn pull_layer(
         if let Some(p) = &progress {
             p.layer_done(&blob);
         }
-        Ok(size)
+        Ok((size, true))
     } else {
         drop(tx);
         let size = unpacker.await.map_err(|e| Error::Other(e.to_string()))??;
         if let Some(p) = &progress {
             p.layer_exists(&blob);
         }
-        Ok(size)
+        Ok((size, false))
     }
 }

@@ -341,3 +341,25 @@ fn rmi_while_in_use() {
     assert!(images_json(&env).is_empty());
     assert_eq!(layer_count(&env), 0);
 }
+
+/// `berth stop` sends the image's StopSignal (SIGQUIT here).
+#[test]
+fn stop_uses_the_image_stop_signal() {
+    let Some(env) = Env::new() else { return };
+    let img = import_app(&env);
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            img,
+            "trap 'exit 7' QUIT; trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    env.wait_until(10, "the trap to be set", || {
+        env.ok(&["logs", &id]).contains("ready")
+    });
+    env.ok(&["stop", &id]);
+    assert_eq!(env.ok(&["wait", &id]).trim(), "7");
+    env.ok(&["rm", &id]);
+}

@@ -237,6 +237,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path) -> Registry {
+        Self::start_with(dir, None)
+    }
+
+    /// With `htpasswd`: basic auth (an htpasswd line, bcrypt).
+    pub fn start_with(dir: &Path, htpasswd: Option<&str>) -> Registry {
         let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
             .into_iter()
             .find(|p| Path::new(p).is_file())
@@ -252,10 +257,21 @@ impl Registry {
         let store = dir.join("registry-data");
         std::fs::create_dir_all(&store).unwrap();
         let config = dir.join("registry.yml");
+        let auth = match htpasswd {
+            Some(line) => {
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, format!("{line}\n")).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 store.display()
             ),
         )
@@ -284,9 +300,18 @@ impl Registry {
 
     /// Pushes an OCI layout (its only image) as `repo:tag` with skopeo.
     pub fn push(&self, layout: &Path, repo_tag: &str) -> String {
+        self.push_as(layout, repo_tag, None)
+    }
+
+    /// Pushes with `user:password` credentials when given.
+    pub fn push_as(&self, layout: &Path, repo_tag: &str, creds: Option<&str>) -> String {
         let dest = format!("docker://{}/{repo_tag}", self.addr);
-        let out = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--dest-creds={c}"));
+        }
+        let out = cmd
             .arg(format!("oci:{}", layout.display()))
             .arg(&dest)
             .output()

@@ -41,6 +41,7 @@ fn pull_and_run() {
     let out = env.ok(&["pull", "--insecure-registry", &reg.addr, &name]);
     assert!(out.ends_with(&format!("{name}\n")), "{out}");
     assert!(out.contains("Digest: sha256:"), "{out}");
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
     let list: Vec<serde_json::Value> =
         serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
     assert_eq!(list.len(), 1);
@@ -48,6 +49,8 @@ fn pull_and_run() {
     assert_eq!(list[0]["tag"], "1");
     assert_eq!(env.ok(&["run", "--rm", &name]), "layer 0\nlayer 1\n");
     // A second pull finds every layer there.
+    let out = env.ok(&["pull", "--insecure-registry", &reg.addr, &name]);
+    assert!(out.contains("Status: Image is up to date for"), "{out}");
     let out = env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
     assert_eq!(out, format!("{name}\n"));
 }
@@ -302,4 +305,48 @@ fn pull_killed_halfway_then_retried() {
         ]),
         format!("{}\nlayer 0\n", 48 << 20)
     );
+}
+
+/// A registry with basic auth: refused without credentials (its own
+/// error shown), pulled after `berth login`, which keeps them 0600.
+#[test]
+fn login_then_pull_with_basic_auth() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::stopped() else { return };
+    // bcrypt (cost 4) of "berth-secret".
+    let reg = Registry::start_with(
+        env.dir.path(),
+        Some("tester:$2b$04$HRnb81Rq98eZIPUJmDGHAONIAgi3o/CDOS9Lxz96xvqjrQuCheo1i"),
+    );
+    let layout = env.dir.path().join("layout-auth");
+    image(0).write_oci_layout(&layout, None);
+    let name = reg.push_as(&layout, "team/private:1", Some("tester:berth-secret"));
+    refused(
+        &env,
+        &["pull", "--insecure-registry", &reg.addr, &name],
+        "Not authorized",
+    );
+    let out = env.berth_input(
+        &["login", "-u", "tester", "--password-stdin", &reg.addr],
+        b"wrong-password\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    refused(
+        &env,
+        &["pull", "--insecure-registry", &reg.addr, &name],
+        "Not authorized",
+    );
+    let out = env.berth_input(
+        &["login", "-u", "tester", "--password-stdin", &reg.addr],
+        b"berth-secret\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(env.root.join("auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
+    assert_eq!(images(&env).len(), 1);
+    env.ok(&["logout", &reg.addr]);
 }

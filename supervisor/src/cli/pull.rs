@@ -145,7 +145,15 @@ pub async fn pull(data_root: &Path, a: PullArgs) -> Outcome {
     let pulled = result.map_err(image_failure)?;
     if !a.quiet {
         say(&format!("Digest: {}", pulled.digest))?;
-        say(&format!("Status: Image is up to date for {}", r))?;
+        say(&format!(
+            "Status: {} for {}",
+            if pulled.downloaded {
+                "Downloaded newer image"
+            } else {
+                "Image is up to date"
+            },
+            r
+        ))?;
     }
     say(&pulled.reference)?;
     Ok(0)
