@@ -168,7 +168,7 @@ fn live_upgrade_adopts_compatible_shims_and_reports_others() {
         reason.contains("cannot adopt") && reason.contains("incompatible"),
         "{reason}"
     );
-    assert!(env.ok(&["ps"]).contains("unknown"));
+    assert!(env.ok(&["ps"]).contains("Unknown"));
 }
 
 #[test]

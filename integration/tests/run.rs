@@ -161,7 +161,7 @@ fn detached_container_full_lifecycle() {
     let id = id.trim();
     assert_eq!(id.len(), 16, "{id}");
 
-    let table = env.ok(&["ps"]);
+    let table = env.ok(&["ps", "--no-trunc"]);
     let header = table.lines().next().expect("header");
     for col in ["ID", "NAME", "STATUS", "CREATED", "COMMAND"] {
         assert!(header.contains(col), "{header}");
@@ -170,7 +170,7 @@ fn detached_container_full_lifecycle() {
         .lines()
         .find(|l| l.contains("web"))
         .expect("web listed");
-    assert!(row.contains(id) && row.contains("running"), "{row}");
+    assert!(row.contains(id) && row.contains("Up "), "{row}");
 
     env.wait_until(5, "output in the log", || {
         stdout(&env.berth(&["logs", "web"])).contains("tick\ntick\n")
@@ -202,7 +202,7 @@ fn detached_container_full_lifecycle() {
         !running.contains("web"),
         "exited container in plain ps: {running}"
     );
-    assert!(env.ok(&["ps", "-a"]).contains("exited (0)"));
+    assert!(env.ok(&["ps", "-a"]).contains("Exited (0)"));
 
     env.ok(&["rm", "web"]);
     env.assert_clean();

@@ -22,6 +22,7 @@ mod policy;
 mod pull;
 mod restart;
 mod run;
+mod scripting;
 mod shim_limits;
 mod stats;
 mod stdio;

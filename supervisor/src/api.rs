@@ -14,6 +14,8 @@ pub mod methods {
     pub const KILL: &str = "kill";
     pub const WAIT: &str = "wait";
     pub const REMOVE: &str = "remove";
+    /// berthd's own facts (`berth info`, `berth version`).
+    pub const INFO: &str = "info";
     /// Signal, wait up to a timeout, then SIGKILL (Docker's stop).
     pub const STOP: &str = "stop";
     /// The container's processes (`berth top`).
@@ -229,4 +231,14 @@ pub struct WaitResult {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// `info` result: what berthd runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub root: String,
+    pub runtime: String,
+    pub shim: String,
+    pub pid: u32,
 }

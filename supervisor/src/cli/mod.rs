@@ -2,10 +2,13 @@
 
 mod attach;
 mod attach_cmd;
+mod completion;
 mod create;
 mod each;
 mod events;
+mod format;
 mod images;
+mod info;
 mod inspect;
 mod kill;
 mod logs;
@@ -26,6 +29,7 @@ mod stop;
 mod term;
 mod top;
 mod update;
+mod version;
 mod wait;
 
 use std::path::PathBuf;
@@ -60,11 +64,11 @@ enum Command {
     Ps(ps::PsArgs),
     /// Print a container's output (stdout to stdout, stderr to stderr).
     Logs(logs::LogsArgs),
-    /// Send a signal to a container (SIGTERM by default).
+    /// Send a signal to containers (SIGKILL by default).
     Kill(kill::KillArgs),
-    /// Show a container's state as JSON.
+    /// Show containers' state as JSON (or --format a Go template).
     Inspect(inspect::InspectArgs),
-    /// Wait for a container to exit and print its exit code.
+    /// Wait for containers to exit and print their exit codes.
     Wait(wait::WaitArgs),
     /// Remove containers and their state.
     Rm(rm::RmArgs),
@@ -105,9 +109,20 @@ enum Command {
     Pause(pause::PauseArgs),
     /// Thaw paused containers.
     Unpause(pause::PauseArgs),
+
+    /// Show the client's and berthd's versions.
+    Version(version::VersionArgs),
+    /// Show berthd's root, runtime and container counts.
+    Info(info::InfoArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(completion::CompletionArgs),
+    /// Write man pages into a directory (used at install).
+    #[command(hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// What a failed command reports: a message and an exit code.
+#[derive(Debug)]
 pub struct Failure {
     pub message: String,
     pub code: u8,
@@ -250,6 +265,11 @@ pub fn main() -> ExitCode {
             Command::Port(a) => port::port(&root, a).await,
             Command::Pause(a) => pause::pause(&root, a).await,
             Command::Unpause(a) => pause::unpause(&root, a).await,
+
+            Command::Version(a) => version::version(&root, a).await,
+            Command::Info(a) => info::info(&root, a).await,
+            Command::Completion(a) => completion::completion(a),
+            Command::Man(a) => completion::man(a),
         }
     });
     // The stdin reader thread may still block in read(2): leave without it.

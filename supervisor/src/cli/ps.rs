@@ -1,87 +1,305 @@
-//! `berth ps [-a] [--json]`: the container table.
+//! `berth ps`: the container table, as `docker ps` prints and filters it.
+//!
+//! `-a`, `-q`, `--no-trunc`, `-n N`, `-l`, `--filter status=|name=|id=|
+//! label=`, `--format` (a Go template, `table ...`, or `json`), and
+//! berth's own `--json` (the API's objects, unchanged). Newest first.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use serde_json::{json, Value as Json};
 
+use super::format::{print_rows, Format};
 use super::{connect, say, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, ContainerStatus, ListParams};
+use crate::api::{methods, ListParams};
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
     /// Include containers that are not running.
     #[arg(short, long)]
     all: bool,
-    /// Print JSON instead of a table.
+    /// Print only the IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not cut IDs and commands short.
     #[arg(long)]
+    no_trunc: bool,
+    /// Show the N last created containers (all states).
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// Show the last created container (all states).
+    #[arg(short, long)]
+    latest: bool,
+    /// Filter: status=running|exited|created|paused..., name=TEXT, id=PREFIX, label=KEY[=VALUE].
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// A Go template ({{.ID}} {{.Names}} {{.Status}} ...), `table TEMPLATE`, or `json`.
+    #[arg(long)]
+    format: Option<String>,
+    /// Print berth's own JSON (the API's objects) instead of a table.
+    #[arg(long, conflicts_with_all = ["format", "quiet"])]
     json: bool,
 }
 
+/// Docker's default `ps` table, less IMAGE and PORTS until containers have them.
+const DEFAULT_TABLE: &str = "table {{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}";
+
+/// Parsed `--filter`s: values of one key are alternatives, keys combine.
+#[derive(Debug, Default)]
+struct Filters {
+    status: Vec<String>,
+    name: Vec<String>,
+    id: Vec<String>,
+    label: Vec<(String, Option<String>)>,
+}
+
+impl Filters {
+    fn parse(specs: &[String]) -> Result<Filters, Failure> {
+        let mut f = Filters::default();
+        let bad = |m: String| Failure {
+            message: m,
+            code: 125,
+        };
+        for spec in specs {
+            let (key, value) = spec
+                .split_once('=')
+                .ok_or_else(|| bad(format!("bad filter {spec:?}: want KEY=VALUE")))?;
+            match key {
+                "status" => {
+                    const KNOWN: &[&str] = &[
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                        "creating",
+                        "restoring",
+                        "unknown",
+                    ];
+                    if !KNOWN.contains(&value) {
+                        return Err(bad(format!(
+                            "invalid filter status={value}: one of {}",
+                            KNOWN.join(", ")
+                        )));
+                    }
+                    f.status.push(value.to_string());
+                }
+                "name" => f.name.push(value.to_string()),
+                "id" => f.id.push(value.to_string()),
+                "label" => f.label.push(match value.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (value.to_string(), None),
+                }),
+                other => {
+                    return Err(bad(format!(
+                        "invalid filter {other:?}: berth filters by status, name, id and label"
+                    )))
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn keep(&self, c: &Json) -> bool {
+        let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("");
+        let labels = c.get("labels").and_then(Json::as_object);
+        (self.status.is_empty() || self.status.iter().any(|v| v == s("status")))
+            && (self.name.is_empty() || self.name.iter().any(|v| s("name").contains(v.as_str())))
+            && (self.id.is_empty() || self.id.iter().any(|v| s("id").starts_with(v.as_str())))
+            && self.label.iter().all(|(k, v)| {
+                let have = labels.and_then(|l| l.get(k)).and_then(Json::as_str);
+                match (have, v) {
+                    (Some(h), Some(v)) => h == v,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+            })
+    }
+}
+
 pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
+    let filters = Filters::parse(&a.filter)?;
+    let format = a.format.as_deref().map(Format::parse).transpose()?;
+    // -n, -l and a status filter look at every container, as Docker's do.
+    let all = a.all || a.latest || a.last.is_some() || !filters.status.is_empty();
     let mut c = connect(root).await?;
-    let list: Vec<ContainerInfo> = c.call(methods::LIST, &ListParams { all: a.all }).await?;
+    let list: Vec<Json> = c.call(methods::LIST, &ListParams { all }).await?;
+    let mut list: Vec<Json> = list.into_iter().filter(|c| filters.keep(c)).collect();
+    // Newest first; RFC 3339 times in UTC sort as text.
+    list.sort_by(|x, y| {
+        let t = |c: &Json| {
+            c.get("created_at")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        t(y).cmp(&t(x))
+    });
+    if let Some(n) = if a.latest { Some(1) } else { a.last } {
+        list.truncate(n);
+    }
     if a.json {
         let text = serde_json::to_string_pretty(&list).map_err(|e| Failure::new(e.to_string()))?;
         say(&text)?;
         return Ok(0);
     }
-    say(&format!(
-        "{:<16}  {:<20}  {:<14}  {:<16}  COMMAND",
-        "ID", "NAME", "STATUS", "CREATED"
-    ))?;
-    for info in &list {
-        say(&format!(
-            "{:<16}  {:<20}  {:<14}  {:<16}  {}",
-            info.id,
-            truncate(&info.name, 20),
-            status_text(info),
-            ago(&info.created_at),
-            truncate(&shell_join(&info.command), 40)
-        ))?;
+    let now = SystemTime::now();
+    let rows: Vec<Json> = list
+        .iter()
+        .map(|c| docker_row(c, now, a.no_trunc))
+        .collect();
+    if a.quiet {
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r["ID"].as_str().unwrap_or("").to_string())
+            .collect();
+        return print_rows(&ids, false).map(|()| 0);
     }
-    Ok(0)
-}
-
-/// "running", "exited (3)", "exited (?)" when the code is unknown.
-pub fn status_text(info: &ContainerInfo) -> String {
-    match (info.status, info.exit_code) {
-        (ContainerStatus::Exited, Some(code)) => format!("exited ({code})"),
-        (ContainerStatus::Exited, None) => "exited (?)".into(),
-        (s, _) => s.to_string(),
-    }
-}
-
-fn ago(rfc3339: &str) -> String {
-    let Ok(t) = humantime::parse_rfc3339(rfc3339) else {
-        return "?".into();
+    let format = match format {
+        Some(f) => f,
+        None => Format::parse(DEFAULT_TABLE)?,
     };
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match secs {
-        0..=59 => format!("{secs} seconds ago"),
-        60..=3599 => format!("{} minutes ago", secs / 60),
-        3600..=86399 => format!("{} hours ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
+    let mut out = Vec::with_capacity(rows.len() + 1);
+    if format.is_table() {
+        out.push(format.render(&header())?);
+    }
+    for r in &rows {
+        out.push(format.render(r)?);
+    }
+    print_rows(&out, format.is_table()).map(|()| 0)
+}
+
+/// Column titles, as Docker derives them from the field names.
+fn header() -> Json {
+    json!({
+        "ID": "CONTAINER ID", "Names": "NAMES", "Command": "COMMAND",
+        "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "State": "STATE",
+        "Status": "STATUS", "Image": "IMAGE", "Ports": "PORTS",
+        "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Size": "SIZE",
+    })
+}
+
+/// One container as `docker ps --format` sees it.
+fn docker_row(c: &Json, now: SystemTime, no_trunc: bool) -> Json {
+    let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let id = s("id");
+    let command: Vec<String> = c
+        .get("command")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let command =
+        shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
+    let labels = c
+        .get("labels")
+        .and_then(Json::as_object)
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "ID": if no_trunc { id.clone() } else { id.chars().take(12).collect() },
+        "Names": s("name"),
+        "Command": format!("\"{}\"", if no_trunc { command } else { ellipsis(&command, 20) }),
+        "CreatedAt": docker_time(&s("created_at")),
+        "RunningFor": since(&s("created_at"), now).map(|d| format!("{d} ago")).unwrap_or_default(),
+        "State": s("status"),
+        "Status": status_text_at(c, now),
+        "Image": c.get("image").and_then(Json::as_str).unwrap_or(""),
+        "Ports": c.get("ports").map(port_text).unwrap_or_default(),
+        "Labels": labels,
+        "Mounts": "",
+        "Networks": c.get("network").and_then(Json::as_str).unwrap_or(""),
+        "Size": "",
+    })
+}
+
+fn port_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Array(a) => a
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| p.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
     }
 }
 
-fn shell_join(args: &[String]) -> String {
-    args.iter()
-        .map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$;&|".contains(c)) {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            } else {
-                a.clone()
+/// `docker ps`'s STATUS: "Up 3 minutes", "Exited (3) 2 minutes ago",
+/// "Created", "Up 5 seconds (Paused)"; other states capitalized.
+fn status_text_at(c: &Json, now: SystemTime) -> String {
+    let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let up = || {
+        since(&s("started_at"), now)
+            .map(|d| format!("Up {d}"))
+            .unwrap_or_else(|| "Up".into())
+    };
+    match s("status").as_str() {
+        "running" => up(),
+        "paused" => format!("{} (Paused)", up()),
+        "created" => "Created".into(),
+        "exited" => {
+            let code = c
+                .get("exit_code")
+                .and_then(Json::as_i64)
+                .map_or("?".to_string(), |c| c.to_string());
+            match since(&s("finished_at"), now) {
+                Some(d) => format!("Exited ({code}) {d} ago"),
+                None => format!("Exited ({code})"),
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        }
+        other => {
+            let mut w = other.to_string();
+            if let Some(f) = w.get_mut(0..1) {
+                f.make_ascii_uppercase();
+            }
+            w
+        }
+    }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// How long ago `rfc3339` was, in words with the right number ("1
+/// minute", "3 minutes", "Less than a second").
+fn since(rfc3339: &str, now: SystemTime) -> Option<String> {
+    let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
+    Some(words(now.duration_since(t).unwrap_or(Duration::ZERO)))
+}
+
+fn words(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return "Less than a second".into();
+    }
+    let mut f = timeago::Formatter::new();
+    f.ago("");
+    f.convert(d).trim_end().to_string()
+}
+
+/// Docker's CreatedAt: "2026-11-28 10:00:00 +0000 UTC".
+fn docker_time(rfc3339: &str) -> String {
+    match humantime::parse_rfc3339_weak(rfc3339) {
+        Ok(t) => {
+            let s = humantime::format_rfc3339_seconds(t).to_string();
+            format!(
+                "{} +0000 UTC",
+                s.trim_end_matches('Z').replacen('T', " ", 1)
+            )
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// Cuts `s` to `max` displayed characters, the last one an ellipsis.
+fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -96,13 +314,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn joins_and_truncates_commands() {
-        let cmd = vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            "echo a; exit 3".to_string(),
-        ];
-        assert_eq!(shell_join(&cmd), "sh -c 'echo a; exit 3'");
-        assert_eq!(truncate("abcdef", 4), "abc…");
+    fn status_words_like_docker() {
+        let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+        let c = |v: Json| status_text_at(&v, now);
+        assert_eq!(
+            c(json!({"status": "running", "started_at": "2026-11-28T11:57:00Z"})),
+            "Up 3 minutes"
+        );
+        assert_eq!(
+            c(json!({"status": "running", "started_at": "2026-11-28T11:59:00Z"})),
+            "Up 1 minute"
+        );
+        assert_eq!(
+            c(json!({"status": "running", "started_at": "2026-11-28T11:59:59.6Z"})),
+            "Up Less than a second"
+        );
+        assert_eq!(
+            c(json!({"status": "exited", "exit_code": 3, "finished_at": "2026-11-28T11:58:00Z"})),
+            "Exited (3) 2 minutes ago"
+        );
+        assert_eq!(
+            c(json!({"status": "exited", "exit_code": 0, "finished_at": "2026-11-28T11:00:00Z"})),
+            "Exited (0) 1 hour ago"
+        );
+        assert_eq!(c(json!({"status": "created"})), "Created");
+        assert_eq!(
+            c(json!({"status": "paused", "started_at": "2026-11-28T11:59:58Z"})),
+            "Up 2 seconds (Paused)"
+        );
+        assert_eq!(c(json!({"status": "unknown"})), "Unknown");
+    }
+
+    #[test]
+    fn rows_quote_and_cut_commands_and_filters_combine() {
+        let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+        let info = json!({"id": "0123456789abcdef", "name": "web", "status": "running",
+            "created_at": "2026-11-28T11:00:00Z", "command": ["sh", "-c", "echo a; exit 3"],
+            "labels": {"tier": "db"}});
+        let r = docker_row(&info, now, false);
+        assert_eq!(r["ID"], "0123456789ab");
+        assert_eq!(r["Command"], "\"sh -c 'echo a; exit…\"");
+        assert_eq!(r["RunningFor"], "1 hour ago");
+        assert_eq!(r["CreatedAt"], "2026-11-28 11:00:00 +0000 UTC");
+        let r = docker_row(&info, now, true);
+        assert_eq!(r["ID"], "0123456789abcdef");
+        assert_eq!(r["Command"], "\"sh -c 'echo a; exit 3'\"");
+
+        let f = |specs: &[&str]| {
+            Filters::parse(&specs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        assert!(f(&["status=running", "status=exited"]).keep(&info));
+        assert!(!f(&["status=exited"]).keep(&info));
+        assert!(f(&["name=we", "label=tier=db", "id=0123"]).keep(&info));
+        assert!(!f(&["label=tier=web"]).keep(&info));
+        assert!(f(&["label=tier"]).keep(&info));
+        assert!(Filters::parse(&["status=nope".into()]).is_err());
+        assert!(Filters::parse(&["color=red".into()]).is_err());
     }
 }

@@ -288,6 +288,13 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             remove::remove(d, &id, p.force).await?;
             Ok(json!({ "id": id }))
         }
+        m::INFO => to_value(crate::api::DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            root: d.config.root.display().to_string(),
+            runtime: d.config.runtime.display().to_string(),
+            shim: d.config.shim.display().to_string(),
+            pid: std::process::id(),
+        }),
         other => Err(RpcError::new(
             ErrorCode::UnknownMethod,
             format!("unknown method {other:?}"),
