@@ -16,7 +16,9 @@ fn ps_flags_filters_and_formats() {
     let a = env.ok(&["run", "-d", "--name", "first", "--", "sh", "-c", "exit 3"]);
     assert_eq!(env.ok(&["wait", "first"]), "3\n");
     let b = env.ok(&["run", "-d", "--name", "second", "--", "sleep", "100"]);
-    let c = env.ok(&["run", "-d", "--name", "third", "--", "sleep", "100"]);
+    let c = env.ok(&[
+        "run", "-d", "--label", "tier=db", "--name", "third", "--", "sleep", "100",
+    ]);
     let (a, b, c) = (a.trim(), b.trim(), c.trim());
 
     // -q: running only, newest first, IDs cut to 12 as Docker's.
@@ -50,7 +52,15 @@ fn ps_flags_filters_and_formats() {
         ]),
         format!("{c}\n")
     );
-    assert_eq!(env.ok(&["ps", "-aq", "--filter", "label=tier=db"]), "");
+    assert_eq!(
+        env.ok(&["ps", "-aq", "--no-trunc", "--filter", "label=tier=db"]),
+        format!("{c}\n")
+    );
+    assert_eq!(env.ok(&["ps", "-aq", "--filter", "label=tier=web"]), "");
+    assert_eq!(
+        env.ok(&["ps", "-q", "--no-trunc", "--filter", "label=tier"]),
+        format!("{c}\n")
+    );
 
     // Go templates over Docker's fields.
     let out = env.ok(&["ps", "-a", "--format", "{{.Names}}|{{.Status}}|{{.State}}"]);

@@ -134,9 +134,18 @@ fn docker_view(
         "OpenStdin": info.stdin,
         "AttachStdin": info.stdin,
     });
-    for (from, to) in [("image", "Image"), ("labels", "Labels"), ("user", "User")] {
-        if let (Some(v), Some(c)) = (raw.get(from), config.as_object_mut()) {
-            c.insert(to.into(), v.clone());
+    for (from, to) in [
+        ("/image", "Image"),
+        ("/options/labels", "Labels"),
+        ("/options/user", "User"),
+    ] {
+        if let (Some(v), Some(c)) = (
+            Json::Object(raw.clone()).pointer(from).cloned(),
+            config.as_object_mut(),
+        ) {
+            if !v.is_null() {
+                c.insert(to.into(), v);
+            }
         }
     }
     let mut host = json!({
@@ -188,8 +197,19 @@ fn docker_view(
     put("Config", config);
     put("HostConfig", host);
     put("Mounts", json!(mounts));
-    if let Some(net) = raw.get("network_settings").or_else(|| raw.get("network")) {
-        put("NetworkSettings", net.clone());
+    if let Some(net) = raw.get("network").filter(|n| !n.is_null()) {
+        let s = |k: &str| net.get(k).cloned().unwrap_or(Json::Null);
+        put(
+            "NetworkSettings",
+            json!({
+                "Mode": s("mode"),
+                "Bridge": s("bridge"),
+                "IPAddress": s("ip"),
+                "Gateway": s("gateway"),
+                "MacAddress": s("mac"),
+                "Ports": s("ports"),
+            }),
+        );
     }
     out
 }

@@ -105,7 +105,7 @@ impl Filters {
 
     fn keep(&self, c: &Json) -> bool {
         let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("");
-        let labels = c.get("labels").and_then(Json::as_object);
+        let labels = labels_of(c);
         (self.status.is_empty() || self.status.iter().any(|v| v == s("status")))
             && (self.name.is_empty() || self.name.iter().any(|v| s("name").contains(v.as_str())))
             && (self.id.is_empty() || self.id.iter().any(|v| s("id").starts_with(v.as_str())))
@@ -192,9 +192,7 @@ fn docker_row(c: &Json, now: SystemTime, no_trunc: bool) -> Json {
         .unwrap_or_default();
     let command =
         shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
-    let labels = c
-        .get("labels")
-        .and_then(Json::as_object)
+    let labels = labels_of(c)
         .map(|l| {
             l.iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
@@ -211,28 +209,41 @@ fn docker_row(c: &Json, now: SystemTime, no_trunc: bool) -> Json {
         "State": s("status"),
         "Status": status_text_at(c, now),
         "Image": c.get("image").and_then(Json::as_str).unwrap_or(""),
-        "Ports": c.get("ports").map(port_text).unwrap_or_default(),
+        "Ports": c.pointer("/options/publish").map(port_text).unwrap_or_default(),
         "Labels": labels,
         "Mounts": "",
-        "Networks": c.get("network").and_then(Json::as_str).unwrap_or(""),
+        "Networks": c.pointer("/network/mode").map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string())).unwrap_or_default(),
         "Size": "",
     })
 }
 
+/// The container's labels (`run -l K=V`), as berthd reports them.
+fn labels_of(c: &Json) -> Option<&serde_json::Map<String, Json>> {
+    c.pointer("/options/labels").and_then(Json::as_object)
+}
+
+/// Docker's PORTS: "0.0.0.0:8080->80/tcp, ...".
 fn port_text(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
-        Json::Array(a) => a
-            .iter()
-            .map(|p| {
-                p.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| p.to_string())
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => String::new(),
-    }
+    let Some(ports) = v.as_array() else {
+        return String::new();
+    };
+    ports
+        .iter()
+        .map(|p| {
+            let ip = p
+                .get("host_ip")
+                .and_then(Json::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("0.0.0.0");
+            let proto = p.get("protocol").and_then(Json::as_str).unwrap_or("tcp");
+            format!(
+                "{ip}:{}->{}/{proto}",
+                p.get("host_port").and_then(Json::as_u64).unwrap_or(0),
+                p.get("container_port").and_then(Json::as_u64).unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `docker ps`'s STATUS: "Up 3 minutes", "Exited (3) 2 minutes ago",
@@ -350,11 +361,14 @@ mod tests {
         let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
         let info = json!({"id": "0123456789abcdef", "name": "web", "status": "running",
             "created_at": "2026-11-28T11:00:00Z", "command": ["sh", "-c", "echo a; exit 3"],
-            "labels": {"tier": "db"}});
+            "options": {"labels": {"tier": "db"}, "publish": [
+                {"host_ip": "", "host_port": 8080, "container_port": 80, "protocol": "tcp"}]}});
         let r = docker_row(&info, now, false);
         assert_eq!(r["ID"], "0123456789ab");
         assert_eq!(r["Command"], "\"sh -c 'echo a; exit…\"");
         assert_eq!(r["RunningFor"], "1 hour ago");
+        assert_eq!(r["Ports"], "0.0.0.0:8080->80/tcp");
+        assert_eq!(r["Labels"], "tier=db");
         assert_eq!(r["CreatedAt"], "2026-11-28 11:00:00 +0000 UTC");
         let r = docker_row(&info, now, true);
         assert_eq!(r["ID"], "0123456789abcdef");
