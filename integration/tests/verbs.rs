@@ -312,7 +312,8 @@ fn pause_stops_a_counter_and_unpause_resumes_it() {
     env.wait_until(10, "counting", || lines() > 5);
     assert_eq!(env.ok(&["pause", "counter"]), "counter\n");
     assert_eq!(env.inspect("counter")["status"], "paused");
-    assert!(env.ok(&["ps"]).contains("paused"));
+    // docker's STATUS wording: "Up 2 seconds (Paused)".
+    assert!(env.ok(&["ps"]).contains("(Paused)"));
     let frozen = lines();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(lines(), frozen, "output went on while paused");
