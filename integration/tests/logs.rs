@@ -145,8 +145,12 @@ fn logs_follow_every_line_once_across_fast_rotation_and_berthd_restarts() {
     let snap = env.berth(&["logs", "numbers"]);
     assert!(snap.status.success(), "{}", stderr(&snap));
     let snap = stdout(&snap);
-    let last = snap.lines().count() as u64;
-    assert_numbered("snapshot", &snap, 1, last);
+    // The container may be mid-line when the snapshot is taken: its last
+    // record is then a partial one, printed as is without a newline (the
+    // rest of that line comes later). Only whole lines are checked.
+    let whole = &snap[..snap.rfind('\n').map_or(0, |i| i + 1)];
+    let last = whole.lines().count() as u64;
+    assert_numbered("snapshot", whole, 1, last);
     env.kill_berthd();
     env.start_berthd();
     let mut late = Follower::spawn(&env, &["logs", "-f", "numbers"]);
