@@ -125,12 +125,7 @@ impl LogWriter {
         let seq = match fs::symlink_metadata(path) {
             // A plain file at `log` (written by an older berth): it becomes
             // the next segment, so its bytes stay in order.
-            Ok(m) if m.file_type().is_file() => {
-                let seq = newest.map_or(1, |n| n + 1);
-                let to = segment(path, seq);
-                fs::rename(path, &to).map_err(|e| Error::io("rename", path, e))?;
-                seq
-            }
+            Ok(m) if m.file_type().is_file() => adopt_legacy(path, &segs)?,
             _ => newest.unwrap_or(1),
         };
         let seg = segment(path, seq);
@@ -238,6 +233,31 @@ impl LogWriter {
     }
 }
 
+/// Turns an older berth's log into segments, oldest first, and returns the
+/// number of the newest (the former `log`). That berth rotated by renaming
+/// `log` -> `log.1` -> `log.2`..., so its `log.1` is the newest rotated file
+/// and `log.K` the oldest: numbered as they stand, a reader would show them
+/// backwards and rotation would delete the newest first. They are renamed,
+/// oldest first, to numbers after all present ones; only the run from
+/// `log.1` up is that berth's (after a crash half-way the rest were moved
+/// already, and are older than what is still in the run), so doing it again
+/// finishes the job in order.
+fn adopt_legacy(path: &Path, segs: &[u64]) -> Result<u64> {
+    let run = segs
+        .iter()
+        .zip(1u64..)
+        .take_while(|&(&n, want)| n == want)
+        .count() as u64;
+    let mut next = segs.last().map_or(1, |n| n + 1);
+    for n in (1..=run).rev() {
+        let (from, to) = (segment(path, n), segment(path, next));
+        fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+        next += 1;
+    }
+    fs::rename(path, segment(path, next)).map_err(|e| Error::io("rename", path, e))?;
+    Ok(next)
+}
+
 /// Points `<dir>/log` at segment `seq` (a relative symlink, replaced
 /// atomically by a rename).
 fn point_link(path: &Path, seq: u64) -> Result<()> {
@@ -342,6 +362,58 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn an_older_berths_rotated_files_become_segments_oldest_first() {
+        // That berth's layout: `log` newest, then `log.1`, `log.2` older.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(segment(&path, 2), "T stdout F oldest\n").unwrap();
+        fs::write(segment(&path, 1), "T stdout F middle\n").unwrap();
+        fs::write(&path, "T stdout F newest\n").unwrap();
+        let config = LogConfig {
+            max_size: 0,
+            max_files: 3,
+        };
+        let mut w = LogWriter::open(&path, config).unwrap();
+        let segs = list_segments(&path).unwrap();
+        let text: Vec<String> = segs
+            .iter()
+            .map(|&n| fs::read_to_string(segment(&path, n)).unwrap())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "T stdout F oldest\n",
+                "T stdout F middle\n",
+                "T stdout F newest\n"
+            ]
+        );
+        assert_eq!(w.current_segment(), *segs.last().unwrap());
+        // Rotation drops the oldest, not the middle one.
+        w.rotate().unwrap();
+        let first = list_segments(&path).unwrap()[0];
+        assert!(fs::read_to_string(segment(&path, first))
+            .unwrap()
+            .contains("middle"));
+    }
+
+    #[test]
+    fn adopting_an_older_log_again_after_a_crash_keeps_the_order() {
+        // A crash after `log.2` (the oldest) moved to `log.3`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(segment(&path, 3), "oldest\n").unwrap();
+        fs::write(segment(&path, 1), "middle\n").unwrap();
+        fs::write(&path, "newest\n").unwrap();
+        LogWriter::open(&path, LogConfig::default()).unwrap();
+        let text: Vec<String> = list_segments(&path)
+            .unwrap()
+            .iter()
+            .map(|&n| fs::read_to_string(segment(&path, n)).unwrap())
+            .collect();
+        assert_eq!(text, ["oldest\n", "middle\n", "newest\n"]);
     }
 
     #[test]
