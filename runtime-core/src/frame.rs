@@ -15,6 +15,51 @@ pub const HEADER_LEN: usize = 5;
 /// Tag of a JSON message frame.
 pub const TAG_JSON: u8 = 0;
 
+/// A frame header, its length already checked against `MAX_PAYLOAD`.
+///
+/// The one place a header is read: the shim's decoder, the blocking and the
+/// async readers and the CLI's zero-copy attach reader all go through
+/// [`Header::parse`], so the limit and the byte order live in one spot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub tag: u8,
+    /// Payload length in bytes (at most `MAX_PAYLOAD`).
+    pub len: usize,
+}
+
+impl Header {
+    /// Parses the header at the start of `bytes`: `Ok(None)` while fewer
+    /// than `HEADER_LEN` bytes are there, an error as soon as a header
+    /// announces more than `MAX_PAYLOAD` (before anything is buffered).
+    pub fn parse(bytes: &[u8]) -> Result<Option<Header>> {
+        bytes.first_chunk().map(Header::decode).transpose()
+    }
+
+    /// Decodes a complete header read from a stream.
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Header> {
+        let [tag, l0, l1, l2, l3] = *bytes;
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(Error::FrameTooLarge {
+                len,
+                limit: MAX_PAYLOAD,
+            });
+        }
+        Ok(Header { tag, len })
+    }
+
+    /// Header plus payload: the bytes the whole frame takes.
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + self.len
+    }
+
+    /// The payload of this frame in `bytes` (which starts with the header),
+    /// or `None` while it has not all arrived.
+    pub fn payload<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        bytes.get(HEADER_LEN..self.frame_len())
+    }
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -83,24 +128,17 @@ impl Decoder {
     /// A header announcing more than `MAX_PAYLOAD` is an error at once.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
         let avail = &self.buf[self.start..];
-        if avail.len() < HEADER_LEN {
+        let Some(header) = Header::parse(avail)? else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([avail[1], avail[2], avail[3], avail[4]]) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(Error::FrameTooLarge {
-                len,
-                limit: MAX_PAYLOAD,
-            });
-        }
-        if avail.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        let frame = Frame {
-            tag: avail[0],
-            payload: avail[HEADER_LEN..HEADER_LEN + len].to_vec(),
         };
-        self.start += HEADER_LEN + len;
+        let Some(payload) = header.payload(avail) else {
+            return Ok(None);
+        };
+        let frame = Frame {
+            tag: header.tag,
+            payload: payload.to_vec(),
+        };
+        self.start += header.frame_len();
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -125,18 +163,12 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<Frame>> {
             Err(e) => return Err(Error::Protocol(format!("read: {e}"))),
         }
     }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > MAX_PAYLOAD {
-        return Err(Error::FrameTooLarge {
-            len,
-            limit: MAX_PAYLOAD,
-        });
-    }
-    let mut payload = vec![0u8; len];
+    let header = Header::decode(&header)?;
+    let mut payload = vec![0u8; header.len];
     r.read_exact(&mut payload)
         .map_err(|e| Error::Protocol(format!("read: {e}")))?;
     Ok(Some(Frame {
-        tag: header[0],
+        tag: header.tag,
         payload,
     }))
 }
@@ -178,6 +210,29 @@ mod tests {
         dec.push(&[0, 0xff, 0xff, 0xff, 0xff]);
         let err = dec.next_frame().unwrap_err().to_string();
         assert!(err.contains("exceeds the limit"), "{err}");
+    }
+
+    #[test]
+    fn header_parse_waits_for_five_bytes_and_checks_the_limit() {
+        let mut bytes = Vec::new();
+        encode_into(&mut bytes, 7, b"abc").unwrap();
+        for cut in 0..HEADER_LEN {
+            assert_eq!(Header::parse(&bytes[..cut]).unwrap(), None);
+        }
+        let h = Header::parse(&bytes).unwrap().unwrap();
+        assert_eq!(h, Header { tag: 7, len: 3 });
+        assert_eq!(h.frame_len(), bytes.len());
+        assert_eq!(h.payload(&bytes), Some(&b"abc"[..]));
+        assert_eq!(h.payload(&bytes[..bytes.len() - 1]), None);
+        let mut at_limit = vec![1u8];
+        at_limit.extend_from_slice(&(MAX_PAYLOAD as u32).to_be_bytes());
+        assert_eq!(Header::parse(&at_limit).unwrap().unwrap().len, MAX_PAYLOAD);
+        let mut over = vec![1u8];
+        over.extend_from_slice(&(MAX_PAYLOAD as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            Header::parse(&over),
+            Err(Error::FrameTooLarge { len, .. }) if len == MAX_PAYLOAD + 1
+        ));
     }
 
     #[test]

@@ -270,19 +270,13 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<Fra
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(format!("read: {e}")),
     }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > frame::MAX_PAYLOAD {
-        return Err(format!(
-            "frame of {len} bytes exceeds the limit of {} bytes",
-            frame::MAX_PAYLOAD
-        ));
-    }
-    let mut payload = vec![0u8; len];
+    let header = frame::Header::decode(&header).map_err(|e| e.to_string())?;
+    let mut payload = vec![0u8; header.len];
     r.read_exact(&mut payload)
         .await
         .map_err(|e| format!("read: {e}"))?;
     Ok(Some(Frame {
-        tag: header[0],
+        tag: header.tag,
         payload,
     }))
 }

@@ -241,21 +241,18 @@ async fn receive_output(mut rd: tokio::net::unix::OwnedReadHalf) -> Result<Attac
     loop {
         {
             let mut out = stdout.lock();
-            while end - start >= frame::HEADER_LEN {
-                let h = &buf[start..start + frame::HEADER_LEN];
-                let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
-                if len > frame::MAX_PAYLOAD {
-                    return Ok(AttachEnd::Lost(format!(
-                        "attach frame of {len} bytes exceeds the limit"
-                    )));
-                }
-                if end - start < frame::HEADER_LEN + len {
+            loop {
+                let avail = &buf[start..end];
+                let header = match frame::Header::parse(avail) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return Ok(AttachEnd::Lost(format!("attach stream: {e}"))),
+                };
+                let Some(payload) = header.payload(avail) else {
                     break;
-                }
-                let tag = h[0];
-                let payload = &buf[start + frame::HEADER_LEN..start + frame::HEADER_LEN + len];
-                start += frame::HEADER_LEN + len;
-                match tag {
+                };
+                start += header.frame_len();
+                match header.tag {
                     proto::TAG_STDOUT => {
                         if let Err(e) = out.write_all(payload) {
                             return Ok(AttachEnd::OutputFailed(e));
