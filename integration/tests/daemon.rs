@@ -563,3 +563,204 @@ fn a_list_larger_than_one_frame_reaches_ps() {
     env.ok(&["rm", "big0", "big1", "big2"]);
     env.assert_clean();
 }
+
+/// `Type=notify`: berthd says READY=1 on NOTIFY_SOCKET once its API socket
+/// serves (a CLI call made the moment the datagram arrives succeeds, with
+/// no retry), STOPPING=1 when it goes, and hands the variable to no shim.
+#[test]
+fn berthd_tells_systemd_it_is_ready_only_once_it_serves() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    let notify_path = env.dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    env.berthd_env.push((
+        "NOTIFY_SOCKET".into(),
+        notify_path.to_string_lossy().into_owned(),
+    ));
+    env.spawn_berthd();
+    let mut buf = [0u8; 512];
+    let len = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 from berthd ({e}); log:\n{}", env.berthd_log()));
+    let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
+    // The first thing on the socket is readiness, and it is true now.
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    let pid = env.berthd_pid().unwrap();
+    assert!(
+        msg.lines().any(|l| l == format!("MAINPID={pid}")),
+        "{msg:?}"
+    );
+    let out = env.berth(&["ps", "-a", "--json"]);
+    assert!(
+        out.status.success(),
+        "ps right after READY=1: {}",
+        stderr(&out)
+    );
+
+    env.ok(&["run", "-d", "--name", "quiet", "--", "sleep", "1000"]);
+    let shim_pid = std::fs::read_to_string(
+        std::path::Path::new(env.inspect("quiet")["state_dir"].as_str().unwrap()).join("shim.pid"),
+    )
+    .unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", shim_pid.trim())).unwrap();
+    assert!(
+        !environ
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(b"NOTIFY_SOCKET=")),
+        "the shim inherited NOTIFY_SOCKET"
+    );
+    env.ok(&["rm", "-f", "quiet"]);
+
+    let status = env.stop_berthd();
+    assert!(status.success(), "berthd exited with {status}");
+    let len = notify.recv(&mut buf).expect("STOPPING=1 from berthd");
+    assert_eq!(&buf[..len], b"STOPPING=1\n");
+}
+
+/// Writes `text` as a berthd config file in the test's directory.
+fn config_file(env: &Env, name: &str, text: &str) -> std::path::PathBuf {
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// berthd.toml: a flag beats the file, the file beats the default.
+#[test]
+fn berthd_config_file_is_read_and_flags_override_it() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    let elsewhere = env.dir.path().join("file-root");
+    let cfg = config_file(
+        &env,
+        "precedence.toml",
+        &format!(
+            "root = \"{}\"\nruntime = \"/nonexistent/berth-test-runtime\"\n\n[log]\nmax-size = \"64k\"\nmax-files = 2\n",
+            elsewhere.display()
+        ),
+    );
+    // --root (given by Env) beats the file's root; --log-max-files beats
+    // the file's max-files; the file's runtime and max-size stand.
+    env.berthd_args = vec![
+        "--config".into(),
+        cfg.to_string_lossy().into_owned(),
+        "--log-max-files".into(),
+        "3".into(),
+    ];
+    env.start_berthd();
+    assert!(!elsewhere.exists(), "the file's root was used over --root");
+    let out = env.berth(&["run", "-d", "--name", "x", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/berth-test-runtime"),
+        "the file's runtime: {}",
+        stderr(&out)
+    );
+    env.stop_berthd();
+
+    // With --runtime given, the file's runtime is not used; the log
+    // defaults apply to containers that set none, and not to one that does.
+    env.berthd_args.extend(["--runtime".into(), "runc".into()]);
+    env.start_berthd();
+    env.ok(&["create", "--name", "dflt", "--", "true"]);
+    env.ok(&[
+        "create",
+        "--name",
+        "own",
+        "--log-max-size",
+        "128k",
+        "--",
+        "true",
+    ]);
+    let log_config = |name: &str| {
+        let v: serde_json::Value = serde_json::from_str(&env.ok(&[
+            "inspect",
+            "--format",
+            "{{json .HostConfig.LogConfig.Config}}",
+            name,
+        ]))
+        .unwrap();
+        (
+            v["max-size"].as_str().unwrap().to_string(),
+            v["max-file"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(log_config("dflt"), ("65536".to_string(), "3".to_string()));
+    assert_eq!(log_config("own"), ("131072".to_string(), "3".to_string()));
+    env.ok(&["rm", "dflt", "own"]);
+}
+
+/// A config file berthd cannot use stops it before it touches anything:
+/// one line naming the file and the key, non-zero, no root made.
+#[test]
+fn berthd_refuses_a_bad_config_file_naming_the_key() {
+    let Some(env) = Env::stopped() else { return };
+    let cases = [
+        (
+            "unknown.toml",
+            "runtme = \"runc\"\n",
+            "runtme: unknown field",
+        ),
+        (
+            "section.toml",
+            "[log]\nmax-files = 2\nmax-sise = \"1m\"\n",
+            "line 3: log.max-sise: unknown field",
+        ),
+        (
+            "size.toml",
+            "[log]\nmax-size = \"17179869184g\"\n",
+            "log.max-size: invalid size",
+        ),
+        ("files.toml", "[log]\nmax-files = 0\n", "log.max-files: "),
+        (
+            "type.toml",
+            "[log]\nmax-files = \"five\"\n",
+            "log.max-files: invalid type",
+        ),
+        (
+            "subnet.toml",
+            "[network]\nsubnet = \"10.42.0.0/33\"\n",
+            "network.subnet: ",
+        ),
+        (
+            "relative.toml",
+            "data-root = \"var/lib/berth\"\n",
+            "data-root: var/lib/berth is not an absolute path",
+        ),
+        ("syntax.toml", "[log\n", "line 1"),
+    ];
+    for (name, text, words) in cases {
+        let cfg = config_file(&env, name, text);
+        let mut cmd = std::process::Command::new(env.bin.join("berthd"));
+        cmd.arg("--config").arg(&cfg).arg("--root").arg(&env.root);
+        let out = output_within(cmd, 20);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+        assert!(
+            err.starts_with(&format!("berthd: config {}", cfg.display())) && err.contains(words),
+            "{name}: {err}"
+        );
+        assert!(!env.root.exists(), "{name}: berthd made its root");
+    }
+    // A --config that does not exist is an error (the default path may be
+    // absent: every setting has a default).
+    let mut cmd = std::process::Command::new(env.bin.join("berthd"));
+    cmd.arg("--config")
+        .arg(env.dir.path().join("absent.toml"))
+        .arg("--root")
+        .arg(&env.root);
+    let out = output_within(cmd, 20);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("absent.toml: No such file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.root.exists());
+}

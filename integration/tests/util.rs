@@ -131,6 +131,20 @@ impl Env {
 
     /// Starts berthd and waits until its socket accepts.
     pub fn start_berthd(&mut self) {
+        self.spawn_berthd();
+        let sock = self.root.join("berthd.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("berthd did not come up; log:\n{}", self.berthd_log());
+    }
+
+    /// Starts berthd without waiting for it.
+    pub fn spawn_berthd(&mut self) {
         assert!(self.berthd.is_none(), "berthd already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -147,20 +161,18 @@ impl Env {
         // Always this instance's own bridge and subnet (tests run in parallel).
         cmd.env("BERTH_BRIDGE", &self.net.bridge)
             .env("BERTH_BRIDGE_SUBNET", &self.net.subnet);
+        // Never the machine's /etc/berth/berthd.toml: an empty file of our
+        // own, unless the test names one.
+        let config = self.dir.path().join("berthd.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").expect("empty berthd.toml");
+        }
+        cmd.env("BERTH_CONFIG", &config);
         for (k, v) in &self.berthd_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn berthd");
         self.berthd = Some(child);
-        let sock = self.root.join("berthd.sock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("berthd did not come up; log:\n{}", self.berthd_log());
     }
 
     /// berthd's PID, if running.

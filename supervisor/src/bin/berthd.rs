@@ -1,44 +1,62 @@
 //! berthd: the berth supervisor daemon. See `berth_supervisor::daemon`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use berth_supervisor::daemon::{self, Config};
+use berth_supervisor::daemon::{self, config_file, Config};
+use runtime_core::meta::LogConfig;
 
 /// The berth container supervisor. Containers keep running when it stops.
+///
+/// Settings come from the flags (and their environment variables), then
+/// from the config file (/etc/berth/berthd.toml, or --config), then from
+/// the defaults shown.
 #[derive(Parser, Debug)]
 #[command(name = "berthd", version)]
 struct Args {
-    /// State directory (sockets, containers, logs).
-    #[arg(long, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
-    root: PathBuf,
+    /// The config file; a missing default one is no error.
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory (sockets, containers, logs) [default: /run/berth].
+    #[arg(long, env = "BERTH_ROOT")]
+    root: Option<PathBuf>,
     /// Where images are stored (default: /var/lib/berth with the default
     /// --root, else the --root directory).
     #[arg(long, env = "BERTH_DATA_ROOT")]
     data_root: Option<PathBuf>,
-    /// OCI runtime: a name looked up in PATH, or a path.
-    #[arg(long, default_value = "runc")]
-    runtime: PathBuf,
+    /// OCI runtime: a name looked up in PATH, or a path [default: runc].
+    #[arg(long)]
+    runtime: Option<PathBuf>,
     /// The berth-shim binary (default: next to berthd, else from PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// Containers' log rotation size unless they set --log-max-size
+    /// (bytes, or 64k, 10m, 1.5g; 0: never) [default: 10m].
+    #[arg(long, value_parser = berth_supervisor::cli::parse_log_size)]
+    log_max_size: Option<u64>,
+    /// Containers' log files kept unless they set --log-max-files
+    /// [default: 5].
+    #[arg(long, value_parser = berth_supervisor::cli::parse_log_files)]
+    log_max_files: Option<u32>,
     /// Rotate the event journal at this size (bytes, or with k/m suffix).
     #[arg(long, default_value = "1m", value_parser = parse_size)]
     events_max_size: u64,
     /// Event journal files to keep, the current one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     events_max_files: u32,
-    /// The Linux bridge of `--network bridge` (berth's own, not docker0).
-    #[arg(long, env = "BERTH_BRIDGE", default_value = runtime_core::net::DEFAULT_BRIDGE)]
-    bridge: String,
-    /// The bridge's IPv4 subnet; containers get addresses from it.
-    #[arg(long, env = "BERTH_BRIDGE_SUBNET", default_value = runtime_core::net::DEFAULT_SUBNET)]
-    bridge_subnet: String,
-    /// Directory of the CNI plugins.
-    #[arg(long, env = "BERTH_CNI_PATH", default_value = runtime_core::net::DEFAULT_CNI_BIN)]
-    cni_path: PathBuf,
+    /// The Linux bridge of `--network bridge` (berth's own, not docker0)
+    /// [default: berth0].
+    #[arg(long, env = "BERTH_BRIDGE")]
+    bridge: Option<String>,
+    /// The bridge's IPv4 subnet; containers get addresses from it
+    /// [default: 10.88.0.0/16].
+    #[arg(long, env = "BERTH_BRIDGE_SUBNET")]
+    bridge_subnet: Option<String>,
+    /// Directory of the CNI plugins [default: /usr/lib/cni].
+    #[arg(long, env = "BERTH_CNI_PATH")]
+    cni_path: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -80,51 +98,90 @@ fn chain(e: &anyhow::Error) -> String {
     out
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let root = if args.root.is_absolute() {
-        args.root
-    } else {
-        match std::env::current_dir() {
-            Ok(cwd) => cwd.join(args.root),
-            Err(e) => {
-                eprintln!("berthd: cannot resolve relative --root: {e}");
-                return ExitCode::from(1);
-            }
-        }
+/// The daemon's settings: each flag, else the file's value, else the
+/// default; every value checked before anything is created.
+fn settle(args: Args, notify: daemon::notify::Notifier) -> anyhow::Result<Config> {
+    let file = match &args.config {
+        Some(path) => config_file::load(path, true)?,
+        None => config_file::load(Path::new(config_file::DEFAULT_PATH), false)?,
     };
-    let data_root = match args.data_root {
-        Some(d) if d.is_relative() => match std::env::current_dir() {
-            Ok(cwd) => cwd.join(d),
-            Err(e) => {
-                eprintln!("berthd: cannot resolve relative --data-root: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        Some(d) => d,
+    let root = absolute(
+        "--root",
+        args.root
+            .or(file.root)
+            .unwrap_or_else(|| PathBuf::from(runtime_core::layout::DEFAULT_ROOT)),
+    )?;
+    let data_root = match args.data_root.or(file.data_root) {
+        Some(d) => absolute("--data-root", d)?,
         None => berth_image::default_data_root(&root),
     };
+    let defaults = LogConfig::default();
+    let log = LogConfig {
+        max_size: args
+            .log_max_size
+            .or(file.log.max_size)
+            .unwrap_or(defaults.max_size),
+        max_files: args
+            .log_max_files
+            .or(file.log.max_files)
+            .unwrap_or(defaults.max_files),
+    };
     let net = runtime_core::net::NetConfig {
-        bridge: args.bridge,
-        subnet: args.bridge_subnet,
-        cni_bin: args.cni_path,
+        bridge: args
+            .bridge
+            .or(file.network.bridge)
+            .unwrap_or_else(|| runtime_core::net::DEFAULT_BRIDGE.into()),
+        subnet: args
+            .bridge_subnet
+            .or(file.network.subnet)
+            .unwrap_or_else(|| runtime_core::net::DEFAULT_SUBNET.into()),
+        cni_bin: args
+            .cni_path
+            .or(file.network.cni_path)
+            .unwrap_or_else(|| runtime_core::net::DEFAULT_CNI_BIN.into()),
         dir: runtime_core::layout::Root::new(&root).net_dir(),
     };
-    if let Err(e) = net.validate() {
-        eprintln!("berthd: {e}");
-        return ExitCode::from(1);
-    }
-    let config = Config {
+    net.validate()?;
+    Ok(Config {
         data_root,
         root,
-        runtime: args.runtime,
+        runtime: args
+            .runtime
+            .or(file.runtime)
+            .unwrap_or_else(|| PathBuf::from("runc")),
         shim: args.shim.unwrap_or_else(default_shim),
+        log,
         events: daemon::events::JournalLimits {
             max_size: args.events_max_size,
             max_files: args.events_max_files,
         },
         net,
+        notify,
+    })
+}
+
+/// A relative flag is taken from the working directory, as the shell user
+/// meant it (the file's paths are absolute already).
+fn absolute(flag: &str, p: PathBuf) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("cannot resolve relative {flag}: {e}"))?;
+    Ok(cwd.join(p))
+}
+
+fn main() -> ExitCode {
+    // First, while berthd is one thread: nothing it spawns inherits it.
+    let notify = daemon::notify::Notifier::from_env();
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match settle(args, notify) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::from(1);
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

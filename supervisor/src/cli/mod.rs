@@ -12,6 +12,8 @@ mod info;
 mod inspect;
 mod kill;
 mod logs;
+// berthd checks its log defaults (flags, berthd.toml) as `run` checks its flags.
+pub use logs::{parse_log_files, parse_log_size};
 mod offline;
 mod pause;
 mod port;

@@ -76,7 +76,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             "no command given: berth run [OPTIONS] -- COMMAND [ARG...]",
         ));
     }
-    let log_defaults = LogConfig::default();
+    let log_defaults = &d.config.log;
     let log = LogConfig {
         max_size: p.log_max_size.unwrap_or(log_defaults.max_size),
         max_files: p.log_max_files.unwrap_or(log_defaults.max_files),

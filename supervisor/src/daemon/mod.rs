@@ -6,11 +6,13 @@
 //! `wait` long poll on its shim. Events are hints; the shim is the truth.
 
 mod clients;
+pub mod config_file;
 mod create;
 pub mod events;
 mod image;
 mod lifecycle;
 mod netsetup;
+pub mod notify;
 mod pause;
 mod reconcile;
 mod registry;
@@ -50,10 +52,14 @@ pub struct Config {
     pub runtime: PathBuf,
     /// The berth-shim binary.
     pub shim: PathBuf,
+    /// Log limits of containers that set none (`--log-max-*`, `[log]`).
+    pub log: runtime_core::meta::LogConfig,
     /// Size bounds of the event journal.
     pub events: events::JournalLimits,
     /// The default bridge network (`--bridge`, `--bridge-subnet`).
     pub net: runtime_core::net::NetConfig,
+    /// systemd readiness (`Type=notify`).
+    pub notify: notify::Notifier,
 }
 
 /// Everything the request handlers share.

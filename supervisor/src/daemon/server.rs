@@ -53,6 +53,12 @@ pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()>
     let mut int = signal(SignalKind::interrupt())?;
     let clients = clients::Clients::default();
     let mut backoff = clients::Backoff::default();
+    // The socket is bound and listening: a client connecting from now on
+    // is served. A service manager that cannot be told is worth a warning,
+    // not the daemon.
+    if let Err(e) = d.config.notify.ready() {
+        log::warn!("{e}");
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -84,6 +90,9 @@ pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()>
         }
     }
     log::info!("berthd stopping; containers and shims keep running");
+    if let Err(e) = d.config.notify.stopping() {
+        log::warn!("{e}");
+    }
     let _ = std::fs::remove_file(d.root.api_socket());
     Ok(())
 }
