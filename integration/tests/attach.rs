@@ -18,14 +18,15 @@ use crate::util::{stderr, stdout, Env, RawAttach};
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 
 /// A terminal for the CLI: we hold the master, the CLI gets the slave.
-struct Pty {
+/// Shared with the exec tests.
+pub struct Pty {
     master: std::fs::File,
     slave: std::fs::File,
     seen: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Pty {
-    fn new(rows: u16, cols: u16) -> Pty {
+    pub fn new(rows: u16, cols: u16) -> Pty {
         let pty = nix::pty::openpty(None, None).expect("openpty");
         let pty = Pty {
             master: std::fs::File::from(pty.master),
@@ -47,7 +48,7 @@ impl Pty {
         pty
     }
 
-    fn resize(&self, rows: u16, cols: u16) {
+    pub fn resize(&self, rows: u16, cols: u16) {
         let ws = libc::winsize {
             ws_row: rows,
             ws_col: cols,
@@ -63,7 +64,7 @@ impl Pty {
         Stdio::from(self.slave.try_clone().expect("dup slave"))
     }
 
-    fn spawn(&self, env: &Env, args: &[&str]) -> std::process::Child {
+    pub fn spawn(&self, env: &Env, args: &[&str]) -> std::process::Child {
         env.cmd(args)
             .stdin(self.stdio())
             .stdout(self.stdio())
@@ -72,18 +73,18 @@ impl Pty {
             .expect("spawn berth on a pty")
     }
 
-    fn type_text(&mut self, text: &[u8]) {
+    pub fn type_text(&mut self, text: &[u8]) {
         self.master.write_all(text).expect("type");
     }
 
-    fn wait_for(&self, env: &Env, needle: &str) {
+    pub fn wait_for(&self, env: &Env, needle: &str) {
         env.wait_until(10, needle, || {
             String::from_utf8_lossy(&self.seen.lock().expect("lock")).contains(needle)
         });
     }
 
     /// Waits for the CLI to exit; kills it and fails, showing the screen, if it does not.
-    fn wait_exit(
+    pub fn wait_exit(
         &self,
         env: &Env,
         child: &mut std::process::Child,
@@ -104,7 +105,7 @@ impl Pty {
         );
     }
 
-    fn clear(&self) {
+    pub fn clear(&self) {
         self.seen.lock().expect("lock").clear();
     }
 }

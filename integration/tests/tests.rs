@@ -14,6 +14,7 @@ mod cli;
 mod containerd;
 mod daemon;
 mod events;
+mod exec;
 mod images;
 mod lifecycle;
 mod logs;

@@ -39,6 +39,10 @@ pub struct AttachRequest {
     pub stdout: bool,
     #[serde(default = "yes")]
     pub stderr: bool,
+    /// Attach to this exec'd process instead of the container's init
+    /// (since protocol 1.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
 }
 
 fn yes() -> bool {

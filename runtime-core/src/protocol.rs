@@ -18,7 +18,7 @@ use crate::exit::ExitRecord;
 /// Major version: bumped on any incompatible change.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Minor version: bumped when methods or optional fields are added.
-pub const PROTOCOL_MINOR: u32 = 1;
+pub const PROTOCOL_MINOR: u32 = 2;
 
 /// A request frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +179,60 @@ pub struct ShimState {
     pub exit: Option<ExitRecord>,
     /// The shim's own PID, so berthd can watch it.
     pub shim_pid: i32,
+    /// Processes started by `exec`: running ones and the most recent
+    /// exited ones (see the shim's retention). Since protocol 1.2.
+    #[serde(default)]
+    pub execs: Vec<ExecState>,
+}
+
+/// One exec'd process as the shim reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecState {
+    pub id: String,
+    /// Its command line.
+    pub args: Vec<String>,
+    /// Its host PID.
+    pub pid: i32,
+    /// Still running (or its output still draining).
+    pub running: bool,
+    /// How it ended, once it has.
+    #[serde(default)]
+    pub exit: Option<ExitRecord>,
+}
+
+/// Parameters of shim `exec` (since protocol 1.2): run one more process
+/// in the container with `runc exec --detach`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecParams {
+    /// The caller's ID for it: `[0-9A-Za-z_-]`, unique in this container.
+    pub exec_id: String,
+    /// The OCI `process` object to run (args, env, cwd, user, terminal...).
+    pub process: Value,
+    /// Give it a pty (the process's `terminal` must say so too).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep a stdin open for attach clients.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Nobody will attach: its stdio is /dev/null and only its exit is kept.
+    #[serde(default)]
+    pub detach: bool,
+}
+
+/// The shim's answer to `exec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecStarted {
+    /// The exec'd process's host PID.
+    pub pid: i32,
+}
+
+/// Checks an exec ID: short, and safe in a file name.
+pub fn valid_exec_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The shim's readiness report: what `berth-shim start` prints as one
@@ -223,6 +277,10 @@ pub mod shim_methods {
     pub const PAUSE: &str = "pause";
     /// `runc resume`: thaws a paused container. Since protocol 1.1.
     pub const RESUME: &str = "resume";
+    /// `runc exec --detach`: one more process in the running container;
+    /// its stream is served on the attach socket under its exec ID.
+    /// Since protocol 1.2.
+    pub const EXEC: &str = "exec";
 }
 
 impl ShimStatus {

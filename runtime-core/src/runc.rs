@@ -32,6 +32,15 @@ pub struct CreateOpts {
     pub console_socket: Option<PathBuf>,
 }
 
+/// Options of `runc exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOpts {
+    /// A file holding the OCI `process` object to run.
+    pub process: PathBuf,
+    pub pid_file: PathBuf,
+    pub console_socket: Option<PathBuf>,
+}
+
 impl Runc {
     fn base(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
@@ -103,6 +112,23 @@ impl Runc {
     pub fn resume(&self, id: &str) -> Command {
         let mut cmd = self.base();
         cmd.arg("resume").arg(id);
+        cmd
+    }
+
+    /// `runc exec --detach --process P --pid-file F [--console-socket S] ID`:
+    /// one more process in the container, left running; runc exits once
+    /// it has started, and the process is the caller's (a subreaper's) to reap.
+    pub fn exec(&self, id: &str, opts: &ExecOpts) -> Command {
+        let mut cmd = self.base();
+        cmd.args(["exec", "--detach"])
+            .arg("--process")
+            .arg(&opts.process)
+            .arg("--pid-file")
+            .arg(&opts.pid_file);
+        if let Some(s) = &opts.console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        cmd.arg(id);
         cmd
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
+use runtime_core::exit::ExitRecord;
 use runtime_core::frame::{self, Frame};
 use runtime_core::logfmt::Stream;
 use runtime_core::protocol::PROTOCOL_MAJOR;
@@ -110,6 +111,8 @@ pub struct AttachClient {
     stall: StallBudget,
     /// When it connected (for the handshake limit).
     accepted: Instant,
+    /// The exec it attached to; `None`: the container's init.
+    target: Option<String>,
 }
 
 impl AttachClient {
@@ -146,6 +149,7 @@ impl Shim {
                         closing: false,
                         stall: StallBudget::new(now),
                         accepted: now,
+                        target: None,
                     };
                     self.attaches.insert(token, client);
                 }
@@ -206,8 +210,18 @@ impl Shim {
         }
     }
 
+    /// The process this client feeds has a full input buffer.
+    pub fn stdin_full_for(&self, token: Token) -> bool {
+        let target = self.attaches.get(&token).and_then(|c| c.target.as_deref());
+        let buffered = match target {
+            None => self.stdin_buf.len(),
+            Some(id) => self.execs.table.get(id).map_or(0, |e| e.stdin_buf.len()),
+        };
+        buffered >= STDIN_BUFFER_LIMIT
+    }
+
     fn read_attach(&mut self, token: Token) {
-        if self.stdin_buf.len() >= STDIN_BUFFER_LIMIT {
+        if self.stdin_full_for(token) {
             // Input backpressure: come back when the container has read.
             self.rereads.tokens.insert(token);
             return;
@@ -234,7 +248,10 @@ impl Shim {
             }
             ReadOutcome::Open => {}
         }
-        self.flush_stdin();
+        match self.attaches.get(&token).and_then(|c| c.target.clone()) {
+            Some(id) => self.flush_exec_stdin(&id),
+            None => self.flush_stdin(),
+        }
     }
 
     fn attach_frame(&mut self, token: Token, f: Frame) {
@@ -253,6 +270,9 @@ impl Shim {
                 );
                 return self.cut_off(token, &msg);
             }
+            if let Some(id) = req.exec_id.clone() {
+                return self.attach_exec(token, req, id);
+            }
             let stdin_open = self.stdio.input.is_some();
             let reply = AttachReply {
                 error: None,
@@ -264,27 +284,41 @@ impl Shim {
             if let Ok(bytes) = serde_json::to_vec(&reply) {
                 client.conn.queue_always(frame::TAG_JSON, &bytes);
             }
-            if self.exit.is_some() {
-                self.send_exit(token);
+            if let Some(exit) = self.exit.clone() {
+                self.send_exit(token, &exit);
             }
             self.flush_attach(token);
             // Output held for this client flows from now on.
             self.release_output();
             return;
         }
+        let target = client.target.clone();
         match f.tag {
-            proto::TAG_STDIN if client.wants_stdin() => {
-                if f.payload.is_empty() {
-                    self.stdin_close_requested = true;
-                } else if self.stdio.input.is_some() {
-                    self.stdin_buf.extend_from_slice(&f.payload);
+            proto::TAG_STDIN if client.wants_stdin() => match target {
+                Some(id) => {
+                    if let Some(e) = self.execs.table.get_mut(&id) {
+                        if f.payload.is_empty() {
+                            e.stdin_close_requested = true;
+                        } else if e.stdio.input.is_some() {
+                            e.stdin_buf.extend_from_slice(&f.payload);
+                        }
+                    }
                 }
-            }
+                None => {
+                    if f.payload.is_empty() {
+                        self.stdin_close_requested = true;
+                    } else if self.stdio.input.is_some() {
+                        self.stdin_buf.extend_from_slice(&f.payload);
+                    }
+                }
+            },
             proto::TAG_STDIN => {}
             proto::TAG_RESIZE => {
-                if let (Some(pty), Some((rows, cols))) =
-                    (&self.pty, proto::decode_resize(&f.payload))
-                {
+                let pty = match &target {
+                    Some(id) => self.execs.table.get(id).and_then(|e| e.pty.as_ref()),
+                    None => self.pty.as_ref(),
+                };
+                if let (Some(pty), Some((rows, cols))) = (pty, proto::decode_resize(&f.payload)) {
                     if let Err(e) = stdio::resize(pty, rows, cols) {
                         log::warn!("resize: {e}");
                     }
@@ -298,15 +332,45 @@ impl Shim {
         }
     }
 
-    /// Sends output to every client that asked for this stream.
-    pub fn broadcast(&mut self, stream: Stream, data: &[u8]) {
+    /// Handshake of a client of an exec: the exec's own reply, its exit
+    /// at once if it has one, and its held output released.
+    fn attach_exec(&mut self, token: Token, req: AttachRequest, id: String) {
+        let Some(e) = self.execs.table.get(&id) else {
+            let msg = format!("berth: no exec {id} in this container (finished long ago?)");
+            return self.cut_off(token, &msg);
+        };
+        let reply = AttachReply {
+            error: None,
+            tty: e.tty,
+            stdin_open: e.stdio.input.is_some(),
+            exited: e.exit().is_some(),
+        };
+        let exit = e.exit().cloned();
+        let Some(client) = self.attaches.get_mut(&token) else {
+            return;
+        };
+        client.request = Some(req);
+        client.target = Some(id.clone());
+        if let Ok(bytes) = serde_json::to_vec(&reply) {
+            client.conn.queue_always(frame::TAG_JSON, &bytes);
+        }
+        if let Some(exit) = exit {
+            self.send_exit(token, &exit);
+        }
+        self.flush_attach(token);
+        self.release_exec(&id);
+    }
+
+    /// Sends output to every client of `target` (an exec ID, or `None`
+    /// for the init) that asked for this stream.
+    pub fn broadcast(&mut self, target: Option<&str>, stream: Stream, data: &[u8]) {
         let tag = match stream {
             Stream::Stdout => proto::TAG_STDOUT,
             Stream::Stderr => proto::TAG_STDERR,
         };
         let mut gone = Vec::new();
         for (token, client) in self.attaches.iter_mut() {
-            if client.closing || !client.wants(stream) {
+            if client.closing || !client.wants(stream) || client.target.as_deref() != target {
                 continue;
             }
             // Never drop what was read: a full queue goes over its limit by
@@ -330,10 +394,12 @@ impl Shim {
         self.attaches.values().any(|c| c.conn.queued() > 0)
     }
 
-    /// True while some client is over its queue limit: the container's
-    /// output is left in the pipe until it catches up or is cut off.
-    pub fn output_paused(&self) -> bool {
-        self.attaches.values().any(|c| c.stall.stalled())
+    /// True while some client of `target` is over its queue limit: that
+    /// process's output is left in the pipe until it catches up or is cut off.
+    pub fn output_paused_for(&self, target: Option<&str>) -> bool {
+        self.attaches
+            .values()
+            .any(|c| c.stall.stalled() && c.target.as_deref() == target)
     }
 
     /// The earliest moment a stalled client must be cut off.
@@ -345,15 +411,25 @@ impl Shim {
     }
 
     /// Cuts off clients that held the output back too long (or all that
-    /// hold it back, with `all`); true if any was cut.
+    /// hold the init's back, with `all`); true if any was cut.
     pub fn cut_stalled(&mut self, all: bool) -> bool {
         let now = Instant::now();
+        self.cut_stalled_where(|c| {
+            c.stall.stalled()
+                && (all && c.target.is_none() || c.stall.deadline().is_some_and(|d| now >= d))
+        })
+    }
+
+    /// Cuts off every client that holds `target`'s output back.
+    pub fn cut_stalled_for(&mut self, target: Option<&str>) -> bool {
+        self.cut_stalled_where(|c| c.stall.stalled() && c.target.as_deref() == target)
+    }
+
+    fn cut_stalled_where(&mut self, pick: impl Fn(&AttachClient) -> bool) -> bool {
         let stalled: Vec<Token> = self
             .attaches
             .iter()
-            .filter(|(_, c)| {
-                c.stall.stalled() && (all || c.stall.deadline().is_some_and(|d| now >= d))
-            })
+            .filter(|(_, c)| pick(c))
             .map(|(t, _)| *t)
             .collect();
         for token in &stalled {
@@ -366,25 +442,25 @@ impl Shim {
         !stalled.is_empty()
     }
 
-    /// Queues the exit frame for every client, after all their output.
-    pub fn announce_exit(&mut self) {
+    /// Queues the exit frame for every client of `target`, after all
+    /// their output.
+    pub fn announce_exit_to(&mut self, target: Option<&str>, exit: &ExitRecord) {
         let tokens: Vec<Token> = self.attaches.keys().copied().collect();
         for token in tokens {
             // A client that was cut off got its error frame as the last
             // word; an exit after it would contradict it.
-            let handshaken = self
-                .attaches
-                .get(&token)
-                .is_some_and(|c| c.request.is_some() && !c.closing);
+            let handshaken = self.attaches.get(&token).is_some_and(|c| {
+                c.request.is_some() && !c.closing && c.target.as_deref() == target
+            });
             if handshaken {
-                self.send_exit(token);
+                self.send_exit(token, exit);
                 self.flush_attach(token);
             }
         }
     }
 
-    fn send_exit(&mut self, token: Token) {
-        let payload = serde_json::to_vec(&self.exit).unwrap_or_default();
+    fn send_exit(&mut self, token: Token, exit: &ExitRecord) {
+        let payload = serde_json::to_vec(exit).unwrap_or_default();
         if let Some(c) = self.attaches.get_mut(&token) {
             c.conn.queue_always(proto::TAG_EXIT, &payload);
             c.closing = true;

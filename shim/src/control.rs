@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use runtime_core::frame::{self, Frame};
 use runtime_core::protocol::{
-    shim_methods as m, ErrorCode, Hello, KillParams, Request, Response, RpcError, ShimState,
-    ShimStatus, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    shim_methods as m, ErrorCode, ExecParams, Hello, KillParams, Request, Response, RpcError,
+    ShimState, ShimStatus, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 
 use crate::conn::{Conn, ReadOutcome};
@@ -252,6 +252,11 @@ impl Shim {
             m::DELETE => self.delete().map(|()| Value::Null),
             m::PAUSE => self.pause().map(|()| Value::Null),
             m::RESUME => self.resume().map(|()| Value::Null),
+            m::EXEC => {
+                let p: ExecParams = serde_json::from_value(req.params.clone()).map_err(bad)?;
+                let started = self.exec(p)?;
+                Ok(serde_json::to_value(started).unwrap_or(Value::Null))
+            }
             other => Err(RpcError::new(
                 ErrorCode::UnknownMethod,
                 format!("unknown method {other:?}"),
@@ -268,6 +273,7 @@ impl Shim {
             started_at: self.started_at.clone(),
             exit: self.exit.clone(),
             shim_pid: std::process::id() as i32,
+            execs: self.exec_states(),
         }
     }
 
@@ -288,7 +294,7 @@ impl Shim {
     }
 
     /// Reaped (or never runnable again): no signal or start applies.
-    fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         self.exit.is_some() || self.status == ShimStatus::Stopped
     }
 

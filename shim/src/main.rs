@@ -12,6 +12,7 @@ mod config;
 mod conn;
 mod control;
 mod daemon;
+mod exec;
 mod memory;
 mod reaper;
 mod server;

@@ -44,7 +44,7 @@ const FIRST_CLIENT: usize = 16;
 
 /// How long output is drained after the init exits, in case an escaped
 /// process keeps the pipes open.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Largest chunk read from the container at once.
 const READ_CHUNK: usize = 128 * 1024;
 /// Time spent reading one output pipe per turn of the event loop. A
@@ -52,14 +52,14 @@ const READ_CHUNK: usize = 128 * 1024;
 /// past this the loop serves its other sources (control, attach, signals)
 /// and comes back. Time, not bytes: a chunk of short lines costs twenty
 /// times its size in log records.
-const DRAIN_TURN: Duration = Duration::from_millis(5);
+pub const DRAIN_TURN: Duration = Duration::from_millis(5);
 /// How long a deleted shim waits for attach clients to take their output.
 const LINGER_LIMIT: Duration = Duration::from_secs(2);
 /// How long output is held for the first attach client (`--wait-attach`).
-const HOLD_LIMIT: Duration = Duration::from_secs(5);
+pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Pipe capacity asked for: fewer wake-ups, and room for output held
 /// while the first client attaches.
-const PIPE_SIZE: i32 = 1 << 20;
+pub const PIPE_SIZE: i32 = 1 << 20;
 /// Quiet time after which the shim hands back the memory a burst of work
 /// touched (see `memory`).
 const IDLE_TRIM: Duration = Duration::from_secs(1);
@@ -99,10 +99,10 @@ pub struct Shim {
     pub rereads: crate::attach::Rereads,
     /// Control clients with unread requests (see `control`).
     pub control_rereads: crate::control::ControlRereads,
-    next_token: usize,
+    pub next_token: usize,
     pub stdin_buf: Vec<u8>,
     pub stdin_close_requested: bool,
-    read_buf: Vec<u8>,
+    pub read_buf: Vec<u8>,
     /// Output is held (not read) until this deadline or the first attach.
     pub hold_until: Option<Instant>,
     /// Reading stopped for a slow client; resume when it catches up.
@@ -115,7 +115,9 @@ pub struct Shim {
     /// meanwhile (`state`, `wait`, attach); only the file is missing.
     record_retry: Option<(Instant, Duration)>,
     /// Something ran since the last quiet second: give memory back at the next.
-    trim_pending: bool,
+    pub trim_pending: bool,
+    /// Processes started by `exec` (see `exec`).
+    pub execs: crate::exec::Execs,
 }
 
 /// Entry point of `serve`.
@@ -304,6 +306,7 @@ impl Shim {
             done: false,
             record_retry: None,
             trim_pending: true,
+            execs: Default::default(),
         };
         if shim.cfg.start {
             shim.status = ShimStatus::Running;
@@ -395,6 +398,7 @@ impl Shim {
             let timeout = if self.rereads_ready()
                 || self.output_more.contains(&true)
                 || !self.control_rereads.tokens.is_empty()
+                || self.exec_output_more()
             {
                 Some(Duration::ZERO)
             } else {
@@ -407,6 +411,7 @@ impl Shim {
                     linger_until,
                     retry,
                     self.housekeeping_deadline(),
+                    self.exec_deadline(),
                 ]
                 .into_iter()
                 .flatten()
@@ -435,6 +440,7 @@ impl Shim {
                     STDOUT => self.drain_output(Stream::Stdout),
                     STDERR => self.drain_output(Stream::Stderr),
                     STDIN => self.flush_stdin(),
+                    token if self.execs.sources.contains_key(&token) => self.on_exec_source(token),
                     token if self.controls.contains_key(&token) => self.on_control(token),
                     token if self.attaches.contains_key(&token) => {
                         self.on_attach(token, event.is_readable(), event.is_writable())
@@ -453,7 +459,7 @@ impl Shim {
                 }
             }
             self.cut_stalled(false);
-            if self.output_was_paused && !self.output_paused() {
+            if self.output_was_paused && !self.output_paused_for(None) {
                 self.output_was_paused = false;
                 // Resume output that a slow client held back (edge-triggered:
                 // nothing else would tell us there is data waiting).
@@ -464,6 +470,7 @@ impl Shim {
                 log::warn!("no client attached within {HOLD_LIMIT:?}; logging output anyway");
                 self.release_output();
             }
+            self.exec_housekeeping();
             self.maybe_finish_exit();
             self.retry_exit_record();
             self.housekeeping();
@@ -471,8 +478,10 @@ impl Shim {
         Ok(())
     }
 
+    /// Some attach client left input unread that its process now has
+    /// room for.
     fn rereads_ready(&self) -> bool {
-        !self.rereads.tokens.is_empty() && self.stdin_buf.len() < STDIN_BUFFER_LIMIT
+        self.rereads.tokens.iter().any(|t| !self.stdin_full_for(*t))
     }
 
     fn on_signals(&mut self) {
@@ -492,6 +501,8 @@ impl Shim {
     /// Reaps; when the init is among the dead, starts draining its output.
     fn on_sigchld(&mut self) {
         self.reaper.reap_available();
+        // Execs first: what is left after the init is an orphan's status.
+        self.reap_execs();
         if self.exit.is_some() || self.pending_exit.is_some() {
             self.reaper.forget_others(-1);
             return;
@@ -536,7 +547,7 @@ impl Shim {
                 self.output_more[output_slot(stream)] = true;
                 break;
             }
-            if self.output_paused() {
+            if self.output_paused_for(None) {
                 self.output_was_paused = true;
                 break;
             }
@@ -554,7 +565,7 @@ impl Shim {
                     if let Err(e) = self.log.write(stream, &buf[..n]) {
                         log::error!("{e}");
                     }
-                    self.broadcast(stream, &buf[..n]);
+                    self.broadcast(None, stream, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -644,7 +655,9 @@ impl Shim {
         self.status = ShimStatus::Stopped;
         self.exit = Some(record);
         self.answer_waiters();
-        self.announce_exit();
+        if let Some(exit) = self.exit.clone() {
+            self.announce_exit_to(None, &exit);
+        }
     }
 }
 

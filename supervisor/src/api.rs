@@ -30,6 +30,40 @@ pub mod methods {
     pub const STATS: &str = "stats";
     /// A new restart policy or limits (`crate::policy::UpdateParams`).
     pub const UPDATE: &str = "update";
+    /// One more process in a running container (`ExecRequest`).
+    pub const EXEC: &str = "exec";
+}
+
+/// `exec` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The container (ID, ID prefix or name).
+    pub id: String,
+    pub command: Vec<String>,
+    /// `K=V` entries over the container's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// NAME|UID[:GROUP|GID], from the container's /etc/passwd.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+    /// Nobody attaches; the exit code shows in `inspect` later.
+    #[serde(default)]
+    pub detach: bool,
+}
+
+/// `exec` result: where to attach (the shim's socket, with the exec ID).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exec_id: String,
+    pub pid: i32,
+    pub attach_socket: String,
+    pub tty: bool,
 }
 
 /// `create`: everything `berth run` can ask for.

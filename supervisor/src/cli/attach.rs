@@ -45,6 +45,15 @@ pub struct Attached {
 
 /// Connects to a shim's attach socket and performs the handshake.
 pub async fn connect(socket: &Path, stdin: bool) -> Result<Attached, Failure> {
+    connect_to(socket, stdin, None).await
+}
+
+/// Like `connect`, for an exec'd process (`exec_id`) or the init (`None`).
+pub async fn connect_to(
+    socket: &Path,
+    stdin: bool,
+    exec_id: Option<String>,
+) -> Result<Attached, Failure> {
     let (short, _h) = sockpath::short(socket).map_err(|e| Failure::new(e.to_string()))?;
     let mut stream = UnixStream::connect(&short)
         .await
@@ -55,6 +64,7 @@ pub async fn connect(socket: &Path, stdin: bool) -> Result<Attached, Failure> {
         stdin,
         stdout: true,
         stderr: true,
+        exec_id,
     };
     let bytes = frame::encode_json(&req).map_err(|e| Failure::new(e.to_string()))?;
     stream

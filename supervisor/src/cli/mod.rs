@@ -6,6 +6,7 @@ mod completion;
 mod create;
 mod each;
 mod events;
+mod exec;
 mod format;
 mod images;
 mod info;
@@ -92,6 +93,8 @@ enum Command {
     Restart(restart::RestartArgs),
     /// Show a running container's processes.
     Top(top::TopArgs),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
     /// List images.
     Images(images::ImagesArgs),
     /// Remove images.
@@ -258,6 +261,7 @@ pub fn main() -> ExitCode {
             Command::Stop(a) => stop::stop(&root, a).await,
             Command::Restart(a) => restart::restart(&root, a).await,
             Command::Top(a) => top::top(&root, a).await,
+            Command::Exec(a) => exec::exec(&root, a).await,
             Command::Images(a) => images::images(&data_root, a),
             Command::Rmi(a) => images::rmi(&data_root, a),
             Command::Pull(a) => pull::pull(&data_root, a).await,

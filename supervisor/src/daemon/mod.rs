@@ -9,6 +9,7 @@ mod clients;
 pub mod config_file;
 mod create;
 pub mod events;
+mod exec;
 mod image;
 mod lifecycle;
 mod netsetup;

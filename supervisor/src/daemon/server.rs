@@ -18,12 +18,12 @@ use runtime_core::protocol::{
 use runtime_core::sockpath;
 
 use super::{
-    clients, create, events, lifecycle, pause, reconcile, remove, restart, start, stats, stop, top,
-    update, Daemon,
+    clients, create, events, exec, lifecycle, pause, reconcile, remove, restart, start, stats,
+    stop, top, update, Daemon,
 };
 use crate::api::{
-    methods as m, CreateParams, KillParams, ListParams, RemoveParams, StartParams, StopParams,
-    Target,
+    methods as m, CreateParams, ExecRequest, KillParams, ListParams, RemoveParams, StartParams,
+    StopParams, Target,
 };
 use crate::rpc::{self, read_frame};
 
@@ -279,7 +279,17 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
         m::INSPECT => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
             reconcile::settle(d, &id).await;
-            info(d, &id)
+            let mut v = info(d, &id)?;
+            let execs = exec::list(d, &id).await;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("execs".into(), to_value(execs)?);
+            }
+            Ok(v)
+        }
+        m::EXEC => {
+            let p: ExecRequest = params(&req)?;
+            let id = d.registry.resolve(&p.id)?;
+            to_value(exec::exec(d, &id, p).await?)
         }
         m::KILL => {
             let p: KillParams = params(&req)?;

@@ -1,0 +1,322 @@
+//! `berth exec`: processes run by the container's shim with `runc exec`,
+//! streamed straight between the CLI and the shim.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::attach::Pty;
+use crate::util::{stderr, stdout, Env};
+
+/// A running container named `name` that does nothing for a long time.
+fn sleeper(env: &Env, name: &str) {
+    env.ok(&["run", "-d", "--name", name, "--", "sleep", "100000"]);
+}
+
+fn shim_pid(env: &Env, name: &str) -> i32 {
+    env.inspect(name)["shim_pid"]
+        .as_i64()
+        .expect("shim_pid in inspect") as i32
+}
+
+/// The shim's open fds.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("shim fds")
+        .count()
+}
+
+/// Zombie children of `pid`.
+fn zombies_of(pid: i32) -> Vec<i32> {
+    let mut z = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1) == Some(&pid.to_string().as_str()) {
+            z.push(child);
+        }
+    }
+    z
+}
+
+fn execs(env: &Env, name: &str) -> Vec<serde_json::Value> {
+    env.inspect(name)["execs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn exec_passes_output_exit_code_env_workdir_user_and_stdin() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let out = env.berth(&["exec", "c", "echo", "hello from exec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello from exec\n");
+    // stderr to stderr, the process's exit code passed through.
+    let out = env.berth(&["exec", "c", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // Exec output goes to its client only, not the container's log.
+    let logs = env.ok(&["logs", "c"]);
+    assert!(!logs.contains("hello from exec"), "log: {logs:?}");
+    // -e, -w, -u for the exec only: numeric and by name (the container's
+    // /etc/passwd says nobody is 65534).
+    let out = env.ok(&[
+        "exec",
+        "-e",
+        "K=V",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000",
+        "c",
+        "sh",
+        "-c",
+        "echo $K; pwd; id -u",
+    ]);
+    assert_eq!(out, "V\n/tmp\n1000\n");
+    assert_eq!(
+        env.ok(&["exec", "-u", "nobody", "c", "id", "-u"]),
+        "65534\n"
+    );
+    // The container's own environment is there, -e overrides it.
+    let out = env.ok(&["exec", "-e", "PATH=/bin", "c", "sh", "-c", "echo $PATH"]);
+    assert_eq!(out, "/bin\n");
+    // -i: our stdin, EOF closes it.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let out = env.berth_input(&["exec", "-i", "c", "cat"], &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == data, "{} bytes back", out.stdout.len());
+    // Without -i the process gets no input at all.
+    let out = env.berth_input(&["exec", "c", "cat"], b"ignored");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // The container itself is untouched.
+    assert_eq!(env.inspect("c")["status"], "running");
+}
+
+#[test]
+fn detached_exec_reports_its_exit_code_in_inspect() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let out = env.berth(&["exec", "-d", "c", "sh", "-c", "sleep 1; exit 3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "-d prints nothing");
+    let list = execs(&env, "c");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["running"], true, "{list:?}");
+    assert_eq!(list[0]["args"][0], "sh");
+    assert!(list[0]["pid"].as_i64().unwrap_or(0) > 0, "{list:?}");
+    env.wait_until(10, "the detached exec to exit", || {
+        execs(&env, "c")
+            .first()
+            .is_some_and(|e| e["running"] == false)
+    });
+    let list = execs(&env, "c");
+    assert_eq!(list[0]["exit"]["exit_code"], 3, "{list:?}");
+}
+
+#[test]
+fn exec_refuses_bad_input_with_one_line_and_changes_nothing() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let refused = |args: &[&str], code: i32, words: &[&str]| {
+        let out = env.berth(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err:?}"
+        );
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {err:?} lacks {w:?}");
+        }
+        assert_eq!(stdout(&out), "", "{args:?}");
+    };
+    refused(&["exec", "-u", "nobody2", "c", "true"], 125, &["nobody2"]);
+    refused(
+        &["exec", "-w", "/no/such/dir", "c", "true"],
+        125,
+        &["/no/such/dir"],
+    );
+    refused(
+        &["exec", "-w", "/etc/passwd", "c", "true"],
+        125,
+        &["not a directory"],
+    );
+    refused(&["exec", "-w", "relative", "c", "true"], 125, &["absolute"]);
+    refused(&["exec", "c", "no-such-command"], 127, &["no-such-command"]);
+    refused(&["exec", "c", "/etc/passwd"], 126, &["permission denied"]);
+    refused(&["exec", "nosuch", "true"], 125, &["nosuch"]);
+    // Not running: created, paused, exited.
+    env.ok(&["create", "--name", "made", "--", "sleep", "100"]);
+    refused(&["exec", "made", "true"], 125, &["made", "not running"]);
+    env.ok(&["pause", "c"]);
+    refused(&["exec", "c", "true"], 125, &["paused"]);
+    env.ok(&["unpause", "c"]);
+    env.ok(&["run", "--name", "done", "--", "true"]);
+    refused(&["exec", "done", "true"], 125, &["done", "not running"]);
+    // Nothing was run, nothing changed.
+    assert!(execs(&env, "c").is_empty(), "{:?}", execs(&env, "c"));
+    assert_eq!(env.inspect("c")["status"], "running");
+    assert_eq!(env.inspect("made")["status"], "created");
+    assert_eq!(env.inspect("done")["status"], "exited");
+    let leftovers: Vec<_> = std::fs::read_dir(env.inspect("c")["state_dir"].as_str().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn exec_tty_through_a_real_pty_resizes_and_detaches() {
+    let Some(env) = Env::new() else { return };
+    // The container has no tty: exec gets its own.
+    sleeper(&env, "c");
+    let mut pty = Pty::new(30, 100);
+    let mut cli = pty.spawn(&env, &["exec", "-it", "c", "sh"]);
+    pty.type_text(b"tty; echo typed-$((6*7))\r");
+    pty.wait_for(&env, "typed-42");
+    pty.wait_for(&env, "/dev/pts/");
+    pty.type_text(b"stty size\r");
+    pty.wait_for(&env, "30 100");
+    pty.resize(40, 120);
+    kill(Pid::from_raw(cli.id() as i32), Signal::SIGWINCH).expect("SIGWINCH");
+    std::thread::sleep(Duration::from_millis(200));
+    pty.type_text(b"stty size\r");
+    pty.wait_for(&env, "40 120");
+    // Detach keys: the CLI leaves, the exec'd shell runs on.
+    pty.type_text(b"\x10\x11");
+    let status = pty.wait_exit(&env, &mut cli, "detach with ctrl-p ctrl-q");
+    assert!(status.success(), "detach exit: {status}");
+    let list = execs(&env, "c");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["running"], true, "{list:?}");
+    // And an exec that ends by itself ends the session with its code.
+    pty.clear();
+    let mut cli = pty.spawn(&env, &["exec", "-it", "c", "sh"]);
+    pty.type_text(b"exit 9\r");
+    let status = pty.wait_exit(&env, &mut cli, "exit 9");
+    assert_eq!(status.code(), Some(9));
+}
+
+#[test]
+fn an_exec_session_survives_a_berthd_sigkill_with_its_exit_code() {
+    let Some(mut env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let mut cli = env
+        .cmd(&[
+            "exec",
+            "c",
+            "sh",
+            "-c",
+            "echo before; sleep 3; echo after; exit 5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn exec");
+    let mut out = cli.stdout.take().expect("stdout");
+    let mut first = [0u8; 7];
+    out.read_exact(&mut first).expect("first line");
+    assert_eq!(&first, b"before\n");
+    env.kill_berthd();
+    env.start_berthd();
+    let status = cli.wait().expect("wait exec");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("rest");
+    assert_eq!(status.code(), Some(5), "rest: {rest:?}");
+    assert_eq!(rest, "after\n");
+    // The new berthd adopted the shim and lists the exec with its code.
+    env.wait_restored();
+    let list = execs(&env, "c");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["exit"]["exit_code"], 5, "{list:?}");
+}
+
+#[test]
+fn twenty_execs_at_once_each_get_their_own_output_and_code() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let script = format!("for j in 1 2 3; do echo exec-{i}-$j; sleep 0.1; done; exit {i}");
+            env.cmd(&["exec", "c", "sh", "-c", &script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn exec")
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("exec output");
+        assert_eq!(out.status.code(), Some(i as i32), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("exec-{i}-1\nexec-{i}-2\nexec-{i}-3\n"),
+            "exec {i}"
+        );
+    }
+}
+
+#[test]
+fn two_hundred_execs_leave_no_zombie_and_no_fd_in_the_shim() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let shim = shim_pid(&env, "c");
+    // One first, so whatever the first exec sets up once is in the baseline.
+    env.ok(&["exec", "c", "true"]);
+    // berthd's per-call connection to the shim closes a moment after
+    // the call: let it go before counting.
+    std::thread::sleep(Duration::from_secs(1));
+    let fds = fd_count(shim);
+    for i in 0..200 {
+        let out = env.berth(&["exec", "c", "sh", "-c", "echo x; exit 1"]);
+        assert_eq!(out.status.code(), Some(1), "exec {i}: {}", stderr(&out));
+    }
+    env.wait_until(10, "the shim's fds back to their count", || {
+        fd_count(shim) <= fds
+    });
+    assert_eq!(fd_count(shim), fds, "the shim's fds changed");
+    assert_eq!(
+        zombies_of(shim),
+        Vec::<i32>::new(),
+        "zombies under the shim"
+    );
+    // Only the most recent exits are kept.
+    let kept = execs(&env, "c").len();
+    assert!(kept <= 16, "{kept} exec records kept");
+}
+
+#[test]
+fn a_background_child_holding_stdout_does_not_hold_the_exec() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let out = env.berth(&["exec", "c", "sh", "-c", "sleep 600 & echo started; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "started\n");
+    // Bounded drain: the exec ended while the child still holds its
+    // stdout (moby#33039 is a session that hangs until the child exits).
+    let top = env.ok(&["top", "c"]);
+    assert!(
+        top.contains("sleep 600"),
+        "the child is gone already: {top}"
+    );
+    assert_eq!(env.inspect("c")["status"], "running");
+}
