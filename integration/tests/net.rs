@@ -667,6 +667,14 @@ fn berthd_killed_mid_network_setup_or_while_running_leaks_nothing() {
     }
 }
 
+/// Waits for a container to print "ready" (its traps are set: a signal
+/// sent before would find the shell's defaults).
+fn traps_set(env: &Env, id: &str) {
+    env.wait_until(10, "the traps", || {
+        stdout(&env.berth(&["logs", id])).contains("ready")
+    });
+}
+
 #[test]
 fn stop_uses_the_containers_stop_signal_and_timeout() {
     let Some(env) = Env::new() else { return };
@@ -681,8 +689,9 @@ fn stop_uses_the_containers_stop_signal_and_timeout() {
         "--",
         "sh",
         "-c",
-        "trap 'exit 7' USR1; trap '' TERM; while true; do sleep 0.1; done",
+        "trap 'exit 7' USR1; trap '' TERM; echo ready; while true; do sleep 0.1; done",
     ]));
+    traps_set(&env, &a);
     env.ok(&["stop", &a]);
     assert_eq!(env.inspect(&a)["exit_code"], 7);
     // It ignores its stop signal: SIGKILL after the stored timeout (137).
@@ -698,8 +707,9 @@ fn stop_uses_the_containers_stop_signal_and_timeout() {
         "--",
         "sh",
         "-c",
-        "trap '' USR2; while true; do sleep 0.1; done",
+        "trap '' USR2; echo ready; while true; do sleep 0.1; done",
     ]));
+    traps_set(&env, &b);
     env.ok(&["stop", &b]);
     assert_eq!(env.inspect(&b)["exit_code"], 137);
     // -s on the command line still wins.
@@ -713,8 +723,9 @@ fn stop_uses_the_containers_stop_signal_and_timeout() {
         "--",
         "sh",
         "-c",
-        "trap 'exit 7' USR1; trap 'exit 8' HUP; while true; do sleep 0.1; done",
+        "trap 'exit 7' USR1; trap 'exit 8' HUP; echo ready; while true; do sleep 0.1; done",
     ]));
+    traps_set(&env, &c);
     env.ok(&["stop", "-s", "HUP", &c]);
     assert_eq!(env.inspect(&c)["exit_code"], 8);
     env.ok(&["rm", &a, &b, &c]);
@@ -742,9 +753,9 @@ fn an_exited_container_runs_again_with_its_network() {
     env.wait_until(10, "both to exit", || {
         env.inspect("a")["status"] == "exited" && env.inspect("b")["status"] == "exited"
     });
-    // As after a reboot: a's namespace is gone (its veth with it).
-    let ns = env.root.join("containers").join(&a).join("netns");
-    nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    // Exited, a has given its network up (as after a reboot, its
+    // namespace is gone): start sets it up anew.
+    assert_no_leftovers(&env, &[&a]);
     env.ok(&["start", "a"]);
     let ip2 = env.inspect("a")["network"]["ip"]
         .as_str()
@@ -769,5 +780,100 @@ fn an_exited_container_runs_again_with_its_network() {
     });
     env.ok(&["rm", "-f", "b", "a"]);
     assert_no_leftovers(&env, &[&a, &b]);
+    env.assert_clean();
+}
+
+/// As Docker: a stopped container gives its published port up (with its
+/// address, veth, namespace and rules) and takes it again when it starts;
+/// meanwhile another container may publish the port, and then the start
+/// is refused. Creates racing for one port: exactly one gets it (the
+/// check runs under the lock that reserves the container).
+#[test]
+fn published_ports_are_released_at_stop_and_taken_again_at_start() {
+    let Some(env) = Env::new() else { return };
+    let port = env.net.port;
+    let publish = format!("127.0.0.1:{port}:80");
+    let site = |name: &str| {
+        let www = env.dir.path().join(format!("www-{name}"));
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("index.html"), format!("served by {name}\n")).unwrap();
+        format!("{}:/www:ro", www.display())
+    };
+    let run_args = |name: &'static str, volume: &str| -> Vec<String> {
+        [
+            "run", "-d", "--name", name, "-p", &publish, "-v", volume, "--", "httpd", "-f", "-p",
+            "80", "-h", "/www",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let serves = |who: &str| {
+        let want = format!("served by {who}\n");
+        env.wait_until(10, &format!("{who} to answer on port {port}"), || {
+            http_get(port, "/index.html").as_deref() == Some(want.as_str())
+        });
+    };
+    let va = site("a");
+    let args = run_args("a", &va);
+    let a = id_of(&env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    serves("a");
+    env.ok(&["stop", "-t", "1", "a"]);
+    assert_no_leftovers(&env, &[&a]);
+    assert_eq!(env.ok(&["port", "a"]), "");
+    // Three creates at once for the port a gave up: one wins.
+    let vb = site("b");
+    let racers: Vec<_> = ["b1", "b2", "b3"]
+        .into_iter()
+        .map(|name| {
+            let args = run_args(name, &vb);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (
+                name,
+                env.cmd(&args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (name, child) in racers {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            winners.push(name);
+        } else {
+            let err = stderr(&out);
+            assert!(
+                err.contains("is already published by container b"),
+                "{name}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let b = winners[0];
+    serves("b");
+    // a cannot take its port back while b holds it; it stays exited.
+    let out = env.berth(&["start", "a"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "host port {port}/tcp is already published by container {b}"
+        )),
+        "{err}"
+    );
+    assert_eq!(env.inspect("a")["status"], "exited");
+    env.ok(&["rm", "-f", b]);
+    env.ok(&["start", "a"]);
+    serves("a");
+    assert_eq!(
+        env.ok(&["port", "a"]).trim(),
+        format!("80/tcp -> 127.0.0.1:{port}")
+    );
+    env.ok(&["rm", "-f", "a"]);
+    assert_no_leftovers(&env, &[&a]);
     env.assert_clean();
 }

@@ -52,6 +52,17 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing or encoding `net.json` failed (a full disk, an I/O error):
+    /// berth's own failure, never the user's input.
+    #[error("network state {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: crate::Error,
+    },
+    /// A setup thread died (a bug, not bad input).
+    #[error("network setup: {0}")]
+    Internal(String),
     #[error("invalid network configuration: {0}")]
     Config(String),
 }
@@ -343,7 +354,7 @@ fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
             let lo_thread = scope.spawn(|| cni::add(&lo, &lo_call));
             let result = cni::add(&list, &eth_call);
             let lo_added = lo_thread.join().unwrap_or_else(|_| {
-                Err(NetError::Config(
+                Err(NetError::Internal(
                     "the loopback setup thread panicked".into(),
                 ))
             });
@@ -363,9 +374,13 @@ fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
 
 fn write_state(dir: &Path, state: &NetState) -> Result<(), NetError> {
     let path = dir.join(NET_STATE);
-    let data = serde_json::to_vec(state).map_err(|e| NetError::Config(e.to_string()))?;
+    let fail = |source| NetError::State {
+        path: path.clone(),
+        source,
+    };
+    let data = serde_json::to_vec(state).map_err(|e| fail(crate::Error::Other(e.to_string())))?;
     // Means nothing after a reboot (the namespace and rules are gone too).
-    crate::atomic::write_until_reboot(&path, &data).map_err(|e| NetError::Config(e.to_string()))
+    crate::atomic::write_until_reboot(&path, &data).map_err(fail)
 }
 
 /// The container's address, gateway and MAC from a CNI result.
@@ -502,6 +517,15 @@ mod tests {
         c.bridge = "b".into();
         c.subnet = "10.0.0.0".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_state_write_failure_is_not_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("no-such-dir");
+        let e = write_state(&gone, &NetState::default()).unwrap_err();
+        assert!(matches!(e, NetError::State { .. }), "{e:?}");
+        assert!(e.to_string().contains("no-such-dir"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,14 @@ pub async fn port(root: &Path, a: PortArgs) -> Outcome {
         None => (p.to_string(), None),
     });
     let mut found = false;
-    for m in &info.options.publish {
+    // What the container holds now: nothing once it has exited and its
+    // network was released (as `docker port` of a stopped container).
+    let held = info
+        .network
+        .as_ref()
+        .map(|n| n.ports.as_slice())
+        .unwrap_or(&[]);
+    for m in held {
         if let Some((n, proto)) = &filter {
             if m.container_port.to_string() != *n
                 || proto.as_ref().is_some_and(|p| *p != m.protocol.to_string())

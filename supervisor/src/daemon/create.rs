@@ -192,7 +192,8 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         options: p.options.clone(),
     };
 
-    // Reserve the name and ID under the lock; the slow work runs outside it.
+    // Reserve the name, ID and host ports under the lock; the slow work
+    // runs outside it.
     {
         let mut entries = d.registry.lock();
         if entries.values().any(|e| e.meta.name == name) {
@@ -201,6 +202,8 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
                 format!("the name {name:?} is already in use by another container"),
             ));
         }
+        // Host ports under the same lock: two creates cannot both pass.
+        netsetup::check_published(&d.root, &entries, &p.options, None)?;
         entries.insert(new_id.clone(), Entry::new(meta.clone(), Phase::Creating));
     }
     let paths = d.root.container(&new_id);

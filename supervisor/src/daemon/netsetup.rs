@@ -3,13 +3,16 @@
 //! and running `runtime_core::net` setup and teardown on blocking threads
 //! (the CNI plugins are processes; each call takes tens of milliseconds).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
+use runtime_core::layout::Root;
 use runtime_core::net::{self, NetState, Setup};
 use runtime_core::protocol::{ErrorCode, RpcError};
 use runtime_core::runopts::{NetworkMode, RunOptions};
 
-use super::registry::Phase;
+use super::registry::{Entry, Phase};
 use super::Daemon;
 
 fn invalid(msg: impl Into<String>) -> RpcError {
@@ -22,10 +25,10 @@ pub struct Plan {
     pub join: Option<(PathBuf, PathBuf)>,
 }
 
-/// Checks the network options against the other containers: the target
-/// of `container:<name>` must be running; a host port must not be
-/// published by another container (portmap keeps no socket that would
-/// make the kernel refuse it).
+/// Checks the network options that need other containers: the target of
+/// `container:<name>` must be running. (Host ports are checked by
+/// [`check_published`] under the same registry lock that reserves the new
+/// container, so two creates cannot both pass.)
 pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
     let join = match &o.network {
         NetworkMode::Container(reference) => {
@@ -52,25 +55,38 @@ pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
         }
         _ => None,
     };
-    let entries = d.registry.lock();
+    Ok(Plan { join })
+}
+
+/// Fails when a host port of `o` is published by another container that
+/// holds its network: one that has not exited and is not being removed.
+/// As Docker, an exited container gives its ports up (its network is
+/// released when it exits, see [`release_on_exit`]) and takes them again
+/// when it starts. `this`: the container itself, when it runs again.
+/// Called with the registry locked by the caller, in the same critical
+/// section that reserves the container (or claims it to run again).
+pub fn check_published(
+    root: &Root,
+    entries: &HashMap<String, Entry>,
+    o: &RunOptions,
+    this: Option<&str>,
+) -> Result<(), RpcError> {
+    // The exit record is the shim's word: berthd's cache may not have
+    // heard of the exit yet when the client already has (`run --rm -p`
+    // back to back).
+    let holds = |e: &Entry| {
+        Some(e.meta.id.as_str()) != this
+            && !e.removing
+            && e.finished().is_none()
+            && !root.container(&e.meta.id).exit().exists()
+    };
     for p in &o.publish {
-        // A container being removed, or exited with --rm (so about to
-        // be), gives its ports up (its rules go with its own chains):
-        // `run --rm -p` back to back must not trip over the previous
-        // one's removal still under way.
-        // (The exit record is the shim's word; berthd's cache may not have
-        // heard of the exit yet when the client already has.)
-        let leaving = |e: &&super::registry::Entry| {
-            e.removing
-                || (e.meta.auto_remove
-                    && (e.finished().is_some() || d.root.container(&e.meta.id).exit().exists()))
-        };
-        let taken = entries.values().filter(|e| !leaving(e)).find(|e| {
+        let taken = entries.values().find(|e| {
             e.meta.options.publish.iter().any(|q| {
                 q.host_port == p.host_port
                     && q.protocol == p.protocol
                     && (q.host_ip == p.host_ip || q.host_ip.is_empty() || p.host_ip.is_empty())
-            })
+            }) && holds(e)
         });
         if let Some(e) = taken {
             return Err(invalid(format!(
@@ -79,12 +95,60 @@ pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
             )));
         }
     }
-    Ok(Plan { join })
+    Ok(())
+}
+
+/// One lock per container directory around every setup and teardown of
+/// its network, so the release at exit, a `start` setting it up again and
+/// `rm` never run CNI for the same container at once.
+async fn net_lock(dir: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: Mutex<Vec<(PathBuf, Weak<tokio::sync::Mutex<()>>)>> = Mutex::new(Vec::new());
+    let lock = {
+        let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|(_, w)| w.strong_count() > 0);
+        match locks
+            .iter()
+            .find_map(|(p, w)| (p == dir).then(|| w.upgrade()).flatten())
+        {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(tokio::sync::Mutex::new(()));
+                locks.push((dir.to_path_buf(), Arc::downgrade(&l)));
+                l
+            }
+        }
+    };
+    lock.lock_owned().await
+}
+
+/// Maps a network error to the API's: the user's input (a taken port, a
+/// bad option) is invalid; a plugin's failure is the runtime's; berth's
+/// own (its state file, the namespace, a thread) is internal.
+fn rpc_error(e: net::NetError) -> RpcError {
+    use net::NetError as E;
+    match e {
+        E::PortInUse(_) | E::Config(_) => invalid(e.to_string()),
+        E::Plugin { .. } => RpcError::new(ErrorCode::Runtime, format!("network setup: {e}")),
+        E::State { .. } | E::Io { .. } | E::Netns { .. } | E::Internal(_) => {
+            RpcError::new(ErrorCode::Internal, format!("network setup: {e}"))
+        }
+    }
 }
 
 /// Sets up the container's network (namespace, CNI chain, /etc files).
 /// On failure nothing network-related is left.
 pub async fn setup(
+    d: &Daemon,
+    id: &str,
+    hostname: &str,
+    o: &RunOptions,
+    plan: &Plan,
+) -> Result<NetState, RpcError> {
+    let _guard = net_lock(d.root.container(id).dir()).await;
+    setup_locked(d, id, hostname, o, plan).await
+}
+
+async fn setup_locked(
     d: &Daemon,
     id: &str,
     hostname: &str,
@@ -122,15 +186,17 @@ pub async fn setup(
     })
     .await
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
-    .map_err(|e| match e {
-        net::NetError::PortInUse(_) | net::NetError::Config(_) => invalid(e.to_string()),
-        other => RpcError::new(ErrorCode::Runtime, format!("network setup: {other}")),
-    })
+    .map_err(rpc_error)
 }
 
 /// Tears down whatever network a container directory records (see
 /// `runtime_core::net::teardown`).
-pub async fn teardown(dir: &std::path::Path, id: &str) -> Result<(), String> {
+pub async fn teardown(dir: &Path, id: &str) -> Result<(), String> {
+    let _guard = net_lock(dir).await;
+    teardown_locked(dir, id).await
+}
+
+async fn teardown_locked(dir: &Path, id: &str) -> Result<(), String> {
     let (dir, id) = (dir.to_path_buf(), id.to_string());
     tokio::task::spawn_blocking(move || {
         let began = std::time::Instant::now();
@@ -149,11 +215,39 @@ pub async fn teardown(dir: &std::path::Path, id: &str) -> Result<(), String> {
     .map_err(|e| format!("network teardown: {e}"))
 }
 
+/// A bridge container that has exited gives its network up, as Docker's
+/// does: its published ports, address, veth and namespace are released
+/// (in the background, off the path of whoever waited for the exit), and
+/// `start` sets them up again. Skipped when the container is already
+/// running again, or is being (or with `--rm` about to be) removed: the
+/// removal tears down.
+pub async fn release_on_exit(d: Arc<Daemon>, id: String) {
+    let id = id.as_str();
+    let dir = d.root.container(id).dir().to_path_buf();
+    let _guard = net_lock(&dir).await;
+    // Looked at under the lock: a `start` that claimed the container
+    // first keeps its network (and checks its ports again).
+    let exited = d.registry.get(id).is_some_and(|e| {
+        e.meta.options.network == NetworkMode::Bridge
+            && !e.removing
+            && !e.meta.auto_remove
+            && e.finished().is_some()
+    });
+    if !exited || !dir.join(net::NET_STATE).exists() {
+        return;
+    }
+    if let Err(e) = teardown_locked(&dir, id).await {
+        log::warn!("container {id}: releasing its network after the exit: {e}");
+    }
+}
+
 /// Before an exited container runs again (`start`, `restart`, a restart
-/// policy): a bridge container whose namespace is gone (a reboot, or a
-/// teardown) gets its network set up anew; `container:<name>` joins that
-/// container's namespace as it is now (its process has another PID after
-/// a restart), so the OCI config is pointed at it again.
+/// policy): a bridge container gets its ports checked against the other
+/// containers again and, when its network was released at the exit (or
+/// its namespace is gone after a reboot), its network set up anew;
+/// `container:<name>` joins that container's namespace as it is now (its
+/// process has another PID after a restart), so the OCI config is pointed
+/// at it again.
 pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
     let Some(entry) = d.registry.get(id) else {
         return Ok(());
@@ -163,13 +257,14 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
     let dir = paths.dir().to_path_buf();
     match &o.network {
         NetworkMode::Bridge => {
+            let _guard = net_lock(&dir).await;
+            // Another container may have taken a port while this one was
+            // exited, even if its network was not released yet.
+            check_published(&d.root, &d.registry.lock(), o, Some(id))?;
             if net::netns::is_mounted(&dir.join(net::NETNS)) {
                 return Ok(());
             }
-            log::info!(
-                "container {id}: its network namespace is gone; setting the network up again"
-            );
-            teardown(&dir, id)
+            teardown_locked(&dir, id)
                 .await
                 .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
             let spec = runtime_core::spec::load_bundle_config(&paths.bundle())
@@ -178,7 +273,7 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
                 .hostname()
                 .clone()
                 .unwrap_or_else(|| entry.meta.name.clone());
-            setup(d, id, &hostname, o, &Plan { join: None }).await?;
+            setup_locked(d, id, &hostname, o, &Plan { join: None }).await?;
             Ok(())
         }
         NetworkMode::Container(_) => {
@@ -195,5 +290,53 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
                 .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
         }
         NetworkMode::None | NetworkMode::Host => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_core::meta::ContainerMeta;
+    use runtime_core::runopts::PortMapping;
+
+    fn with_port(id: &str, port: &str) -> Entry {
+        let mut meta: ContainerMeta = serde_json::from_value(serde_json::json!({
+            "id": id, "name": id, "created_at": "", "command": [], "rootfs": "",
+            "log": {"max_size": 0, "max_files": 1}, "runtime": "runc",
+        }))
+        .unwrap();
+        meta.options.publish = vec![PortMapping::parse(port).unwrap()];
+        Entry::new(meta, Phase::Creating)
+    }
+
+    #[test]
+    fn a_reserved_port_is_refused_to_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let mut entries = HashMap::new();
+        let a = with_port("a", "8080:80");
+        let o = a.meta.options.clone();
+        assert!(check_published(&root, &entries, &o, None).is_ok());
+        entries.insert("a".to_string(), a);
+        let e = check_published(&root, &entries, &o, None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(
+            e.message.contains("already published by container a"),
+            "{}",
+            e.message
+        );
+        // The container itself, running again, does not conflict with itself.
+        assert!(check_published(&root, &entries, &o, Some("a")).is_ok());
+    }
+
+    #[test]
+    fn io_failures_are_internal_not_the_users() {
+        let e = rpc_error(net::NetError::State {
+            path: "/x/net.json".into(),
+            source: runtime_core::Error::Other("no space left on device".into()),
+        });
+        assert_eq!(e.code, ErrorCode::Internal);
+        let e = rpc_error(net::NetError::PortInUse("0.0.0.0:80/tcp".into()));
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 }

@@ -11,7 +11,7 @@ use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
 
 use super::registry::{Entry, Phase};
-use super::{events, reconcile, remove, restart, shim, Daemon};
+use super::{events, netsetup, reconcile, remove, restart, shim, Daemon};
 use crate::rpc::CallError;
 
 /// Starts the watcher of one container.
@@ -109,6 +109,9 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
 
 async fn on_exit(d: &Arc<Daemon>, id: &str) {
     events::exited(d, id);
+    // In its own task: a restart policy's decision is not held up by it
+    // (a restart waits for it on the container's network lock).
+    tokio::spawn(netsetup::release_on_exit(d.clone(), id.to_string()));
     restart::exited(d, id).await;
     let auto_remove = d
         .registry
