@@ -242,17 +242,26 @@ impl Registry {
 
     /// With `htpasswd`: basic auth (an htpasswd line, bcrypt).
     pub fn start_with(dir: &Path, htpasswd: Option<&str>) -> Registry {
-        let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .unwrap_or_else(|| {
-                panic!("docker-registry is missing: apt-get install docker-registry (scripts/install-deps)")
-            });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let bin = registry_bin();
+        // A free port is only known free until someone else binds it: the
+        // registry is started on it and must be seen listening on it
+        // itself; when it lost the port (it exits), another one is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(reg) = Self::start_on(bin, dir, port, htpasswd) {
+                return reg;
+            }
+        }
+        panic!("docker-registry could not listen on any of 5 free ports (see registry.log)");
+    }
+
+    /// Starts the registry on `port`; None when it exits without listening
+    /// there (the port was taken meanwhile).
+    fn start_on(bin: &str, dir: &Path, port: u16, htpasswd: Option<&str>) -> Option<Registry> {
         let addr = format!("127.0.0.1:{port}");
         let store = dir.join("registry-data");
         std::fs::create_dir_all(&store).unwrap();
@@ -285,9 +294,15 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let reg = Registry { child, addr };
+        let mut reg = Registry { child, addr };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(&reg.addr).is_err() {
+        loop {
+            if listens_on(reg.child.id(), port) {
+                return Some(reg);
+            }
+            if reg.child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "docker-registry did not listen on {}",
@@ -295,7 +310,6 @@ impl Registry {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        reg
     }
 
     /// Pushes an OCI layout (its only image) as `repo:tag` with skopeo.
@@ -325,6 +339,41 @@ impl Registry {
     }
 }
 
+fn registry_bin() -> &'static str {
+    ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!("docker-registry is missing: apt-get install docker-registry (scripts/install-deps)")
+        })
+}
+
+/// True when process `pid` holds a TCP socket listening on `port`: a
+/// listening entry of /proc/PID/net/tcp whose inode is one of its fds.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit_once(':')?.1;
+            let listening = u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A";
+            listening.then(|| format!("socket:[{}]", f.get(9).copied().unwrap_or_default()))
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            })
+        })
+        .unwrap_or(false)
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
@@ -333,4 +382,22 @@ impl Drop for Registry {
         );
         let _ = self.child.wait();
     }
+}
+
+/// The free-port race: a port someone else took between the probe and
+/// the registry's start is noticed (the registry exits; the listener
+/// answering there is not the registry's), so `start` tries another.
+#[test]
+fn a_registry_that_lost_its_port_is_not_taken_for_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = thief.local_addr().unwrap().port();
+    assert!(listens_on(std::process::id(), port));
+    assert!(!listens_on(std::process::id(), port.wrapping_add(1)));
+    assert!(Registry::start_on(registry_bin(), dir.path(), port, None).is_none());
+    let reg = Registry::start(dir.path());
+    assert!(listens_on(
+        reg.child.id(),
+        reg.addr.rsplit_once(':').unwrap().1.parse().unwrap()
+    ));
 }
