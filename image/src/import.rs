@@ -452,6 +452,9 @@ fn import_one(store: &Store, src: &Source, plan: Plan) -> Result<Imported> {
         layers: diff_ids.iter().map(|d| d.to_string()).collect(),
         size,
         created: config.created.clone(),
+        // An archive is not a registry: no repository serves it.
+        repo_digests: Vec::new(),
+        index: None,
     };
     let id = store.add_image(record, &plan.tags)?;
     Ok(Imported {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod digest;
 mod error;
 pub mod import;
+pub mod login;
 pub mod model;
 pub mod pull;
 pub mod reference;

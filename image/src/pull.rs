@@ -139,9 +139,10 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
         Ok(())
     };
     limit(&data)?;
-    let (manifest, manifest_data, manifest_digest) =
+    // The manifest, and the index it was picked from (when there is one).
+    let (manifest, manifest_data, manifest_digest, index) =
         match model::parse_document(&format!("manifest of {r}"), &data)? {
-            Document::Manifest(m) => (m, data.to_vec(), top_digest.clone()),
+            Document::Manifest(m) => (m, data.to_vec(), top_digest.clone(), None),
             Document::Index(i) => {
                 let desc = model::select_platform(&r.to_string(), &i, &model::host_platform())?;
                 let d = desc.digest()?;
@@ -152,7 +153,7 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
                 limit(&data)?;
                 d.verify(&format!("manifest {d} of {r}"), &data, Some(desc.size))?;
                 match model::parse_document(&format!("manifest {d}"), &data)? {
-                    Document::Manifest(m) => (m, data.to_vec(), d),
+                    Document::Manifest(m) => (m, data.to_vec(), d, Some(top_digest.clone())),
                     Document::Index(_) => {
                         return Err(Error::Unsupported(format!(
                             "pull {r}: an index inside an index is not supported"
@@ -217,6 +218,10 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
         layers: diff_ids.iter().map(|d| d.to_string()).collect(),
         size,
         created: config.created.clone(),
+        // Docker's RepoDigests: what the repository serves, the index for
+        // a multi-platform image.
+        repo_digests: vec![format!("{}@{top_digest}", r.repository())],
+        index: index.map(|d| d.to_string()),
     };
     let tags: Vec<Reference> = if r.tag.is_some() {
         vec![r.clone()]

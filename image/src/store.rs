@@ -51,6 +51,31 @@ pub struct ImageRecord {
     pub size: u64,
     #[serde(default)]
     pub created: Option<String>,
+    /// Docker's RepoDigests: `domain/path@digest`, the digest a repository
+    /// serves the image under (a multi-platform image's index digest, not
+    /// the platform manifest's). Oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
+    /// The index (manifest list) `manifest` was picked from, when the
+    /// image came through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+}
+
+impl ImageRecord {
+    /// The digest `repository` (`domain/path`) has this image under: its
+    /// repo digest (the newest), else the manifest's own digest.
+    pub fn digest_in(&self, repository: &str) -> &str {
+        self.repo_digests
+            .iter()
+            .rev()
+            .find_map(|rd| {
+                rd.rsplit_once('@')
+                    .filter(|(repo, _)| *repo == repository)
+                    .map(|(_, d)| d)
+            })
+            .unwrap_or(&self.manifest)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -80,9 +105,23 @@ pub struct ImageSummary {
     pub repository: String,
     pub tag: String,
     pub id: String,
+    /// The digest the repository has the image under (see
+    /// `ImageRecord::digest_in`).
     pub digest: String,
+    /// The platform manifest's digest.
+    pub manifest: String,
     pub size: u64,
     pub created: Option<String>,
+}
+
+/// One image in full, for `image inspect`.
+#[derive(Debug, Clone)]
+pub struct ImageDetails {
+    pub id: String,
+    /// `repository:tag`, as Docker shows them.
+    pub tags: Vec<String>,
+    pub record: ImageRecord,
+    pub config: ImageConfig,
 }
 
 /// A held flock on one of the store's lock files.
@@ -253,7 +292,8 @@ impl Store {
 
     /// Records an image (all its layers must be unpacked) and points
     /// `tags` at it. Returns the image ID.
-    pub fn add_image(&self, record: ImageRecord, tags: &[Reference]) -> Result<String> {
+    /// A record already there keeps its repo digests (the new ones last).
+    pub fn add_image(&self, mut record: ImageRecord, tags: &[Reference]) -> Result<String> {
         for l in &record.layers {
             if !self.has_layer(&Digest::parse(l)?) {
                 return Err(Error::Other(format!("layer {l} is not unpacked")));
@@ -261,6 +301,17 @@ impl Store {
         }
         let id = record.config.clone();
         self.update_index(|index| {
+            if let Some(old) = index.images.get(&id) {
+                let mut digests: Vec<String> = old
+                    .repo_digests
+                    .iter()
+                    .filter(|d| !record.repo_digests.contains(d))
+                    .cloned()
+                    .collect();
+                digests.append(&mut record.repo_digests);
+                record.repo_digests = digests;
+                record.index = record.index.take().or_else(|| old.index.clone());
+            }
             index.images.insert(id.clone(), record);
             for t in tags {
                 index.tags.insert(t.to_string(), id.clone());
@@ -275,11 +326,12 @@ impl Store {
         let index = self.read_index()?;
         let mut out = Vec::new();
         let mut tagged = BTreeSet::new();
-        let summary = |repository: String, tag: String, id: &str, r: &ImageRecord| ImageSummary {
-            repository,
+        let summary = |repository: &str, tag: String, id: &str, r: &ImageRecord| ImageSummary {
+            repository: familiar(repository),
             tag,
             id: id.to_string(),
-            digest: r.manifest.clone(),
+            digest: r.digest_in(repository).to_string(),
+            manifest: r.manifest.clone(),
             size: r.size,
             created: r.created.clone(),
         };
@@ -289,11 +341,11 @@ impl Store {
             };
             tagged.insert(id.clone());
             let (repo, tag) = name.rsplit_once(':').unwrap_or((name.as_str(), ""));
-            out.push(summary(familiar(repo), tag.to_string(), id, r));
+            out.push(summary(repo, tag.to_string(), id, r));
         }
         for (id, r) in &index.images {
             if !tagged.contains(id) {
-                out.push(summary("<none>".into(), "<none>".into(), id, r));
+                out.push(summary("<none>", "<none>".into(), id, r));
             }
         }
         Ok(out)
@@ -305,6 +357,32 @@ impl Store {
         resolve_in(&index, name).map(|(id, _)| {
             let r = index.images[&id].clone();
             (id, r)
+        })
+    }
+
+    /// `image inspect`: the image `name` names, with its tags (Docker's
+    /// RepoTags, familiar) and config.
+    pub fn inspect(&self, name: &str) -> Result<ImageDetails> {
+        let index = self.read_index()?;
+        let (id, _) = resolve_in(&index, name)?;
+        let record = index.images[&id].clone();
+        let tags = index
+            .tags
+            .iter()
+            .filter(|(_, v)| **v == id)
+            .map(|(t, _)| {
+                let (repo, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), ""));
+                format!("{}:{tag}", familiar(repo))
+            })
+            .collect();
+        let config_digest = Digest::parse(&record.config)?;
+        let config_data = self.read_blob(&format!("config of {name}"), &config_digest)?;
+        let config = model::parse_json(&format!("config of {name}"), &config_data)?;
+        Ok(ImageDetails {
+            id,
+            tags,
+            record,
+            config,
         })
     }
 
@@ -573,10 +651,12 @@ fn resolve_in(index: &IndexFile, name: &str) -> Result<(String, Option<String>)>
         return Ok((id.clone(), Some(key)));
     }
     if let Some(d) = &r.digest {
+        // By the repository's digest (an index's too), or the manifest's.
+        let repo_digest = format!("{}@{d}", r.repository());
         if let Some((id, _)) = index
             .images
             .iter()
-            .find(|(_, rec)| rec.manifest == d.as_str())
+            .find(|(_, rec)| rec.manifest == d.as_str() || rec.repo_digests.contains(&repo_digest))
         {
             return Ok((id.clone(), None));
         }
@@ -599,7 +679,7 @@ pub struct BlobCheck {
 }
 
 impl LayerWriter<'_> {
-    /// Inflates (gzip or none, told by its first bytes), checks and
+    /// Inflates (gzip, zstd or none, told by its first bytes), checks and
     /// unpacks a layer blob as it streams in, then renames it into
     /// place. `blob`: the compressed blob's digest and size, when known.
     /// On any failure the temp directory is removed and nothing changes.
@@ -672,9 +752,16 @@ impl LayerWriter<'_> {
                 }
             }
             Compression::Zstd => {
-                return Err(Error::Unsupported(format!(
-                    "layer {what} is zstd-compressed, which berth does not unpack yet"
-                )))
+                let decoder = zstd::stream::read::Decoder::with_buffer(raw)
+                    .map_err(|e| stream_error(what, e))?;
+                let mut tar = HashingReader::new(decoder);
+                let u = crate::unpack::unpack(what, &mut tar, &diff)
+                    .and_then(|u| Ok((u, tar.finish().map_err(|e| stream_error(what, e))?.0)));
+                let raw = tar.into_inner().finish();
+                match u {
+                    Ok((u, d)) => (u, d, raw),
+                    Err(e) => return Err(blame_blob(raw, e)),
+                }
             }
         };
         let (blob_digest, blob_size) = raw

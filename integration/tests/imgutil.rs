@@ -115,10 +115,17 @@ impl LayerBuilder {
     }
 }
 
+/// zstd, as `application/vnd.oci.image.layer.v1.tar+zstd` layers are.
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 3).unwrap()
+}
+
 /// An image: uncompressed layer tars (bottom first) and its run config.
 pub struct TestImage {
     pub layers: Vec<Vec<u8>>,
     pub config: serde_json::Value,
+    /// Layers (by index) written zstd-compressed; the others gzip.
+    pub zstd_layers: Vec<usize>,
 }
 
 pub fn host_arch() -> &'static str {
@@ -131,15 +138,23 @@ pub fn host_arch() -> &'static str {
 
 impl TestImage {
     pub fn new(layers: Vec<Vec<u8>>, config: serde_json::Value) -> Self {
-        TestImage { layers, config }
+        TestImage {
+            layers,
+            config,
+            zstd_layers: Vec::new(),
+        }
     }
     pub fn diff_ids(&self) -> Vec<String> {
         self.layers.iter().map(|l| sha(l)).collect()
     }
     pub fn config_json(&self) -> Vec<u8> {
+        self.config_json_for(host_arch())
+    }
+    /// The config as built for another architecture.
+    pub fn config_json_for(&self, arch: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "created": "2026-01-02T03:04:05Z",
-            "architecture": host_arch(),
+            "architecture": arch,
             "os": "linux",
             "config": self.config,
             "rootfs": {"type": "layers", "diff_ids": self.diff_ids()},
@@ -149,21 +164,28 @@ impl TestImage {
     /// Writes blobs (gzipped layers), the manifest and index.json; returns
     /// the manifest's digest.
     pub fn write_oci_layout(&self, dir: &Path, name: Option<&str>) -> String {
-        let blobs = dir.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).unwrap();
-        let put = |data: &[u8]| -> (String, usize) {
-            let d = sha(data);
-            std::fs::write(blobs.join(&d[7..]), data).unwrap();
-            (d, data.len())
-        };
-        let config = self.config_json();
-        let (cd, cs) = put(&config);
+        let desc = self.write_manifest(dir, host_arch());
+        let md = desc["digest"].as_str().unwrap().to_string();
+        write_layout_index(dir, desc, name);
+        md
+    }
+    /// Writes the blobs and manifest of the image built for `arch`;
+    /// returns the manifest's descriptor (with its platform).
+    pub fn write_manifest(&self, dir: &Path, arch: &str) -> serde_json::Value {
+        let config = self.config_json_for(arch);
+        let (cd, cs) = put_blob(dir, &config);
         let layers: Vec<serde_json::Value> = self
             .layers
             .iter()
-            .map(|l| {
-                let (d, s) = put(&gzip(l));
-                serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s})
+            .enumerate()
+            .map(|(i, l)| {
+                let (data, kind) = if self.zstd_layers.contains(&i) {
+                    (zstd(l), "zstd")
+                } else {
+                    (gzip(l), "gzip")
+                };
+                let (d, s) = put_blob(dir, &data);
+                serde_json::json!({"mediaType": format!("application/vnd.oci.image.layer.v1.tar+{kind}"), "digest": d, "size": s})
             })
             .collect();
         let manifest = serde_json::to_vec(&serde_json::json!({
@@ -173,22 +195,33 @@ impl TestImage {
             "layers": layers,
         }))
         .unwrap();
-        let (md, ms) = put(&manifest);
-        let mut desc = serde_json::json!({
+        let (md, ms) = put_blob(dir, &manifest);
+        serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": md, "size": ms,
-        });
-        if let Some(n) = name {
-            desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
-        }
-        std::fs::write(
-            dir.join("index.json"),
-            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [desc]}))
-                .unwrap(),
-        )
+            "platform": {"os": "linux", "architecture": arch},
+        })
+    }
+    /// A multi-platform image: an OCI index of this image for the host
+    /// and for each of `others` (architectures), as the layout's one
+    /// image. Returns (index digest, the host's manifest digest).
+    pub fn write_multi_platform_layout(&self, dir: &Path, others: &[&str]) -> (String, String) {
+        let host = self.write_manifest(dir, host_arch());
+        let mut manifests = vec![host.clone()];
+        manifests.extend(others.iter().map(|a| self.write_manifest(dir, a)));
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }))
         .unwrap();
-        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        md
+        let (d, s) = put_blob(dir, &index);
+        write_layout_index(
+            dir,
+            serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": s}),
+            None,
+        );
+        (d, host["digest"].as_str().unwrap().to_string())
     }
     /// A `docker save` archive (Docker's classic format: `<id>/layer.tar`,
     /// `<config>.json`, manifest.json with RepoTags). `skip_layer` leaves
@@ -219,6 +252,28 @@ impl TestImage {
         add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
         std::fs::write(path, b.into_inner().unwrap()).unwrap();
     }
+}
+
+/// Stores a blob in an OCI layout; returns its digest and size.
+fn put_blob(dir: &Path, data: &[u8]) -> (String, usize) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let d = sha(data);
+    std::fs::write(blobs.join(&d[7..]), data).unwrap();
+    (d, data.len())
+}
+
+/// The layout's index.json (one image, `desc`) and oci-layout.
+fn write_layout_index(dir: &Path, mut desc: serde_json::Value, name: Option<&str>) {
+    if let Some(n) = name {
+        desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
+    }
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [desc]})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 /// Tars a directory (an OCI layout as one file).
@@ -319,9 +374,21 @@ impl Registry {
 
     /// Pushes with `user:password` credentials when given.
     pub fn push_as(&self, layout: &Path, repo_tag: &str, creds: Option<&str>) -> String {
+        self.push_with(layout, repo_tag, creds, false)
+    }
+
+    /// Pushes every image of an index (skopeo's `--all`).
+    pub fn push_all(&self, layout: &Path, repo_tag: &str) -> String {
+        self.push_with(layout, repo_tag, None, true)
+    }
+
+    fn push_with(&self, layout: &Path, repo_tag: &str, creds: Option<&str>, all: bool) -> String {
         let dest = format!("docker://{}/{repo_tag}", self.addr);
         let mut cmd = std::process::Command::new("skopeo");
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if all {
+            cmd.arg("--all");
+        }
         if let Some(c) = creds {
             cmd.arg(format!("--dest-creds={c}"));
         }

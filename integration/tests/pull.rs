@@ -308,7 +308,8 @@ fn pull_killed_halfway_then_retried() {
 }
 
 /// A registry with basic auth: refused without credentials (its own
-/// error shown), pulled after `berth login`, which keeps them 0600.
+/// error shown); `berth login` refuses a wrong password (the registry
+/// checks it) and keeps the right one 0600; the pull then works.
 #[test]
 fn login_then_pull_with_basic_auth() {
     use std::os::unix::fs::PermissionsExt;
@@ -326,11 +327,27 @@ fn login_then_pull_with_basic_auth() {
         &["pull", "--insecure-registry", &reg.addr, &name],
         "Not authorized",
     );
+    // A wrong password is refused by the registry at login, as docker
+    // login does: one line naming the registry, exit 125, nothing stored.
     let out = env.berth_input(
         &["login", "-u", "tester", "--password-stdin", &reg.addr],
         b"wrong-password\n",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("login to {} failed", reg.addr)) && err.contains("401"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!env.root.join("auth.json").exists(), "nothing stored");
+    // So is an unknown user.
+    let out = env.berth_input(
+        &["login", "-u", "nobody", "--password-stdin", &reg.addr],
+        b"berth-secret\n",
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!env.root.join("auth.json").exists(), "nothing stored");
     refused(
         &env,
         &["pull", "--insecure-registry", &reg.addr, &name],
@@ -349,4 +366,137 @@ fn login_then_pull_with_basic_auth() {
     env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
     assert_eq!(images(&env).len(), 1);
     env.ok(&["logout", &reg.addr]);
+}
+
+/// zstd layers (`application/vnd.oci.image.layer.v1.tar+zstd`), compressed
+/// by the test itself: pulled, imported, and run.
+#[test]
+fn zstd_layers_pull_and_import() {
+    let Some(env) = Env::new() else { return };
+    let reg = Registry::start(env.dir.path());
+    let mut img = image(2);
+    img.zstd_layers = vec![0, 2];
+    let layout = env.dir.path().join("layout-zstd");
+    img.write_oci_layout(&layout, Some("example.com/team/zstd:1"));
+    let manifest: serde_json::Value = {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let d = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        manifest["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let name = reg.push(&layout, "team/zstd:1");
+    env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &name]);
+    assert_eq!(env.ok(&["run", "--rm", &name]), "layer 0\nlayer 1\n");
+    // The same layout imported into another store.
+    let other = Env::stopped().unwrap();
+    let out = other.ok(&["image", "import", layout.to_str().unwrap()]);
+    assert_eq!(out.trim(), "Loaded image: example.com/team/zstd:1");
+    let layers = std::fs::read_dir(other.root.join("images/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 3);
+    // A corrupt zstd layer is refused, named by its digest.
+    // (A layer of its own: one already in the store is not downloaded.)
+    let mut bad = image(0);
+    bad.layers.push(
+        LayerBuilder::new()
+            .file("corrupt", 0o644, &b"not in the store yet\n".repeat(1000))
+            .build(),
+    );
+    bad.zstd_layers = vec![1];
+    let bad_blob = crate::imgutil::sha(&crate::imgutil::zstd(&bad.layers[1]));
+    let name = push(&env, &reg, &bad, "team/zstd-bad:1");
+    let hex = &bad_blob[7..];
+    let data = env
+        .dir
+        .path()
+        .join("registry-data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let out = env.berth(&["pull", "--insecure-registry", &reg.addr, &name]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("digest mismatch for layer {bad_blob}")),
+        "{err}"
+    );
+    assert!(tmp_is_empty(&env));
+}
+
+/// A multi-platform image (an OCI index the test pushes): the pull picks
+/// the host's manifest and keeps the index digest as the repository's
+/// digest (Docker's RepoDigests), shown by `images --digests` and
+/// `image inspect`; the image runs by that digest.
+#[test]
+fn index_pull_keeps_the_index_digest() {
+    let Some(env) = Env::new() else { return };
+    let reg = Registry::start(env.dir.path());
+    let img = image(1);
+    let layout = env.dir.path().join("layout-multi");
+    let (index_digest, manifest_digest) = img.write_multi_platform_layout(&layout, &["s390x"]);
+    let name = reg.push_all(&layout, "team/multi:1");
+    let out = env.ok(&["pull", "--insecure-registry", &reg.addr, &name]);
+    assert!(out.contains(&format!("Digest: {index_digest}")), "{out}");
+    let list = images(&env);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["digest"], index_digest.as_str());
+    assert_eq!(list[0]["manifest"], manifest_digest.as_str());
+    let table = env.ok(&["images", "--digests"]);
+    let mut lines = table.lines();
+    let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        [
+            "REPOSITORY",
+            "TAG",
+            "DIGEST",
+            "IMAGE",
+            "ID",
+            "CREATED",
+            "SIZE"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..3],
+        [&format!("{}/team/multi", reg.addr), "1", &index_digest][..]
+    );
+    // Without --digests, Docker's columns.
+    assert!(!env.ok(&["images"]).contains("DIGEST"));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &name])).unwrap();
+    let i = &inspect[0];
+    assert_eq!(
+        i["RepoDigests"],
+        serde_json::json!([format!("{}/team/multi@{index_digest}", reg.addr)])
+    );
+    assert_eq!(i["RepoTags"], serde_json::json!([name.clone()]));
+    assert_eq!(i["Manifest"], manifest_digest.as_str());
+    assert_eq!(i["Index"], index_digest.as_str());
+    assert_eq!(i["Architecture"], crate::imgutil::host_arch());
+    assert_eq!(i["Id"], crate::imgutil::sha(&img.config_json()));
+    // By the index digest: the same image, found without a pull.
+    let by_digest = format!("{}/team/multi@{index_digest}", reg.addr);
+    assert_eq!(env.ok(&["run", "--rm", &by_digest]), "layer 0\n");
+    // A pull by digest keeps it too, with no tag added.
+    env.ok(&["pull", "-q", "--insecure-registry", &reg.addr, &by_digest]);
+    let list = images(&env);
+    assert_eq!(list.len(), 1, "{list:?}");
+    // An unknown image: one line, exit 125, `[]` printed as Docker does.
+    let out = env.berth(&["image", "inspect", "nosuch:1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(stderr(&out).trim(), "berth: no such image: nosuch:1");
 }

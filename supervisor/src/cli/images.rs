@@ -28,6 +28,10 @@ pub struct ImagesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show the DIGEST column: the digest the repository serves the image
+    /// under (a multi-platform image's index digest).
+    #[arg(long)]
+    digests: bool,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +53,12 @@ pub enum ImageCommand {
     },
     /// List images (same as `berth images`).
     Ls(ImagesArgs),
+    /// Show images in full (JSON, Docker's field names).
+    Inspect {
+        /// Images by name, ID or ID prefix.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
     /// Remove images (same as `berth rmi`).
     Rm(RmiArgs),
     /// Remove untagged images no container uses, and unused layers.
@@ -70,19 +80,85 @@ pub fn images(data_root: &Path, a: ImagesArgs) -> Outcome {
         say(&text)?;
         return Ok(0);
     }
+    // Docker's columns; DIGEST only with --digests, in full.
+    let digest = |d: &str| {
+        if a.digests {
+            format!("{d:<71}  ")
+        } else {
+            String::new()
+        }
+    };
     say(&format!(
-        "{:<40}  {:<16}  {:<19}  {:>9}  CREATED",
-        "REPOSITORY", "TAG", "DIGEST", "SIZE"
+        "{:<40}  {:<16}  {}{:<12}  {:<20}  SIZE",
+        "REPOSITORY",
+        "TAG",
+        digest("DIGEST"),
+        "IMAGE ID",
+        "CREATED"
     ))?;
     for i in &list {
         say(&format!(
-            "{:<40}  {:<16}  {:<19}  {:>9}  {}",
+            "{:<40}  {:<16}  {}{:<12}  {:<20}  {}",
             i.repository,
             i.tag,
-            i.digest.get(..19).unwrap_or(&i.digest),
+            digest(&i.digest),
+            i.id.get(7..19).unwrap_or(&i.id),
+            i.created.as_deref().map_or_else(|| "?".into(), ago),
             human_size(i.size),
-            i.created.as_deref().map_or_else(|| "?".into(), ago)
         ))?;
+    }
+    Ok(0)
+}
+
+/// `image inspect`: a JSON array, one object per image, with Docker's
+/// field names; `Manifest` (the platform manifest picked) and `Index`
+/// (the index it came from) are berth's. Every name is tried; a missing
+/// one is one line on stderr and exit 125, as Docker's exit 1 is its own.
+fn inspect(data_root: &Path, names: &[String]) -> Outcome {
+    let store = open_store(data_root)?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match store.inspect(name) {
+            Ok(d) => {
+                let rec = &d.record;
+                let repo_digests: Vec<String> = rec
+                    .repo_digests
+                    .iter()
+                    .map(|rd| match rd.rsplit_once('@') {
+                        Some((repo, dg)) => {
+                            format!("{}@{dg}", berth_image::reference::familiar(repo))
+                        }
+                        None => rd.clone(),
+                    })
+                    .collect();
+                out.push(serde_json::json!({
+                    "Id": d.id,
+                    "RepoTags": d.tags,
+                    "RepoDigests": repo_digests,
+                    "Manifest": rec.manifest,
+                    "Index": rec.index,
+                    "Created": rec.created,
+                    "Size": rec.size,
+                    "Architecture": d.config.architecture,
+                    "Os": d.config.os,
+                    "Config": d.config.config,
+                    "RootFS": {"Type": d.config.rootfs.kind, "Layers": rec.layers},
+                }));
+            }
+            Err(e) => {
+                eprintln!("berth: {e}");
+                failed = true;
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::new(e.to_string()))?;
+    say(&text)?;
+    if failed {
+        return Err(Failure {
+            message: String::new(),
+            code: 125,
+        });
     }
     Ok(0)
 }
@@ -133,6 +209,7 @@ pub fn image(data_root: &Path, cmd: ImageCommand) -> Outcome {
             Ok(0)
         }
         ImageCommand::Ls(a) => images(data_root, a),
+        ImageCommand::Inspect { images } => inspect(data_root, &images),
         ImageCommand::Rm(a) => rmi(data_root, a),
         ImageCommand::Prune { all, force: _ } => {
             let store = open_store(data_root)?;

@@ -101,7 +101,7 @@ enum Command {
     Rmi(images::RmiArgs),
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
-    /// Store credentials for a registry (in the data root, mode 0600).
+    /// Log in to a registry: the credentials are tried, then stored (in the data root, mode 0600).
     Login(pull::LoginArgs),
     /// Remove the stored credentials for a registry.
     Logout(pull::LogoutArgs),
@@ -265,7 +265,7 @@ pub fn main() -> ExitCode {
             Command::Images(a) => images::images(&data_root, a),
             Command::Rmi(a) => images::rmi(&data_root, a),
             Command::Pull(a) => pull::pull(&data_root, a).await,
-            Command::Login(a) => pull::login(&data_root, a),
+            Command::Login(a) => pull::login(&data_root, a).await,
             Command::Logout(a) => pull::logout(&data_root, a),
             Command::Image(c) => images::image(&data_root, c),
             Command::Port(a) => port::port(&root, a).await,

@@ -159,7 +159,9 @@ pub async fn pull(data_root: &Path, a: PullArgs) -> Outcome {
     Ok(0)
 }
 
-pub fn login(data_root: &Path, a: LoginArgs) -> Outcome {
+/// Tries the credentials on the registry, then stores them: a wrong
+/// password is an error naming the registry and nothing is stored.
+pub async fn login(data_root: &Path, a: LoginArgs) -> Outcome {
     let password = match (a.password, a.password_stdin) {
         (Some(p), _) => p,
         (None, true) => {
@@ -182,15 +184,14 @@ pub fn login(data_root: &Path, a: LoginArgs) -> Outcome {
             code: 125,
         });
     }
-    auth::store(
-        data_root,
-        &a.server,
-        Some(Credential {
-            username: a.username,
-            password,
-        }),
-    )
-    .map_err(image_failure)?;
+    let cred = Credential {
+        username: a.username,
+        password,
+    };
+    berth_image::login::verify(&a.server, &cred)
+        .await
+        .map_err(image_failure)?;
+    auth::store(data_root, &a.server, Some(cred)).map_err(image_failure)?;
     say("Login Succeeded")?;
     Ok(0)
 }
