@@ -13,6 +13,7 @@ mod paths;
 mod publish;
 mod runc;
 mod serve;
+mod server;
 mod service;
 mod shim;
 mod start;

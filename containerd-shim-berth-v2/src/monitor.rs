@@ -1,7 +1,7 @@
-//! The monitor: the shim's main thread once it serves. It waits on a
-//! signalfd for SIGCHLD (blocked in every thread), the wake eventfd and
-//! the OOM eventfd; it reaps, records each exit on disk and only then
-//! tells the waiters and containerd.
+//! The monitor: the shim's one thread once it serves. It polls a signalfd
+//! for SIGCHLD (blocked in every thread), the OOM eventfd, containerd's ttrpc listener and connections (`server`); it
+//! reaps, records each exit on disk and only then answers the parked
+//! Waits and tells containerd.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use runtime_core::exit::ExitRecord;
 
 use crate::publish::{self, topic};
+use crate::server::{Server, Source};
 use crate::shim::{Exit, OomWatch, Phase, Reaped, Shim};
 
 /// How long an exit waits for a terminal's last output to be copied (an
@@ -24,59 +25,94 @@ use crate::shim::{Exit, OomWatch, Phase, Reaped, Shim};
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs until Shutdown.
-pub fn run(shim: &Shim, sigfd: &SignalFd) {
+pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
     loop {
         // A clone of the Arc: the fd stays open while we poll it.
         let oom = shim.lock().oom.as_ref().map(|w| Arc::clone(&w.efd));
-        let (sig_ready, oom_ready) = {
-            let mut fds = vec![
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(shim.wake_fd().as_fd(), PollFlags::POLLIN),
-            ];
+        let (sig_ready, oom_ready, sources) = {
+            let served = server.poll_fds();
+            let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
             if let Some(o) = &oom {
                 fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+            }
+            let first = fds.len();
+            let mut kinds = Vec::with_capacity(served.len());
+            for (fd, src) in served {
+                fds.push(fd);
+                kinds.push(src);
             }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => log::error!("poll: {e}"),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(2).is_some_and(ready))
+            let sources: Vec<Source> = fds[first..]
+                .iter()
+                .zip(kinds)
+                .filter(|(f, _)| ready(f))
+                .map(|(_, k)| k)
+                .collect();
+            (ready(&fds[0]), oom.is_some() && ready(&fds[1]), sources)
         };
         if sig_ready {
             while let Ok(Some(_)) = sigfd.read_signal() {}
         }
-        let _ = shim.wake_fd().read();
-        reap(shim);
-        loop {
-            let next = {
-                let mut st = shim.lock();
-                if st.exits.is_empty() {
-                    None
-                } else {
-                    Some(st.exits.remove(0))
-                }
-            };
-            match next {
-                Some(r) => finish_exit(shim, r),
-                None => break,
-            }
-        }
+        settle(shim);
         if oom_ready {
             on_oom(shim);
         }
+        for src in sources {
+            server.ready(shim, src);
+            // A request may have reaped (a runtime run waits through the
+            // reaper) or queued exits: record them before the next one.
+            settle(shim);
+        }
+        server.answer_waits(shim);
         if shim.lock().shutdown {
             return;
         }
     }
 }
 
-/// Collects every exited child, with the state lock held (see `shim`).
-fn reap(shim: &Shim) {
-    let mut st = shim.lock();
+/// Reaps whatever has exited and records every exit found (on disk,
+/// then in the table). Called by the loop and by requests that need an
+/// exit to be known before they answer.
+pub fn settle(shim: &Shim) {
+    let _ = reap(shim, false);
     loop {
-        let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+        let next = {
+            let mut st = shim.lock();
+            if st.exits.is_empty() {
+                None
+            } else {
+                Some(st.exits.remove(0))
+            }
+        };
+        match next {
+            Some(r) => finish_exit(shim, r),
+            None => break,
+        }
+    }
+}
+
+/// Collects exited children, with the state lock held (see `shim`):
+/// every one that has exited, and with `block` first waits for one.
+/// False when it collected nothing and the shim has no child left.
+pub fn reap(shim: &Shim, block: bool) -> bool {
+    let (mut collected, mut childless) = (false, false);
+    let mut st = shim.lock();
+    let mut flags = if block {
+        WaitPidFlag::empty()
+    } else {
+        WaitPidFlag::WNOHANG
+    };
+    loop {
+        let status = match waitpid(Pid::from_raw(-1), Some(flags)) {
+            Ok(WaitStatus::StillAlive) => break,
+            Err(Errno::ECHILD) => {
+                childless = true;
+                break;
+            }
             Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => s,
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => {
@@ -84,6 +120,8 @@ fn reap(shim: &Shim) {
                 break;
             }
         };
+        flags = WaitPidFlag::WNOHANG;
+        collected = true;
         let Some(pid) = status.pid().map(Pid::as_raw) else {
             continue;
         };
@@ -111,8 +149,7 @@ fn reap(shim: &Shim) {
     if st.spawning == 0 {
         st.reaped.clear();
     }
-    drop(st);
-    shim.changed.notify_all();
+    collected || !childless
 }
 
 /// Records an exit on disk, then tells the waiters, then containerd.
@@ -149,7 +186,6 @@ fn finish_exit(shim: &Shim, r: Reaped) {
             p.held.clear();
         }
     }
-    shim.changed.notify_all();
     let mut ev = publish::TaskExit::new();
     ev.container_id = shim.id.clone();
     ev.id = if r.exec_id.is_empty() {

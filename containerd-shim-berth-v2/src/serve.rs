@@ -1,20 +1,21 @@
-//! The serving shim: a child subreaper in its own session, a ttrpc server
-//! for containerd (the ttrpc crate's thread-based server), and the monitor
-//! on the main thread.
+//! The serving shim: a child subreaper in its own session whose one thread
+//! runs the monitor loop, which also serves containerd's ttrpc (`server`).
 
-use std::os::fd::IntoRawFd;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use containerd_shim_protos::ttrpc;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::time::Duration;
 
 use crate::flags::Flags;
 use crate::paths::Bundle;
 use crate::publish::Publisher;
+use crate::server::Server;
 use crate::shim::Shim;
+
+/// How long an exiting shim waits for its last events to reach containerd.
+const FLUSH: Duration = Duration::from_millis(500);
 
 /// Runs the shim until Shutdown; returns the process exit code.
 pub fn serve(flags: &Flags, bundle: Bundle, socket: PathBuf, listener: UnixListener) -> i32 {
@@ -58,18 +59,12 @@ fn run(
     )?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let publisher = Publisher::new(ttrpc_address, flags.namespace.clone());
-    let shim = Arc::new(Shim::new(flags.id.clone(), bundle, socket, publisher)?);
-    let mut server = ttrpc::Server::new()
-        .add_listener(listener.into_raw_fd())?
-        .register_service(crate::service::methods(shim.clone()))
-        // Few idle workers per connection; the pool grows while calls
-        // (a long Wait) hold workers.
-        .set_thread_count_min(1)
-        .set_thread_count_default(2)
-        .set_thread_count_max(3);
-    server.start()?;
+    let shim = Arc::new(Shim::new(flags.id.clone(), bundle, socket, publisher));
+    let mut server = Server::new(listener, crate::service::methods(shim.clone()))?;
     log::info!("serving task {} on {}", shim.id, shim.socket.display());
-    crate::monitor::run(&shim, &sigfd);
+    crate::monitor::run(&shim, &sigfd, &mut server);
+    // The last events (TaskDelete) are on their way: give them a moment.
+    shim.publisher.flush(FLUSH);
     log::info!("shutdown");
     Ok(())
 }

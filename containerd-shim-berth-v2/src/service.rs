@@ -206,8 +206,12 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
+    /// The serving loop parks Waits itself (`server`) and never calls
+    /// this; answered here only for a process that has already exited.
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> TResult<api::WaitResponse> {
-        let exit = self.shim.wait(&req.id, &req.exec_id)?;
+        let exit = self.shim.try_wait(&req.id, &req.exec_id)?.ok_or_else(|| {
+            Error::FailedPrecondition(format!("process {:?} is still running", req.exec_id))
+        })?;
         let mut r = api::WaitResponse::new();
         r.exit_status = exit.status;
         r.exited_at = Some(to_timestamp(exit.at)).into();

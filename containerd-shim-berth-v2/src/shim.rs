@@ -1,12 +1,16 @@
 //! The shim's state: one task (the container's init) and its execs, in one
 //! table keyed by exec id ("" is the init), behind one lock.
 //!
-//! Architecture Invariant: one reaper. The monitor thread is the only
-//! caller of waitpid, and it calls it with the state lock held. So a
+//! Architecture Invariant: one reaper. Only the shim's serving thread
+//! calls waitpid (`monitor::reap`), and with the state lock held. So a
 //! process that is not marked `reaped` cannot have been collected, its PID
 //! cannot have been reused, and `kill(2)` on it under the lock is safe.
 //! Runtime invocations are waited for through the same table (`reaped`,
 //! kept while any spawn is in flight), never with `Child::wait`.
+//!
+//! The lock stays because the state is reached through the `Task` trait's
+//! `&self` (and a pty copy thread may run beside the loop); only the one
+//! thread ever waits on it for long.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,10 +18,10 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::eventfd::EventFd;
 use nix::sys::wait::WaitStatus;
 use runtime_core::runc::Runc;
 
@@ -113,8 +117,6 @@ pub struct Shim {
     pub socket: PathBuf,
     pub publisher: Publisher,
     state: Mutex<State>,
-    pub changed: Condvar,
-    wake: EventFd,
 }
 
 /// A runtime invocation's result: its status and captured stdout.
@@ -124,56 +126,25 @@ pub struct RunOutput {
 }
 
 impl Shim {
-    pub fn new(
-        id: String,
-        bundle: Bundle,
-        socket: PathBuf,
-        publisher: Publisher,
-    ) -> std::io::Result<Self> {
+    pub fn new(id: String, bundle: Bundle, socket: PathBuf, publisher: Publisher) -> Self {
         let runc = Runc {
-            binary: "runc".into(),
+            binary: find_runtime("runc"),
             root: bundle.runc_root(),
             log: bundle.runc_log(),
         };
-        Ok(Shim {
+        Shim {
             id,
             bundle,
             runc,
             socket,
             publisher,
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            wake: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
-        })
+        }
     }
 
     /// The state, whoever panicked while holding it (the data stays usable).
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn wait_changed<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed.wait(g).unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn wait_changed_timeout<'a>(
-        &self,
-        g: MutexGuard<'a, State>,
-        d: Duration,
-    ) -> MutexGuard<'a, State> {
-        match self.changed.wait_timeout(g, d) {
-            Ok((g, _)) => g,
-            Err(p) => p.into_inner().0,
-        }
-    }
-
-    /// Wakes the monitor thread (new exits to finish, an OOM watch, shutdown).
-    pub fn wake(&self) {
-        let _ = self.wake.write(1);
-    }
-
-    pub fn wake_fd(&self) -> &EventFd {
-        &self.wake
     }
 
     /// Marks a runtime invocation in flight until the guard drops: keep
@@ -184,7 +155,8 @@ impl Shim {
     }
 
     /// Runs a runtime command to its end through the reaper; `input` goes
-    /// to its stdin (piped). The caller holds a [`SpawnGuard`].
+    /// to its stdin (piped). The caller holds a [`SpawnGuard`], and is the
+    /// serving thread (it reaps).
     pub fn run(&self, mut cmd: Command, input: Option<&[u8]>) -> Result<RunOutput> {
         let mut child = cmd
             .spawn()
@@ -216,18 +188,23 @@ impl Shim {
         Err(Error::Runtime(self.runc.error_since(mark, &fallback)))
     }
 
+    /// Waits for `pid` (a runtime invocation) by reaping: whatever else
+    /// exits meanwhile is queued for `monitor::settle` as usual.
     fn wait_pid(&self, pid: i32) -> WaitStatus {
-        let mut st = self.lock();
         loop {
-            if let Some(s) = st.reaped.remove(&pid) {
+            if let Some(s) = self.lock().reaped.remove(&pid) {
                 return s;
             }
-            st = self.wait_changed(st);
+            if !crate::monitor::reap(self, true) {
+                // No child left, so nothing can ever bring its status.
+                log::error!("runtime process {pid} vanished without a status");
+                return WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 255);
+            }
         }
     }
 
     /// Gives `exec_id` its PID; if the process is already gone (reaped
-    /// while the runtime ran), its exit is queued for the monitor.
+    /// while the runtime ran), its exit is queued for `monitor::settle`.
     pub fn register(&self, st: &mut State, exec_id: &str, pid: i32) {
         let status = st.reaped.remove(&pid);
         if let Some(p) = st.procs.get_mut(exec_id) {
@@ -239,7 +216,6 @@ impl Shim {
                     pid,
                     status,
                 });
-                self.wake();
             }
         }
     }
@@ -264,4 +240,16 @@ pub fn read_pid(path: &std::path::Path) -> Result<i32> {
     text.trim()
         .parse()
         .map_err(|_| Error::Runtime(format!("{}: not a PID: {text:?}", path.display())))
+}
+
+/// The runtime's path on PATH, looked up once: a bare name would make
+/// every invocation try each PATH entry with execve until one works.
+fn find_runtime(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|c| c.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
 }

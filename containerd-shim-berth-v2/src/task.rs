@@ -274,7 +274,6 @@ impl Shim {
             }
             st.oom = watch;
         }
-        self.wake();
         let mut ev = publish::TaskStart::new();
         ev.container_id = self.id.clone();
         ev.pid = pid as u32;
@@ -355,15 +354,12 @@ impl Shim {
         Ok(())
     }
 
-    pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
+    /// The exit of a process once it is recorded; None while it runs
+    /// (the serving loop parks the Wait until then).
+    pub fn try_wait(&self, id: &str, exec_id: &str) -> Result<Option<Exit>> {
         self.check_task(id)?;
         let mut st = self.lock();
-        loop {
-            if let Some(exit) = proc_of(&mut st, exec_id)?.exit {
-                return Ok(exit);
-            }
-            st = self.wait_changed(st);
-        }
+        Ok(proc_of(&mut st, exec_id)?.exit)
     }
 
     pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Exit)> {
@@ -410,23 +406,21 @@ impl Shim {
             }
             _ => {}
         }
-        // The exit is recorded right after the reap; wait for that.
-        let exit = {
-            let mut st = self.lock();
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let p = proc_of(&mut st, "")?;
-                if let Some(e) = p.exit {
-                    break e;
-                }
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    return Err(Error::FailedPrecondition(format!(
-                        "task {id} has not exited yet"
-                    )));
-                }
-                st = self.wait_changed_timeout(st, left);
+        // The exit is recorded right after the reap, on this thread: do
+        // it now. An init that runc has just killed may take a moment to
+        // become our zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let exit = loop {
+            crate::monitor::settle(self);
+            if let Some(e) = proc_of(&mut self.lock(), "")?.exit {
+                break e;
             }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {id} has not exited yet"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         };
         if self.runc.root.join(&self.id).exists() {
             let _spawning = self.spawning();
@@ -564,8 +558,6 @@ impl Shim {
             return false;
         }
         st.shutdown = true;
-        drop(st);
-        self.wake();
         true
     }
 }

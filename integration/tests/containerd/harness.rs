@@ -296,3 +296,71 @@ impl Drop for Ctrd {
         }
     }
 }
+
+/// A client left running in the background (`ctr events`, a waiting
+/// `ctr task exec`): killed by PID and collected on drop, also when the
+/// test fails.
+pub struct Bg {
+    pub child: Child,
+    pub out: PathBuf,
+}
+
+impl Bg {
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Ctrd {
+    /// Starts `ctr ARGS` in the background, its output to a file.
+    pub fn background(&self, name: &str, args: &[&str]) -> Bg {
+        let out = self.dir.path().join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).expect("output file");
+        let child = self
+            .cmd(args)
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn ctr");
+        Bg { child, out }
+    }
+
+    /// `ctr events` from now on; wait for it to be subscribed before use
+    /// (see `events_ready`).
+    pub fn events(&self) -> Bg {
+        self.background("events", &["events"])
+    }
+}
+
+/// Threads of a process now.
+pub fn threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+impl Ctrd {
+    /// Returns once `ev` receives events: containerd publishes
+    /// /namespaces/create for each namespace made here until one shows.
+    pub fn events_ready(&self, ev: &Bg) {
+        for i in 0..50 {
+            self.ok(&["namespaces", "create", &format!("probe{i}")]);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < deadline {
+                if ev.output().contains("/namespaces/create") {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("ctr events saw nothing: {}", ev.output());
+    }
+}

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::harness::{is_zombie, Ctrd, RUNTIME, SHIM};
+use super::harness::{is_zombie, threads, Bg, Ctrd, RUNTIME, SHIM};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -203,13 +203,17 @@ fn ctrd_exit_while_containerd_is_down_keeps_its_true_status() {
 #[test]
 fn ctrd_restart_finds_every_task_running_with_the_same_pids() {
     let Some(mut c) = Ctrd::new() else { return };
-    let ids: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    // The number: containerd restarted with 20 tasks running.
+    let ids: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
     for id in &ids {
         c.run_detached(id, &["/bin/sleep", "1000"]);
     }
     let mut before = c.tasks();
     before.sort();
     assert_eq!(before.len(), ids.len());
+    let mut shims_before = c.shims();
+    shims_before.sort();
+    assert_eq!(shims_before.len(), ids.len(), "one shim per task");
     c.kill_containerd();
     c.start_containerd();
     let mut after = c.tasks();
@@ -217,6 +221,12 @@ fn ctrd_restart_finds_every_task_running_with_the_same_pids() {
     assert_eq!(
         after, before,
         "same tasks, PIDs and status after the restart"
+    );
+    let mut shims_after = c.shims();
+    shims_after.sort();
+    assert_eq!(
+        shims_after, shims_before,
+        "containerd reconnected to the same shims"
     );
     assert!(after.iter().all(|(_, _, s)| s == "RUNNING"), "{after:?}");
     // And they are still under control: kill and wait through the new containerd.
@@ -283,4 +293,144 @@ fn ctrd_shim_refuses_bad_command_lines() {
         text(&out.stderr)
     );
     assert!(!c.dir.path().join("address").exists(), "nothing written");
+}
+
+/// The `ctr events` lines of `topic` for container `id`.
+fn events_of(ev: &Bg, topic: &str, id: &str) -> Vec<String> {
+    let tag = format!("\"container_id\":\"{id}\"");
+    ev.output()
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == topic) && l.contains(&tag))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn ctrd_task_events_reach_containerd() {
+    let Some(c) = Ctrd::new() else { return };
+    let ev = c.events();
+    c.events_ready(&ev);
+    c.run_detached("v1", &["/bin/sh", "-c", "while true; do sleep 1; done"]);
+    let out = c.ctr(&["task", "exec", "--exec-id", "x1", "v1", "/bin/true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.ok(&["task", "pause", "v1"]);
+    c.ok(&["task", "resume", "v1"]);
+    c.ok(&["task", "kill", "-s", "KILL", "v1"]);
+    c.wait_until(10, "the task to stop", || {
+        c.task("v1").is_some_and(|(_, s)| s == "STOPPED")
+    });
+    c.ok(&["task", "delete", "v1"]);
+    // In the order the shim sent them (one sender, in order).
+    let topics = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    c.wait_until(10, "the delete event", || {
+        !events_of(&ev, "/tasks/delete", "v1").is_empty()
+    });
+    let all = ev.output();
+    let mut at = 0;
+    for t in topics {
+        let mut found = events_of(&ev, t, "v1");
+        if t == "/tasks/exit" {
+            // The init's exit (the exec's came right after exec-started).
+            found.retain(|l| l.contains("\"id\":\"v1\""));
+        }
+        assert!(!found.is_empty(), "no {t} event for v1:\n{all}");
+        let pos = all.find(&found[0]).unwrap_or(0);
+        assert!(pos >= at, "{t} came out of order:\n{all}");
+        at = pos;
+    }
+    // Two exits: the exec's (id x1, status 0) and the init's (137).
+    let exits = events_of(&ev, "/tasks/exit", "v1");
+    assert!(
+        exits.iter().any(|l| l.contains("\"id\":\"x1\"")),
+        "the exec's exit: {exits:?}"
+    );
+    assert!(
+        exits
+            .iter()
+            .any(|l| l.contains("\"id\":\"v1\"") && l.contains("\"exit_status\":137")),
+        "the init's exit with its status: {exits:?}"
+    );
+}
+
+#[test]
+fn ctrd_one_thread_serves_while_a_wait_is_parked() {
+    let Some(c) = Ctrd::new() else { return };
+    c.run_detached("w1", &["/bin/sleep", "1000"]);
+    let shim: i32 = std::fs::read_to_string(c.bundle("w1").join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // containerd's Wait for this exec stays open in the shim while the
+    // exec runs; everything else must still be answered meanwhile.
+    let mut waiter = c.background(
+        "exec",
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "long",
+            "w1",
+            "/bin/sleep",
+            "1000",
+        ],
+    );
+    c.wait_until(10, "the exec to run", || {
+        c.ok(&["task", "ps", "w1"]).lines().skip(1).count() == 2
+    });
+    assert_eq!(c.task("w1").expect("listed").1, "RUNNING");
+    c.ok(&["task", "pause", "w1"]);
+    c.ok(&["task", "resume", "w1"]);
+    // One thread serves containerd, reaps and records exits; the event
+    // sender comes and goes with events (a pty adds its two copiers).
+    c.wait_until(15, "the shim to be down to one thread", || {
+        threads(shim) == 1
+    });
+    c.ok(&["task", "kill", "--exec-id", "long", "-s", "KILL", "w1"]);
+    c.wait_until(10, "the waiting client to get the exit", || {
+        matches!(waiter.child.try_wait(), Ok(Some(_)))
+    });
+    let status = waiter.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(137), "{}", waiter.output());
+}
+
+#[test]
+fn ctrd_oom_kill_is_a_task_oom_event_and_137() {
+    let Some(c) = Ctrd::new() else { return };
+    let ev = c.events();
+    c.events_ready(&ev);
+    let rootfs = c.rootfs.to_string_lossy().into_owned();
+    // 16 MiB, and a shell string that doubles until the kernel kills it.
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "16777216",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        &rootfs,
+        "m1",
+        "/bin/sh",
+        "-c",
+        "a=x; while true; do a=$a$a; done",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    c.wait_until(10, "the OOM event", || {
+        !events_of(&ev, "/tasks/oom", "m1").is_empty()
+    });
+    let exits = events_of(&ev, "/tasks/exit", "m1");
+    assert!(
+        exits.iter().any(|l| l.contains("\"exit_status\":137")),
+        "{exits:?}"
+    );
 }
