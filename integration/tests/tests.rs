@@ -19,6 +19,7 @@ mod images;
 mod lifecycle;
 mod logs;
 mod net;
+mod oom;
 mod policy;
 mod pull;
 mod restart;

@@ -18,6 +18,15 @@ pub struct ExitRecord {
     /// Set when the status was not observed directly (e.g. the shim died).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The kernel's OOM killer killed a process of the container during
+    /// this run (Docker's `OOMKilled`), counted in its memory cgroup by
+    /// the shim (`oom`). Absent in records of shims that did not watch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+    /// When the shim learned of the first OOM kill (RFC 3339): the time
+    /// of the `oom` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_at: Option<String>,
 }
 
 impl ExitRecord {
@@ -35,6 +44,8 @@ impl ExitRecord {
             signal,
             finished_at: crate::time::now_rfc3339(),
             reason: None,
+            oom_killed: false,
+            oom_at: None,
         })
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod attach;
+pub mod cgroup;
 pub mod error;
 pub mod exit;
 pub mod frame;
@@ -19,6 +20,7 @@ pub mod logwrite;
 pub mod meta;
 pub mod mounts;
 pub mod net;
+pub mod oom;
 pub mod options;
 pub mod peercred;
 pub mod protocol;

@@ -14,6 +14,7 @@ mod control;
 mod daemon;
 mod exec;
 mod memory;
+mod oom;
 mod reaper;
 mod server;
 mod stdio;

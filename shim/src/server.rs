@@ -40,6 +40,7 @@ pub const ATTACH_LISTENER: Token = Token(2);
 pub const STDOUT: Token = Token(3);
 pub const STDERR: Token = Token(4);
 pub const STDIN: Token = Token(5);
+pub const OOM: Token = Token(6);
 const FIRST_CLIENT: usize = 16;
 
 /// How long output is drained after the init exits, in case an escaped
@@ -118,6 +119,8 @@ pub struct Shim {
     pub trim_pending: bool,
     /// Processes started by `exec` (see `exec`).
     pub execs: crate::exec::Execs,
+    /// OOM kills in the container's cgroup (see `oom`).
+    oom: crate::oom::Oom,
 }
 
 /// Entry point of `serve`.
@@ -307,6 +310,7 @@ impl Shim {
             record_retry: None,
             trim_pending: true,
             execs: Default::default(),
+            oom: Default::default(),
         };
         if shim.cfg.start {
             shim.status = ShimStatus::Running;
@@ -317,6 +321,9 @@ impl Shim {
         }
         shim.register_sources()
             .map_err(|e| format!("register: {e}"))?;
+        let runc_state = shim.runc.root.join(&shim.cfg.id).join("state.json");
+        shim.oom
+            .watch(shim.poll.registry(), OOM, shim.init_pid, &runc_state);
         // The init may already have died (reaped while runc create ran).
         shim.on_sigchld();
         Ok(shim)
@@ -440,6 +447,7 @@ impl Shim {
                     STDOUT => self.drain_output(Stream::Stdout),
                     STDERR => self.drain_output(Stream::Stderr),
                     STDIN => self.flush_stdin(),
+                    OOM => self.oom.check(),
                     token if self.execs.sources.contains_key(&token) => self.on_exec_source(token),
                     token if self.controls.contains_key(&token) => self.on_control(token),
                     token if self.attaches.contains_key(&token) => {
@@ -508,7 +516,8 @@ impl Shim {
             return;
         }
         if let Some(status) = self.reaper.take(self.init_pid) {
-            if let Some(record) = ExitRecord::from_wait(self.init_pid, status) {
+            if let Some(mut record) = ExitRecord::from_wait(self.init_pid, status) {
+                self.oom.settle(&mut record);
                 log::info!("init {} exited: {}", self.init_pid, record.exit_code);
                 self.pending_exit = Some((record, Instant::now() + DRAIN_LIMIT));
                 // Nothing will read input any more.

@@ -194,6 +194,10 @@ pub struct ContainerInfo {
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// The kernel's OOM killer killed a process of the container in its
+    /// last run (from the exit record: Docker's `State.OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
     pub command: Vec<String>,
     pub rootfs: String,
     pub log_path: String,

@@ -104,6 +104,7 @@ fn info_from_disk(meta: ContainerMeta, paths: ContainerPaths) -> ContainerInfo {
         created_at: meta.created_at,
         started_at: None,
         finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
+        oom_killed: exit.as_ref().is_some_and(|e| e.oom_killed),
         command: meta.command,
         rootfs: meta.rootfs,
         log_path: paths.log().display().to_string(),
@@ -184,6 +185,8 @@ mod tests {
             signal: None,
             finished_at: "2026-11-28T10:01:00Z".into(),
             reason: None,
+            oom_killed: false,
+            oom_at: None,
         };
         let p = Root::new(root).container("abcd000000000001");
         runtime_core::atomic::write_json(&p.exit(), &exit).unwrap();

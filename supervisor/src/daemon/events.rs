@@ -397,19 +397,27 @@ pub fn restored(d: &Daemon, id: &str) {
 /// and from wherever this is called (watcher, removal, a restart). The
 /// time is the shim's; an exit from before this berthd started is marked
 /// reconciled. With no exit record (the shim died first) the reason is
-/// journaled instead of a code.
+/// journaled instead of a code. An exit record that says the OOM killer
+/// struck is preceded by an `oom` event at the time the shim saw the
+/// kill (Docker's order: oom, then die), under the same once-only marker.
 pub fn exited(d: &Daemon, id: &str) {
     let Some(entry) = d.registry.get(id) else {
         return;
     };
     let paths = d.root.container(id);
     let mut ev = base(EventKind::Exit, id, &entry.meta.name);
+    let mut oom = None;
     let key = match atomic::read_json::<ExitRecord>(&paths.exit()) {
         Ok(exit) => {
             ev.time = exit.finished_at.clone();
             ev.exit_code = Some(exit.exit_code);
             ev.signal = exit.signal;
             ev.reason = exit.reason;
+            if exit.oom_killed {
+                let mut o = base(EventKind::Oom, id, &entry.meta.name);
+                o.time = exit.oom_at.unwrap_or_else(|| exit.finished_at.clone());
+                oom = Some(o);
+            }
             format!("{}@{}", exit.pid, exit.finished_at)
         }
         Err(_) => match entry.finished() {
@@ -424,18 +432,13 @@ pub fn exited(d: &Daemon, id: &str) {
     let mark = paths.dir().join(EXIT_MARK);
     let done = format!("done {key}");
     let pending = format!("pending {key}");
+    let mut events: Vec<Event> = oom.into_iter().chain([ev]).collect();
     match fs::read_to_string(&mark) {
         Ok(m) if m == done => return,
-        // Killed between the marker and the append last time: the journal
-        // says whether the append happened.
-        Ok(m) if m == pending && journaled(d, &ev) => {
-            let _ = atomic::write_until_reboot(&mark, done.as_bytes());
-            return;
-        }
+        // Killed between the marker and the appends last time: the
+        // journal says which of them happened.
+        Ok(m) if m == pending => events.retain(|ev| !journaled(d, ev)),
         _ => {}
-    }
-    if event::event_time(&ev).is_some_and(|t| t < d.journal.started) {
-        ev.reconciled_at = Some(runtime_core::time::now_rfc3339());
     }
     // Until-reboot writes: the marker only has to survive berthd, like the
     // journal's own page-cache appends; after a machine crash both are as
@@ -443,16 +446,21 @@ pub fn exited(d: &Daemon, id: &str) {
     if let Err(e) = atomic::write_until_reboot(&mark, pending.as_bytes()) {
         log::error!("container {id}: {e}");
     }
-    write(d, ev);
+    for mut ev in events {
+        if event::event_time(&ev).is_some_and(|t| t < d.journal.started) {
+            ev.reconciled_at = Some(runtime_core::time::now_rfc3339());
+        }
+        write(d, ev);
+    }
     if let Err(e) = atomic::write_until_reboot(&mark, done.as_bytes()) {
         log::error!("container {id}: {e}");
     }
 }
 
-/// True if an exit event like `ev` (container, time, reason) is on disk.
+/// True if an event like `ev` (kind, container, time, reason) is on disk.
 fn journaled(d: &Daemon, ev: &Event) -> bool {
     journaled_where(d, |e| {
-        e.kind == EventKind::Exit && e.id == ev.id && e.time == ev.time && e.reason == ev.reason
+        e.kind == ev.kind && e.id == ev.id && e.time == ev.time && e.reason == ev.reason
     })
 }
 

@@ -129,6 +129,7 @@ impl Entry {
             created_at: self.meta.created_at.clone(),
             started_at,
             finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
+            oom_killed: exit.as_ref().is_some_and(|e| e.oom_killed),
             command: self.meta.command.clone(),
             rootfs: self.meta.rootfs.clone(),
             log_path: paths.log().display().to_string(),

@@ -325,7 +325,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
                 signal: exit.and_then(|e| e.signal),
                 finished_at: exit
                     .map_or_else(runtime_core::time::now_rfc3339, |e| e.finished_at.clone()),
-                oom_killed: false,
+                oom_killed: exit.is_some_and(|e| e.oom_killed),
                 reason: reason.map(str::to_string),
             });
             while s.last_exits.len() > LAST_EXITS {

@@ -1,14 +1,12 @@
 //! Reading a container's resource use from its cgroup, v1 (one hierarchy
 //! per controller, as on this project's CI machine) or v2 (one unified
-//! hierarchy). The cgroup is found from the init's `/proc/PID/cgroup`
-//! and berthd's own `/proc/self/mountinfo`, so it works whatever
-//! cgroupsPath the runtime chose and under a nested cgroup namespace.
+//! hierarchy), found by `runtime_core::cgroup` from the init's PID.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use runtime_core::cgroup::{self, Cgroup, CgroupError};
 use runtime_core::protocol::{ErrorCode, RpcError, ShimStatus};
 
 use super::registry::Phase;
@@ -26,8 +24,8 @@ pub enum StatsError {
     },
     #[error("{path}: cannot parse {what:?}")]
     Parse { path: PathBuf, what: String },
-    #[error("no cgroup found for pid {pid} (controller {controller})")]
-    NoCgroup { pid: i32, controller: &'static str },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 fn read(path: &Path) -> Result<String, StatsError> {
@@ -50,125 +48,6 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok())?
-    })
-}
-
-/// A cgroup mount as mountinfo shows it.
-#[derive(Debug, Clone)]
-struct Mount {
-    /// The hierarchy's path that is mounted (field 4).
-    root: String,
-    point: PathBuf,
-    v2: bool,
-    /// v1: the controllers (super options), e.g. ["cpu", "cpuacct"].
-    controllers: Vec<String>,
-}
-
-fn mounts(mountinfo: &str) -> Vec<Mount> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let f: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            let fstype = *r.first()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            Some(Mount {
-                root: f.get(3)?.to_string(),
-                point: PathBuf::from(unescape(f.get(4)?)),
-                v2: fstype == "cgroup2",
-                controllers: r
-                    .get(2)
-                    .map(|o| o.split(',').map(str::to_string).collect())
-                    .unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
-/// mountinfo escapes spaces and the like as octal (`\040`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let n = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(n);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Where a process's cgroup directories are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cgroup {
-    V2(PathBuf),
-    V1 {
-        memory: PathBuf,
-        cpuacct: PathBuf,
-        pids: PathBuf,
-        blkio: PathBuf,
-    },
-}
-
-fn join_under(m: &Mount, path: &str) -> PathBuf {
-    let rel = path.strip_prefix(m.root.as_str()).unwrap_or(path);
-    m.point.join(rel.trim_start_matches('/'))
-}
-
-/// Resolves `/proc/PID/cgroup` against mountinfo. A v2 hierarchy that
-/// holds the memory controller (`is_unified`) wins; otherwise v1.
-fn locate(
-    pid: i32,
-    proc_cgroup: &str,
-    mountinfo: &str,
-    is_unified: impl Fn(&Path) -> bool,
-) -> Result<Cgroup, StatsError> {
-    let mounts = mounts(mountinfo);
-    // controller -> path (v1), and the v2 path ("0::/x").
-    let mut v1: HashMap<&str, &str> = HashMap::new();
-    let mut v2_path = None;
-    for line in proc_cgroup.lines() {
-        let mut it = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if ctrls.is_empty() {
-            v2_path = Some(path);
-        } else {
-            for c in ctrls.split(',') {
-                v1.insert(c, path);
-            }
-        }
-    }
-    if let (Some(path), Some(m)) = (v2_path, mounts.iter().find(|m| m.v2)) {
-        let dir = join_under(m, path);
-        if is_unified(&m.point) {
-            return Ok(Cgroup::V2(dir));
-        }
-    }
-    let find = |controller: &'static str| -> Result<PathBuf, StatsError> {
-        let path = v1
-            .get(controller)
-            .ok_or(StatsError::NoCgroup { pid, controller })?;
-        let m = mounts
-            .iter()
-            .find(|m| !m.v2 && m.controllers.iter().any(|c| c == controller))
-            .ok_or(StatsError::NoCgroup { pid, controller })?;
-        Ok(join_under(m, path))
-    };
-    Ok(Cgroup::V1 {
-        memory: find("memory")?,
-        cpuacct: find("cpuacct")?,
-        pids: find("pids")?,
-        blkio: find("blkio")?,
     })
 }
 
@@ -297,22 +176,18 @@ fn host_memory() -> u64 {
 
 /// Samples the cgroup of process `pid`.
 pub fn sample_pid(pid: i32) -> Result<Sample, StatsError> {
-    let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
-    let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
-    let cg = locate(pid, &proc_cgroup, &mountinfo, |p| {
-        // A hybrid host mounts a v2 hierarchy beside v1 with few or no
-        // controllers (this one's has hugetlb): v2 only if it has memory.
-        fs::read_to_string(p.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
-    })?;
+    let cg = cgroup::of_pid(pid)?;
     let (counters, version) = match &cg {
         Cgroup::V2(dir) => (read_v2(dir)?, 2),
-        Cgroup::V1 {
-            memory,
-            cpuacct,
-            pids,
-            blkio,
-        } => (read_v1(memory, cpuacct, pids, blkio)?, 1),
+        Cgroup::V1(_) => (
+            read_v1(
+                cg.v1_dir(pid, "memory")?,
+                cg.v1_dir(pid, "cpuacct")?,
+                cg.v1_dir(pid, "pids")?,
+                cg.v1_dir(pid, "blkio")?,
+            )?,
+            1,
+        ),
     };
     let host = host_memory();
     let (net_rx, net_tx) = net(pid);
@@ -449,33 +324,5 @@ mod tests {
                 block_write: 512,
             }
         );
-    }
-
-    const MOUNTINFO_V1: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 /outer /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn locates_v1_and_v2_cgroups_from_proc() {
-        let pc = "8:pids:/abc\n7:blkio:/abc\n4:memory:/outer/abc\n2:cpu,cpuacct:/abc\n0::/abc\n";
-        let cg = locate(1, pc, MOUNTINFO_V1, |_| false).unwrap();
-        assert_eq!(
-            cg,
-            Cgroup::V1 {
-                memory: "/sys/fs/cgroup/memory/abc".into(),
-                cpuacct: "/sys/fs/cgroup/cpu,cpuacct/abc".into(),
-                pids: "/sys/fs/cgroup/pids/abc".into(),
-                blkio: "/sys/fs/cgroup/blkio/abc".into(),
-            }
-        );
-        let v2 = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let cg = locate(1, "0::/system.slice/x\n", v2, |_| true).unwrap();
-        assert_eq!(cg, Cgroup::V2("/sys/fs/cgroup/system.slice/x".into()));
-        let e = locate(9, "0::/x\n", v2, |_| false).unwrap_err();
-        assert!(e.to_string().contains("pid 9"), "{e}");
     }
 }

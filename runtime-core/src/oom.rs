@@ -1,0 +1,363 @@
+//! Watching a container's memory cgroup for OOM kills.
+//!
+//! The kernel counts OOM kills per memory cgroup: cgroup v1 in
+//! `memory.oom_control` (`oom_kill N`, since Linux 4.13), v2 in
+//! `memory.events` (`oom_kill N`). The counter is the truth; the
+//! notification only says when to look: on v1 an eventfd registered for
+//! `memory.oom_control` through `cgroup.event_control`, on v2 inotify on
+//! `memory.events` (the kernel sends IN_MODIFY when it changes). So a
+//! watcher can also be asked at any moment (`check`), which is how the
+//! shim decides at the init's exit, before the runtime's delete removes
+//! the cgroup, even if the wake-up has not been read yet: an OOM kill is
+//! never missed to a race between the notification and SIGCHLD.
+//!
+//! The count starts at zero, not at the counter's value when the watch
+//! begins: the runtime creates the cgroup for the container, so every
+//! kill it counts is the container's, also one that happened between the
+//! runtime's create and the watch.
+//!
+//! The watcher owns one fd (`AsFd`), readable when the kernel has news;
+//! the caller puts it in its own event loop.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::cgroup::{self, Cgroup, CgroupError};
+
+/// What can go wrong setting up or reading a watch.
+#[derive(Debug, thiserror::Error)]
+pub enum OomError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OomError + 'a {
+    move |source| OomError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sys_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> OomError + 'a {
+    move |source| OomError::Sys {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The notification fd.
+enum Notify {
+    V1(EventFd),
+    V2(Inotify),
+}
+
+/// An OOM watch on one memory cgroup.
+pub struct OomWatcher {
+    notify: Notify,
+    /// The file holding the `oom_kill` counter.
+    counter: PathBuf,
+    /// Kills already reported by `check`.
+    seen: u64,
+}
+
+/// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+pub fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == "oom_kill").then(|| v.trim().parse().ok())?
+    })
+}
+
+impl OomWatcher {
+    /// Watches the memory cgroup of process `pid` (the container's init).
+    pub fn for_pid(pid: i32) -> Result<OomWatcher, OomError> {
+        match cgroup::of_pid(pid)? {
+            Cgroup::V2(dir) => OomWatcher::v2(&dir),
+            cg @ Cgroup::V1(_) => OomWatcher::v1(cg.v1_dir(pid, "memory")?),
+        }
+    }
+
+    /// Watches the memory cgroup that runc's state file (`state.json` in
+    /// its `--root`, `cgroup_paths`) names: for an init that is already
+    /// gone (reaped before the watch began), where `/proc` has nothing.
+    pub fn for_runc_state(state_json: &Path) -> Result<OomWatcher, OomError> {
+        let text = fs::read_to_string(state_json).map_err(io_err("read", state_json))?;
+        let bad = |what: &str| OomError::Io {
+            op: "find the memory cgroup in",
+            path: state_json.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let paths = v
+            .get("cgroup_paths")
+            .ok_or_else(|| bad("no cgroup_paths"))?;
+        // v1: one path per controller; v2: the unified path under "".
+        if let Some(dir) = paths.get("memory").and_then(|p| p.as_str()) {
+            if Path::new(dir).join("memory.oom_control").exists() {
+                return OomWatcher::v1(Path::new(dir));
+            }
+        }
+        let dir = paths
+            .get("")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| bad("no memory cgroup path"))?;
+        OomWatcher::v2(Path::new(dir))
+    }
+
+    /// cgroup v1: an eventfd registered for `memory.oom_control`.
+    pub fn v1(dir: &Path) -> Result<OomWatcher, OomError> {
+        let counter = dir.join("memory.oom_control");
+        let control_path = dir.join("cgroup.event_control");
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(sys_err("eventfd for", &counter))?;
+        // The kernel takes its own reference on the cgroup at
+        // registration; the oom_control file can be closed after.
+        let control = File::open(&counter).map_err(io_err("open", &counter))?;
+        let line = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
+        fs::write(&control_path, line).map_err(io_err("write", &control_path))?;
+        // Fails early, and clearly, on a kernel without the counter (< 4.13).
+        read_counter(&counter)?;
+        Ok(OomWatcher {
+            notify: Notify::V1(efd),
+            counter,
+            seen: 0,
+        })
+    }
+
+    /// cgroup v2: inotify on `memory.events`.
+    pub fn v2(dir: &Path) -> Result<OomWatcher, OomError> {
+        let counter = dir.join("memory.events");
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .map_err(sys_err("inotify for", &counter))?;
+        ino.add_watch(&counter, AddWatchFlags::IN_MODIFY)
+            .map_err(sys_err("watch", &counter))?;
+        read_counter(&counter)?;
+        Ok(OomWatcher {
+            notify: Notify::V2(ino),
+            counter,
+            seen: 0,
+        })
+    }
+
+    /// The file the counter is read from (for messages).
+    pub fn counter_file(&self) -> &Path {
+        &self.counter
+    }
+
+    /// Empties the notification fd (it is edge-triggered for the
+    /// caller's loop) and returns the OOM kills counted since the last
+    /// call. Call it when the fd is readable, and once more before the
+    /// cgroup goes away. A cgroup already removed counts nothing more.
+    pub fn check(&mut self) -> Result<u64, OomError> {
+        match &self.notify {
+            // A v1 eventfd also fires when the cgroup is removed; the
+            // counter tells the two apart.
+            Notify::V1(efd) => while efd.read().is_ok() {},
+            Notify::V2(ino) => while ino.read_events().is_ok_and(|e| !e.is_empty()) {},
+        }
+        let total = match read_counter(&self.counter) {
+            Ok(n) => n,
+            Err(OomError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(0)
+            }
+            Err(e) => return Err(e),
+        };
+        let new = total.saturating_sub(self.seen);
+        self.seen = self.seen.max(total);
+        Ok(new)
+    }
+
+    /// Every OOM kill reported so far.
+    pub fn total(&self) -> u64 {
+        self.seen
+    }
+}
+
+impl AsFd for OomWatcher {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.notify {
+            Notify::V1(efd) => efd.as_fd(),
+            Notify::V2(ino) => ino.as_fd(),
+        }
+    }
+}
+
+fn read_counter(path: &Path) -> Result<u64, OomError> {
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    parse_oom_kill(&text).ok_or_else(|| OomError::Io {
+        op: "find oom_kill in",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no oom_kill counter"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+    fn readable(w: &OomWatcher, ms: u16) -> bool {
+        let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).unwrap() == 1
+    }
+
+    #[test]
+    fn parses_the_counter_of_both_versions() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kill(v1), Some(3));
+        assert_eq!(parse_oom_kill(v2), Some(2));
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\n"), None);
+    }
+
+    #[test]
+    fn v2_watch_wakes_on_a_changed_counter_and_counts_each_kill_once() {
+        let d = tempfile::tempdir().unwrap();
+        let events = d.path().join("memory.events");
+        fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let mut w = OomWatcher::v2(d.path()).unwrap();
+        assert!(!readable(&w, 0));
+        assert_eq!(w.check().unwrap(), 0);
+        fs::write(&events, "oom 2\noom_kill 2\n").unwrap();
+        assert!(readable(&w, 1000));
+        assert_eq!(w.check().unwrap(), 2);
+        assert!(!readable(&w, 0), "check drains the notification");
+        assert_eq!(w.check().unwrap(), 0);
+        fs::write(&events, "oom 3\noom_kill 3\n").unwrap();
+        assert_eq!(w.check().unwrap(), 1, "asked without waiting for the wake");
+        assert_eq!(w.total(), 3);
+        fs::remove_file(&events).unwrap();
+        assert_eq!(w.check().unwrap(), 0, "a removed cgroup counts nothing");
+    }
+
+    /// A child cgroup of our own, removed on drop (after its process).
+    struct TempCgroup {
+        dir: PathBuf,
+        child: Option<std::process::Child>,
+    }
+
+    impl Drop for TempCgroup {
+        fn drop(&mut self) {
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// The real kernel: a process over its cgroup's memory limit is
+    /// OOM-killed, the watch's fd becomes readable and `check` counts it.
+    #[test]
+    fn the_kernel_reports_a_real_oom_kill() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+            eprintln!("SKIPPED: needs root to make a cgroup");
+            return;
+        }
+        let me = std::process::id() as i32;
+        let own = cgroup::of_pid(me).unwrap();
+        let (dir, limit_file, procs) = match &own {
+            Cgroup::V2(d) => (
+                d.join(format!("oom-test-{me}")),
+                "memory.max",
+                "cgroup.procs",
+            ),
+            Cgroup::V1(_) => (
+                own.v1_dir(me, "memory")
+                    .unwrap()
+                    .join(format!("oom-test-{me}")),
+                "memory.limit_in_bytes",
+                "cgroup.procs",
+            ),
+        };
+        fs::create_dir(&dir).unwrap();
+        let mut cg = TempCgroup {
+            dir: dir.clone(),
+            child: None,
+        };
+        fs::write(dir.join(limit_file), "8388608").unwrap();
+        let _ = fs::write(dir.join("memory.swap.max"), "0");
+        let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), "8388608");
+        let mut w = match own {
+            Cgroup::V2(_) => OomWatcher::v2(&dir).unwrap(),
+            Cgroup::V1(_) => OomWatcher::v1(&dir).unwrap(),
+        };
+        assert!(!readable(&w, 0));
+        assert_eq!(w.check().unwrap(), 0);
+        // The shell moves itself in, then doubles a string until killed.
+        let script = format!(
+            "echo $$ > {}; x=0123456789abcdef; while :; do x=$x$x; done",
+            dir.join(procs).display()
+        );
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        assert!(readable(&w, 30_000), "no OOM notification in 30 s");
+        let status = child.wait().unwrap();
+        cg.child = Some(child);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        assert_eq!(w.check().unwrap(), 1);
+        assert_eq!(w.check().unwrap(), 0);
+    }
+
+    #[test]
+    fn runc_state_names_the_cgroup() {
+        let d = tempfile::tempdir().unwrap();
+        let cg = d.path().join("cg");
+        fs::create_dir(&cg).unwrap();
+        fs::write(cg.join("memory.events"), "oom_kill 1\n").unwrap();
+        let state = d.path().join("state.json");
+        let json =
+            serde_json::json!({"id": "x", "cgroup_paths": {"": cg, "memory": "/nonexistent"}});
+        fs::write(&state, json.to_string()).unwrap();
+        let mut w = OomWatcher::for_runc_state(&state).unwrap();
+        assert_eq!(w.counter_file(), cg.join("memory.events"));
+        assert_eq!(w.check().unwrap(), 1);
+        fs::write(&state, r#"{"id": "x"}"#).unwrap();
+        let e = OomWatcher::for_runc_state(&state)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("state.json") && e.contains("cgroup_paths"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_the_counter_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("memory.events"), "oom 0\n").unwrap();
+        let e = OomWatcher::v2(d.path()).err().unwrap().to_string();
+        assert!(e.contains("memory.events") && e.contains("oom_kill"), "{e}");
+        let e = OomWatcher::v2(&d.path().join("nope"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("nope/memory.events"), "{e}");
+    }
+}
