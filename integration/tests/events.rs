@@ -362,3 +362,67 @@ fn the_journal_lives_under_the_data_root() {
     assert_eq!(journal.lines().count(), 4, "{journal}");
     assert!(!env.root.join("events").exists());
 }
+
+#[test]
+fn pause_unpause_and_exec_are_journaled() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "p",
+        "--network",
+        "none",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    let id = id_of(&env, "p");
+    env.ok(&["pause", "p"]);
+    env.ok(&["unpause", "p"]);
+    let out = env.berth(&["exec", "p", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // A refused pause (not paused: unpause) journals nothing.
+    assert!(!env.berth(&["unpause", "p"]).status.success());
+    let evs = |env: &Env| {
+        replay(
+            env,
+            &["--since", "10m", "--filter", &format!("container={id}")],
+        )
+    };
+    env.wait_until(10, "the exec's exit event", || {
+        kinds_of(&evs(&env), &id).contains(&"exec_exit".to_string())
+    });
+    let all = evs(&env);
+    assert_eq!(
+        kinds_of(&all, &id),
+        [
+            "create",
+            "start",
+            "pause",
+            "unpause",
+            "exec_start",
+            "exec_exit"
+        ],
+        "{all:?}"
+    );
+    let (start, exit) = (&all[4], &all[5]);
+    assert!(start["exec_id"].is_string(), "{start}");
+    assert_eq!(start["exec_id"], exit["exec_id"]);
+    assert_eq!(exit["exit_code"], 7);
+    assert!(exit["time"].as_str() >= start["time"].as_str(), "{all:?}");
+    let text = stdout(&env.berth(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "type=exec_exit",
+    ]));
+    assert!(
+        text.contains("exec_id=") && text.contains("exit_code=7"),
+        "{text}"
+    );
+    env.ok(&["rm", "-f", "p"]);
+}

@@ -19,8 +19,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,9 +30,9 @@ use tokio::sync::watch;
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::frame;
-use runtime_core::protocol::{ErrorCode, Request, Response, RpcError};
+use runtime_core::protocol::{shim_methods, ErrorCode, Request, Response, RpcError, ShimState};
 
-use super::Daemon;
+use super::{shim, Daemon};
 use crate::api::ContainerStatus;
 use crate::event::{self, Event, EventKind, EventsParams, StreamItem};
 
@@ -74,6 +74,8 @@ pub enum JournalError {
     },
     #[error("encode event: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("reading the journal stopped: {0}")]
+    Reader(String),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
@@ -85,7 +87,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Jo
 }
 
 struct Inner {
-    file: File,
+    /// The current file, open for appending. None after a rotation that
+    /// renamed it away but could not open its successor: the next append
+    /// opens `events.log` again rather than writing into `events.log.1`.
+    file: Option<File>,
     size: u64,
     last_seq: u64,
     recent: VecDeque<Event>,
@@ -133,7 +138,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             limits,
             inner: Mutex::new(Inner {
-                file,
+                file: Some(file),
                 size,
                 last_seq,
                 recent: VecDeque::new(),
@@ -155,16 +160,27 @@ impl Journal {
         ev.seq = inner.last_seq + 1;
         let mut line = serde_json::to_vec(&ev)?;
         line.push(b'\n');
-        if inner.size > 0 && inner.size + line.len() as u64 > self.limits.max_size {
-            self.rotate(&mut inner)?;
+        let len = line.len() as u64;
+        if inner.size > 0 && inner.size + len > self.limits.max_size {
+            if let Err(e) = self.rotate(&mut inner) {
+                // Events are what an operator reads after something went
+                // wrong: keep them while the file is within twice its
+                // bound, and fail only past that.
+                if inner.size + len > self.limits.max_size.saturating_mul(2) {
+                    return Err(e);
+                }
+                log::error!("event journal: {e}; appending to the current file");
+            }
         }
         let path = self.dir.join(JOURNAL);
+        let file = match inner.file.take() {
+            Some(f) => f,
+            None => open_append(&path)?,
+        };
         // One write of a whole line to an O_APPEND file: a crash leaves the
         // line or a torn tail, never a line in the middle of another.
-        inner
-            .file
-            .write_all(&line)
-            .map_err(io("append to", &path))?;
+        let file = inner.file.insert(file);
+        file.write_all(&line).map_err(io("append to", &path))?;
         inner.size += line.len() as u64;
         inner.last_seq = ev.seq;
         if inner.recent.len() == RECENT {
@@ -176,27 +192,42 @@ impl Journal {
         Ok(ev)
     }
 
+    /// Shifts the files by one (the oldest goes) and opens a new current
+    /// one. Failing part way leaves the files in order (a gap at most) and
+    /// never a descriptor on a renamed file: once `events.log` is renamed
+    /// the old descriptor is dropped, so no event lands in `events.log.1`.
     fn rotate(&self, inner: &mut Inner) -> Result<(), JournalError> {
         let name = |n: u32| match n {
             0 => self.dir.join(JOURNAL),
             n => self.dir.join(format!("{JOURNAL}.{n}")),
         };
         let keep = self.limits.max_files - 1;
-        if keep == 0 {
-            let p = name(0);
-            fs::remove_file(&p).map_err(io("remove", &p))?;
-        } else {
-            for n in (0..keep).rev() {
-                let (from, to) = (name(n), name(n + 1));
-                match fs::rename(&from, &to) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io("rename", &from)(e)),
-                }
+        // Only the run of files from `.1` up to the first gap moves: a
+        // gap left by an earlier attempt that failed part way is filled,
+        // not shifted along (which would delete the oldest file at every
+        // retry).
+        let mut top = 1;
+        while top < keep && name(top).exists() {
+            top += 1;
+        }
+        for n in (1..top).rev() {
+            let (from, to) = (name(n), name(n + 1));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("rename", &from)(e)),
             }
         }
-        inner.file = open_append(&name(0))?;
+        let current = name(0);
+        if keep == 0 {
+            fs::remove_file(&current).map_err(io("remove", &current))?;
+        } else {
+            let to = name(1);
+            fs::rename(&current, &to).map_err(io("rename", &current))?;
+        }
+        inner.file = None;
         inner.size = 0;
+        inner.file = Some(open_append(&current)?);
         Ok(())
     }
 
@@ -211,8 +242,9 @@ impl Journal {
     }
 
     /// Every event after `after`, oldest first: from memory when it holds
-    /// them, else from the files (read off the async runtime).
-    pub async fn read_after(&self, mut after: u64) -> Vec<Event> {
+    /// them, else from the files (read off the async runtime). A file
+    /// that cannot be read is an error, never a silent gap in a replay.
+    pub async fn read_after(&self, mut after: u64) -> Result<Vec<Event>, JournalError> {
         let mut out = Vec::new();
         loop {
             let opened = {
@@ -220,32 +252,39 @@ impl Journal {
                 match inner.recent.front() {
                     Some(first) if first.seq <= after + 1 => {
                         out.extend(inner.recent.iter().filter(|e| e.seq > after).cloned());
-                        return out;
+                        return Ok(out);
                     }
-                    None if inner.last_seq <= after => return out,
+                    None if inner.last_seq <= after => return Ok(out),
                     _ => {}
                 }
                 // Open every file under the lock: a rotation afterwards
                 // renames them but the open descriptors keep their content.
-                files(&self.dir, self.limits.max_files)
-                    .into_iter()
-                    .filter_map(|p| File::open(p).ok())
-                    .collect::<Vec<_>>()
+                // One that vanished between listing and opening was
+                // rotated away: it holds nothing a reader can still have.
+                let mut opened = Vec::new();
+                for p in files(&self.dir, self.limits.max_files) {
+                    match File::open(&p) {
+                        Ok(f) => opened.push((p, f)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io("open", &p)(e)),
+                    }
+                }
+                opened
             };
             let read = tokio::task::spawn_blocking(move || {
                 let mut evs = Vec::new();
-                for f in opened {
-                    read_lines(f, after, &mut evs);
+                for (p, f) in opened {
+                    read_lines(f, after, &mut evs).map_err(io("read", &p))?;
                 }
-                evs
+                Ok::<_, JournalError>(evs)
             })
             .await
-            .unwrap_or_default();
+            .map_err(|e| JournalError::Reader(e.to_string()))??;
             let Some(last) = read.last().map(|e| e.seq) else {
                 // Nothing on disk after `after`: what memory has is all.
                 let inner = self.lock();
                 out.extend(inner.recent.iter().filter(|e| e.seq > after).cloned());
-                return out;
+                return Ok(out);
             };
             out.extend(read);
             after = last;
@@ -253,7 +292,17 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: this many next opens of a journal file fail.
+    static FAIL_OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 fn open_append(path: &Path) -> Result<File, JournalError> {
+    #[cfg(test)]
+    if FAIL_OPENS.with(|f| f.replace(f.get().saturating_sub(1))) > 0 {
+        return Err(io("open", path)(std::io::Error::other("injected")));
+    }
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -287,9 +336,9 @@ fn files(dir: &Path, max_files: u32) -> Vec<PathBuf> {
 
 /// Appends the events of one file with `seq > after`, keeping the order
 /// strictly increasing (a torn or repeated line is skipped).
-fn read_lines(f: File, after: u64, out: &mut Vec<Event>) {
-    for line in BufReader::new(f).split(b'\n').map_while(Result::ok) {
-        let Ok(ev) = serde_json::from_slice::<Event>(&line) else {
+fn read_lines(f: File, after: u64, out: &mut Vec<Event>) -> std::io::Result<()> {
+    for line in BufReader::new(f).split(b'\n') {
+        let Ok(ev) = serde_json::from_slice::<Event>(&line?) else {
             continue;
         };
         let floor = out.last().map_or(after, |e| e.seq);
@@ -297,12 +346,15 @@ fn read_lines(f: File, after: u64, out: &mut Vec<Event>) {
             out.push(ev);
         }
     }
+    Ok(())
 }
 
 fn last_event(path: &Path) -> Option<Event> {
     let f = File::open(path).ok()?;
     let mut evs = Vec::new();
-    read_lines(f, 0, &mut evs);
+    if let Err(e) = read_lines(f, 0, &mut evs) {
+        log::error!("event journal: read {}: {e}", path.display());
+    }
     evs.pop()
 }
 
@@ -386,6 +438,69 @@ pub fn restarting(d: &Daemon, id: &str, count: u32, retry: bool) {
     let mut ev = base(EventKind::Restart, id, &name_of(d, id));
     ev.restart_count = Some(count);
     write(d, ev);
+}
+
+/// `pause`/`unpause` succeeded.
+pub fn paused(d: &Daemon, id: &str, paused: bool) {
+    let kind = if paused {
+        EventKind::Pause
+    } else {
+        EventKind::Unpause
+    };
+    record(d, kind, id);
+}
+
+/// An exec started (`time`: when the shim was asked to start it; the
+/// process may have ended before the answer): `exec_start`, and `exec_exit` with the shim's
+/// code and time once the shim reports it ended (asked every 50 ms at
+/// first, backing off to once a second: the shim's protocol has no wait
+/// for an exec, and a long-running exec costs one small call a second).
+/// An exec that ends while berthd is down, or whose container is removed
+/// first, gets no `exec_exit`.
+pub fn exec_started(d: &Arc<Daemon>, id: &str, exec_id: &str, time: String) {
+    let mut ev = base(EventKind::ExecStart, id, &name_of(d, id));
+    ev.exec_id = Some(exec_id.to_string());
+    ev.time = time;
+    write(d, ev);
+    let (d, id, exec_id) = (Arc::clone(d), id.to_string(), exec_id.to_string());
+    tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
+}
+
+async fn follow_exec(d: &Daemon, id: &str, exec_id: &str) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+        let Some(name) = d.registry.get(id).map(|e| e.meta.name) else {
+            return;
+        };
+        let state: ShimState = match shim::connect(&d.root.container(id)).await {
+            Ok(mut c) => match c.call(shim_methods::STATE, &Value::Null).await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("container {id}: exec {exec_id}: state: {e}");
+                    return;
+                }
+            },
+            Err(e) => {
+                log::debug!("container {id}: exec {exec_id}: connect: {e}");
+                return;
+            }
+        };
+        let Some(exec) = state.execs.iter().find(|e| e.id == exec_id) else {
+            return;
+        };
+        let Some(exit) = exec.exit.as_ref().filter(|_| !exec.running) else {
+            continue;
+        };
+        let mut ev = base(EventKind::ExecExit, id, &name);
+        ev.exec_id = Some(exec_id.to_string());
+        ev.time = exit.finished_at.clone();
+        ev.exit_code = Some(exit.exit_code);
+        ev.signal = exit.signal;
+        write(d, ev);
+        return;
+    }
 }
 
 /// berthd adopted a running container after a restart.
@@ -473,7 +588,8 @@ fn journaled_where(d: &Daemon, matches: impl Fn(&Event) -> bool) -> bool {
         .filter_map(|p| File::open(p).ok())
         .any(|f| {
             let mut evs = Vec::new();
-            read_lines(f, 0, &mut evs);
+            // A file that cannot be read to its end: what was read counts.
+            let _ = read_lines(f, 0, &mut evs);
             evs.iter().any(&matches)
         })
 }
@@ -574,7 +690,17 @@ async fn push(
     cursor: &mut u64,
     wanted: &impl Fn(&Event) -> bool,
 ) -> bool {
-    for ev in d.journal.read_after(*cursor).await {
+    let evs = match d.journal.read_after(*cursor).await {
+        Ok(evs) => evs,
+        Err(e) => {
+            // The client is told, rather than shown a replay with a hole.
+            log::error!("event journal: {e}");
+            let err = RpcError::new(ErrorCode::Internal, format!("event journal: {e}"));
+            let _ = send(stream, &Response::err(id, err)).await;
+            return false;
+        }
+    };
+    for ev in evs {
         *cursor = ev.seq;
         if wanted(&ev) && send_item(stream, id, &StreamItem::Event(ev)).await.is_err() {
             return false;
@@ -622,7 +748,7 @@ mod tests {
         assert!(total <= 3 * 4096, "journal is {total} bytes");
         assert_eq!(files(dir.path(), 10).len(), 3);
         // From memory.
-        let tail = j.read_after(495).await;
+        let tail = j.read_after(495).await.unwrap();
         assert_eq!(
             tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [496, 497, 498, 499, 500]
@@ -633,13 +759,143 @@ mod tests {
         drop(j);
         let j = Journal::open(dir.path(), limits).unwrap();
         assert_eq!(j.last_seq(), 500);
-        let all = j.read_after(0).await;
+        let all = j.read_after(0).await.unwrap();
         assert!(all.len() > 10 && all.len() < 500, "{}", all.len());
         assert_eq!(all.last().unwrap().seq, 500);
         assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
         let next = j.append(ev(0)).unwrap();
         assert_eq!(next.seq, 501);
-        assert_eq!(j.read_after(499).await.len(), 2);
+        assert_eq!(j.read_after(499).await.unwrap().len(), 2);
+    }
+
+    fn seqs(evs: &[Event]) -> Vec<u64> {
+        evs.iter().map(|e| e.seq).collect()
+    }
+
+    /// The journal's files and the sequence numbers each holds.
+    fn on_disk(dir: &Path) -> Vec<(String, Vec<u64>)> {
+        files(dir, 10)
+            .into_iter()
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let mut evs = Vec::new();
+                read_lines(File::open(&p).unwrap(), 0, &mut evs).unwrap();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    seqs(&evs),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rotation_that_fails_part_way_loses_no_event_and_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = JournalLimits {
+            max_size: 1024,
+            max_files: 5,
+        };
+        let j = Journal::open(dir.path(), limits).unwrap();
+        let mut n = 0;
+        while files(dir.path(), 10).len() < 3 {
+            n += 1;
+            j.append(ev(n)).unwrap();
+        }
+        let before = on_disk(dir.path());
+        // The new current file cannot be opened, three times running:
+        // those appends fail, and nothing is written into the renamed file
+        // or shifted again (which deleted the oldest file at each retry).
+        FAIL_OPENS.with(|f| f.set(3));
+        let mut failed = 0;
+        for _ in 0..100 {
+            n += 1;
+            if j.append(ev(n)).is_err() {
+                failed += 1;
+            }
+            if FAIL_OPENS.with(|f| f.get()) == 0 {
+                break;
+            }
+        }
+        assert!(failed >= 2, "the injected failure was not reached");
+        let last = j.append(ev(n + 1)).unwrap().seq;
+        let after = on_disk(dir.path());
+        // The full files from before all still there, whole, one step older.
+        for (i, (_, seqs)) in before[..before.len() - 1].iter().enumerate() {
+            assert_eq!(&after[i].1, seqs, "{before:?} -> {after:?}");
+        }
+        // Every event that was acknowledged is on disk, in order.
+        drop(j);
+        let j = Journal::open(dir.path(), limits).unwrap();
+        let all = seqs(&j.read_after(0).await.unwrap());
+        assert_eq!(all, (1..=last).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_rotation_blocked_in_the_chain_keeps_appending_within_twice_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = JournalLimits {
+            max_size: 1024,
+            max_files: 4,
+        };
+        let j = Journal::open(dir.path(), limits).unwrap();
+        let mut n = 0;
+        while files(dir.path(), 10).len() < 3 {
+            n += 1;
+            j.append(ev(n)).unwrap();
+        }
+        // `.3` is a directory with something in it: renaming `.2` onto
+        // it fails, every time.
+        fs::create_dir_all(dir.path().join("events.log.3/x")).unwrap();
+        let before = on_disk(dir.path());
+        let mut acked = 0;
+        let err = loop {
+            n += 1;
+            match j.append(ev(n)) {
+                Ok(_) => acked += 1,
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(acked > 0, "no event kept while rotation failed");
+        assert!(err.contains("events.log.2"), "{err}");
+        // Past its bound (the appends went on after the failed rotation),
+        // and not past twice that.
+        let size = fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+        assert!(size > 1024 && size <= 2 * 1024, "{size}");
+        let after = on_disk(dir.path());
+        assert_eq!(before[..2], after[..2], "older files untouched");
+        // Once the obstacle is gone, rotation resumes and nothing is lost.
+        fs::remove_dir_all(dir.path().join("events.log.3")).unwrap();
+        let last = j.append(ev(0)).unwrap().seq;
+        let all = seqs(
+            &Journal::open(dir.path(), limits)
+                .unwrap()
+                .read_after(0)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(all, (1..=last).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_journal_file_that_cannot_be_read_is_an_error_not_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = JournalLimits {
+            max_size: 1024,
+            max_files: 3,
+        };
+        let j = Journal::open(dir.path(), limits).unwrap();
+        for n in 0..40 {
+            j.append(ev(n)).unwrap();
+        }
+        drop(j);
+        // A directory where the oldest file is: opening works, reading
+        // fails (EISDIR).
+        let oldest = dir.path().join("events.log.2");
+        fs::remove_file(&oldest).unwrap();
+        fs::create_dir(&oldest).unwrap();
+        let j = Journal::open(dir.path(), limits).unwrap();
+        let e = j.read_after(0).await.unwrap_err().to_string();
+        assert!(e.contains("events.log.2"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! a berthd restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -28,7 +29,7 @@ fn invalid(msg: impl Into<String>) -> RpcError {
 }
 
 /// Starts an exec; the caller attaches to `attach_socket` with its ID.
-pub async fn exec(d: &Daemon, id: &str, p: ExecRequest) -> Result<ExecResult, RpcError> {
+pub async fn exec(d: &Arc<Daemon>, id: &str, p: ExecRequest) -> Result<ExecResult, RpcError> {
     reconcile::settle(d, id).await;
     let entry = d
         .registry
@@ -83,6 +84,8 @@ pub async fn exec(d: &Daemon, id: &str, p: ExecRequest) -> Result<ExecResult, Rp
     let mut c = shim::connect(&paths)
         .await
         .map_err(|e| shim::from_call(id, e))?;
+    // The exec_start event's time: the process starts during the call.
+    let asked_at = runtime_core::time::now_rfc3339();
     let started: ExecStarted = c
         .call(shim_methods::EXEC, &params)
         .await
@@ -92,6 +95,7 @@ pub async fn exec(d: &Daemon, id: &str, p: ExecRequest) -> Result<ExecResult, Rp
         p.command,
         started.pid
     );
+    super::events::exec_started(d, id, &exec_id, asked_at);
     Ok(ExecResult {
         exec_id,
         pid: started.pid,

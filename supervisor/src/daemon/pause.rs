@@ -60,6 +60,10 @@ async fn change(
                 entry.meta.name
             ),
         )),
-        other => other.map(|_| ()),
+        Err(e) => Err(e),
+        Ok(_) => {
+            super::events::paused(d, id, from == ShimStatus::Running);
+            Ok(())
+        }
     }
 }
