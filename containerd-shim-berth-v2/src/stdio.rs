@@ -11,18 +11,15 @@
 //! pty master to a console socket and two small threads copy between it
 //! and the fifos.
 
-#![allow(unsafe_code)]
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::mpsc;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 /// The three paths of a process, as containerd sent them.
 #[derive(Debug, Clone, Default)]
@@ -150,39 +147,7 @@ pub fn open(p: &Paths) -> Result<Opened, String> {
 /// Receives the pty master runc sent to `listener` during create/exec
 /// (called after runc returned: the connection and message are queued).
 pub fn receive_pty(listener: &UnixListener) -> io::Result<OwnedFd> {
-    listener.set_nonblocking(true)?;
-    let (conn, _) = listener.accept().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("runtime sent no pty on the console socket: {e}"),
-        )
-    })?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            for fd in raw {
-                // SAFETY: SCM_RIGHTS just installed `fd` in our table; nothing
-                // else owns it, and wrapping it at once guarantees one close.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if fds.len() != 1 {
-        return Err(io::Error::other(format!(
-            "expected exactly one pty fd from the runtime, got {}",
-            fds.len()
-        )));
-    }
-    Ok(fds.remove(0))
+    runtime_core::console::receive_pty(listener)
 }
 
 /// Starts the copies between a pty master and the client's fifos. The
@@ -238,19 +203,11 @@ fn copy(mut from: File, mut to: File) {
     }
 }
 
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
-
 /// Applies a terminal size to a pty master.
 pub fn resize(master: &OwnedFd, width: u32, height: u32) -> io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
-        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer to a local.
-    unsafe { set_winsize(master.as_raw_fd(), &ws) }?;
-    Ok(())
+    let rows = u16::try_from(height).unwrap_or(u16::MAX);
+    let cols = u16::try_from(width).unwrap_or(u16::MAX);
+    runtime_core::console::resize(master, rows, cols)
 }
 
 #[cfg(test)]

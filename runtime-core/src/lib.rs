@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod attach;
 pub mod cgroup;
+pub mod console;
 pub mod error;
 pub mod exit;
 pub mod frame;
@@ -28,6 +29,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod runopts;
 pub mod security;
+pub mod shimcmd;
 pub mod sockpath;
 pub mod spec;
 pub mod time;

@@ -237,6 +237,40 @@ mod tests {
     }
 
     #[test]
+    fn exec_is_detached_with_its_process_file_and_pid_file() {
+        let r = Runc {
+            binary: "runc".into(),
+            root: "/r".into(),
+            log: "/l".into(),
+        };
+        let opts = ExecOpts {
+            process: "/s/exec-e1.json".into(),
+            pid_file: "/s/exec-e1.pid".into(),
+            console_socket: Some("/s/exec-e1.console".into()),
+        };
+        let args: Vec<_> = r
+            .exec("c1", &opts)
+            .get_args()
+            .skip(5)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "exec",
+                "--detach",
+                "--process",
+                "/s/exec-e1.json",
+                "--pid-file",
+                "/s/exec-e1.pid",
+                "--console-socket",
+                "/s/exec-e1.console",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
     fn arguments_are_in_runc_order() {
         let r = Runc {
             binary: "runc".into(),

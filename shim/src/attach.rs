@@ -278,13 +278,13 @@ impl Shim {
                 error: None,
                 tty: self.cfg.tty,
                 stdin_open,
-                exited: self.exit.is_some(),
+                exited: self.phase.exit().is_some(),
             };
             client.request = Some(req);
             if let Ok(bytes) = serde_json::to_vec(&reply) {
                 client.conn.queue_always(frame::TAG_JSON, &bytes);
             }
-            if let Some(exit) = self.exit.clone() {
+            if let Some(exit) = self.phase.exit().cloned() {
                 self.send_exit(token, &exit);
             }
             self.flush_attach(token);

@@ -17,11 +17,12 @@ use serde_json::{json, Value};
 use runtime_core::frame::{self, Frame};
 use runtime_core::protocol::{
     shim_methods as m, ErrorCode, ExecParams, Hello, KillParams, Request, Response, RpcError,
-    ShimState, ShimStatus, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    ShimState, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 
 use crate::conn::{Conn, ReadOutcome};
-use crate::server::{accept_one, check_status, Shim};
+use crate::phase::Phase;
+use crate::server::{accept_one, check_status, Shim, LINGER_LIMIT};
 
 /// Unsent replies a control client may accumulate before it is dropped.
 const CONTROL_QUEUE_LIMIT: usize = 1 << 20;
@@ -208,7 +209,7 @@ impl Shim {
             }
         };
         let id = req.id;
-        if req.method == m::WAIT && self.exit.is_none() {
+        if req.method == m::WAIT && self.phase.exit().is_none() {
             let Some(c) = self.controls.get_mut(&token) else {
                 return;
             };
@@ -248,7 +249,7 @@ impl Shim {
                 let p: KillParams = serde_json::from_value(req.params.clone()).map_err(bad)?;
                 self.signal(p.signal).map(|()| Value::Null)
             }
-            m::WAIT => Ok(serde_json::to_value(&self.exit).unwrap_or(Value::Null)),
+            m::WAIT => Ok(serde_json::to_value(self.phase.exit()).unwrap_or(Value::Null)),
             m::DELETE => self.delete().map(|()| Value::Null),
             m::PAUSE => self.pause().map(|()| Value::Null),
             m::RESUME => self.resume().map(|()| Value::Null),
@@ -268,10 +269,10 @@ impl Shim {
     pub fn state(&self) -> ShimState {
         ShimState {
             id: self.cfg.id.clone(),
-            status: self.status,
+            status: self.phase.status(),
             pid: self.init_pid,
             started_at: self.started_at.clone(),
-            exit: self.exit.clone(),
+            exit: self.phase.exit().cloned(),
             shim_pid: std::process::id() as i32,
             execs: self.exec_states(),
         }
@@ -295,18 +296,18 @@ impl Shim {
 
     /// Reaped (or never runnable again): no signal or start applies.
     pub fn stopped(&self) -> bool {
-        self.exit.is_some() || self.status == ShimStatus::Stopped
+        self.phase.reaped()
     }
 
     fn start(&mut self) -> Result<(), RpcError> {
-        if self.status != ShimStatus::Created || self.stopped() {
+        if !matches!(self.phase, Phase::Created) {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
                 format!("container {} is not in the created state", self.cfg.id),
             ));
         }
         self.runtime_call(self.runc.start(&self.cfg.id), "start")?;
-        self.status = ShimStatus::Running;
+        self.phase = Phase::Running;
         self.started_at = Some(runtime_core::time::now_rfc3339());
         Ok(())
     }
@@ -329,27 +330,27 @@ impl Shim {
                 format!("container {} is not running", self.cfg.id),
             ));
         }
-        if self.status == ShimStatus::Created {
+        if matches!(self.phase, Phase::Created) {
             return self.runtime_call(self.runc.kill(&self.cfg.id, signal), "kill");
         }
         send_signal(self.init_pid, signal).map_err(|e| {
             RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid))
         })?;
-        if self.status == ShimStatus::Paused && signal == libc::SIGKILL {
+        if matches!(self.phase, Phase::Paused) && signal == libc::SIGKILL {
             // A cgroup v1 freezer holds even SIGKILL until the thaw: thaw,
             // so kill (and stop's final SIGKILL) work on a paused
             // container. Other signals wait for `resume`, as in Docker.
             self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
-            self.status = ShimStatus::Running;
+            self.phase = Phase::Running;
         }
         Ok(())
     }
 
     /// Freezes the container (`runc pause`).
     fn pause(&mut self) -> Result<(), RpcError> {
-        if self.status != ShimStatus::Running || self.stopped() {
-            let why = match self.status {
-                ShimStatus::Paused => "is already paused",
+        if !matches!(self.phase, Phase::Running) {
+            let why = match self.phase {
+                Phase::Paused => "is already paused",
                 _ => "is not running",
             };
             return Err(RpcError::new(
@@ -358,29 +359,29 @@ impl Shim {
             ));
         }
         self.runtime_call(self.runc.pause(&self.cfg.id), "pause")?;
-        self.status = ShimStatus::Paused;
+        self.phase = Phase::Paused;
         Ok(())
     }
 
     /// Thaws a paused container (`runc resume`).
     fn resume(&mut self) -> Result<(), RpcError> {
-        if self.status != ShimStatus::Paused || self.stopped() {
+        if !matches!(self.phase, Phase::Paused) {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
                 format!("container {} is not paused", self.cfg.id),
             ));
         }
         self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
-        self.status = ShimStatus::Running;
+        self.phase = Phase::Running;
         Ok(())
     }
 
     /// Removes the runtime's state and stops the shim. Only a stopped or
     /// never-started container can be deleted; berthd kills first for -f.
     fn delete(&mut self) -> Result<(), RpcError> {
-        let force = match (self.status, self.exit.is_some()) {
-            (_, true) => false,
-            (ShimStatus::Created, false) => true,
+        let force = match self.phase {
+            Phase::Exited(_) => false,
+            Phase::Created => true,
             _ => {
                 return Err(RpcError::new(
                     ErrorCode::Conflict,
@@ -406,13 +407,16 @@ impl Shim {
         let _ = std::fs::remove_file(self.paths.shim_sock());
         let _ = std::fs::remove_file(self.paths.attach_sock());
         let _ = std::fs::remove_file(self.paths.shim_pid());
-        self.done = true;
+        self.phase = Phase::Lingering {
+            exit: self.phase.exit().cloned(),
+            until: std::time::Instant::now() + LINGER_LIMIT,
+        };
         Ok(())
     }
 
     /// Answers every pending `wait` with the exit record.
     pub fn answer_waiters(&mut self) {
-        let exit = serde_json::to_value(&self.exit).unwrap_or(Value::Null);
+        let exit = serde_json::to_value(self.phase.exit()).unwrap_or(Value::Null);
         for c in self.controls.values_mut() {
             c.waits = 0;
         }

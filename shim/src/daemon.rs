@@ -18,7 +18,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, fork, ForkResult};
 
-use crate::config::ShimConfig;
+use runtime_core::shimcmd::ShimConfig;
 
 /// Runs `start`; prints the address line on success, the reason on failure.
 pub fn start(config: &ShimConfig) -> ExitCode {

@@ -22,11 +22,12 @@ use nix::sys::wait::WaitStatus;
 use runtime_core::exit::ExitRecord;
 use runtime_core::logfmt::Stream;
 use runtime_core::protocol::{
-    valid_exec_id, ErrorCode, ExecParams, ExecStarted, ExecState, RpcError, ShimStatus,
+    valid_exec_id, ErrorCode, ExecParams, ExecStarted, ExecState, RpcError,
 };
 use runtime_core::runc::ExecOpts;
 use runtime_core::sockpath;
 
+use crate::phase::Phase;
 use crate::server::{check_status, Shim, DRAIN_LIMIT, DRAIN_TURN, HOLD_LIMIT, PIPE_SIZE};
 use crate::stdio::{self, ShimStdio};
 
@@ -128,20 +129,19 @@ impl Shim {
     /// `exec`: starts one more process in the running container.
     pub fn exec(&mut self, p: ExecParams) -> Result<ExecStarted, RpcError> {
         let id = self.cfg.id.clone();
-        match self.status {
-            _ if self.stopped() => return Err(conflict(format!("container {id} is not running"))),
-            ShimStatus::Running => {}
-            ShimStatus::Paused => {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Paused => {
                 return Err(conflict(format!(
                     "container {id} is paused: unpause it before exec"
                 )))
             }
-            ShimStatus::Created => {
+            Phase::Created => {
                 return Err(conflict(format!(
                     "container {id} is created but not started: start it before exec"
                 )))
             }
-            ShimStatus::Stopped => return Err(conflict(format!("container {id} is not running"))),
+            _ => return Err(conflict(format!("container {id} is not running"))),
         }
         if !valid_exec_id(&p.exec_id) {
             return Err(invalid(format!(

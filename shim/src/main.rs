@@ -8,18 +8,20 @@
 #![deny(unsafe_code)]
 
 mod attach;
-mod config;
 mod conn;
 mod control;
 mod daemon;
 mod exec;
 mod memory;
 mod oom;
+mod phase;
 mod reaper;
 mod server;
 mod stdio;
 
 use std::process::ExitCode;
+
+use runtime_core::shimcmd::ShimConfig;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,13 +29,13 @@ fn main() -> ExitCode {
         Some((v, r)) => (v.as_str(), r),
         None => ("", &[][..]),
     };
-    let config = match config::ShimConfig::parse(rest) {
+    let config = match ShimConfig::parse(rest) {
         Ok(c) => c,
         Err(e) if verb == "start" || verb == "serve" => {
             eprintln!("berth-shim: {e}");
             return ExitCode::from(2);
         }
-        Err(_) => config::ShimConfig::default(),
+        Err(_) => ShimConfig::default(),
     };
     match verb {
         "start" => daemon::start(&config),

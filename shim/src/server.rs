@@ -25,12 +25,12 @@ use runtime_core::exit::ExitRecord;
 use runtime_core::layout::{ContainerPaths, ATTACH_SOCK, SHIM_SOCK};
 use runtime_core::logfmt::Stream;
 use runtime_core::logwrite::LogWriter;
-use runtime_core::protocol::ShimStatus;
 use runtime_core::runc::{CreateOpts, Runc};
+use runtime_core::shimcmd::ShimConfig;
 use runtime_core::{atomic, sockpath};
 
 use crate::attach::AttachClient;
-use crate::config::ShimConfig;
+use crate::phase::Phase;
 use crate::reaper::Reaper;
 use crate::stdio::{self, ShimStdio};
 
@@ -55,7 +55,7 @@ const READ_CHUNK: usize = 128 * 1024;
 /// times its size in log records.
 pub const DRAIN_TURN: Duration = Duration::from_millis(5);
 /// How long a deleted shim waits for attach clients to take their output.
-const LINGER_LIMIT: Duration = Duration::from_secs(2);
+pub const LINGER_LIMIT: Duration = Duration::from_secs(2);
 /// How long output is held for the first attach client (`--wait-attach`).
 pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Pipe capacity asked for: fewer wake-ups, and room for output held
@@ -86,12 +86,10 @@ pub struct Shim {
     /// The pty master, kept for resizes (tty containers only).
     pub pty: Option<OwnedFd>,
     log: LogWriter,
-    pub status: ShimStatus,
+    /// The init's phase (see `phase`).
+    pub phase: Phase,
     pub init_pid: i32,
     pub started_at: Option<String>,
-    pub exit: Option<ExitRecord>,
-    /// Reaped but output not yet drained: the record and the drain deadline.
-    pending_exit: Option<(ExitRecord, Instant)>,
     pub controls: HashMap<Token, crate::control::ControlClient>,
     pub attaches: HashMap<Token, AttachClient>,
     /// Control requests (`wait`) to answer when the container exits.
@@ -110,7 +108,6 @@ pub struct Shim {
     output_was_paused: bool,
     /// Output left in a pipe when its drain budget ran out (stdout, stderr).
     output_more: [bool; 2],
-    pub done: bool,
     /// The exit record could not be written (a full disk): when to try
     /// again, and the wait after that. The exit is known and answered
     /// meanwhile (`state`, `wait`, attach); only the file is missing.
@@ -289,11 +286,9 @@ impl Shim {
             stdio,
             pty,
             log,
-            status: ShimStatus::Created,
+            phase: Phase::Created,
             init_pid,
             started_at: None,
-            exit: None,
-            pending_exit: None,
             controls: HashMap::new(),
             attaches: HashMap::new(),
             waiters: Vec::new(),
@@ -306,14 +301,13 @@ impl Shim {
             hold_until: None,
             output_was_paused: false,
             output_more: [false; 2],
-            done: false,
             record_retry: None,
             trim_pending: true,
             execs: Default::default(),
             oom: Default::default(),
         };
         if shim.cfg.start {
-            shim.status = ShimStatus::Running;
+            shim.phase = Phase::Running;
             shim.started_at = Some(runtime_core::time::now_rfc3339());
         }
         if shim.cfg.wait_attach {
@@ -391,12 +385,10 @@ impl Shim {
     /// The event loop; returns after `delete`.
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(128);
-        let mut linger_until: Option<Instant> = None;
         loop {
-            if self.done {
+            if let Phase::Lingering { until, .. } = self.phase {
                 // Deleted: let attach clients take the output still queued
                 // for them (and the exit frame), for a bounded time.
-                let until = *linger_until.get_or_insert_with(|| Instant::now() + LINGER_LIMIT);
                 if !self.attach_output_pending() || Instant::now() >= until {
                     break;
                 }
@@ -409,7 +401,11 @@ impl Shim {
             {
                 Some(Duration::ZERO)
             } else {
-                let exit = self.pending_exit.as_ref().map(|(_, d)| *d);
+                let (exit, linger_until) = match &self.phase {
+                    Phase::Draining { deadline, .. } => (Some(*deadline), None),
+                    Phase::Lingering { until, .. } => (None, Some(*until)),
+                    _ => (None, None),
+                };
                 let retry = self.record_retry.map(|(at, _)| at);
                 [
                     exit,
@@ -511,7 +507,7 @@ impl Shim {
         self.reaper.reap_available();
         // Execs first: what is left after the init is an orphan's status.
         self.reap_execs();
-        if self.exit.is_some() || self.pending_exit.is_some() {
+        if self.phase.reaped() {
             self.reaper.forget_others(-1);
             return;
         }
@@ -519,7 +515,10 @@ impl Shim {
             if let Some(mut record) = ExitRecord::from_wait(self.init_pid, status) {
                 self.oom.settle(&mut record);
                 log::info!("init {} exited: {}", self.init_pid, record.exit_code);
-                self.pending_exit = Some((record, Instant::now() + DRAIN_LIMIT));
+                self.phase = Phase::Draining {
+                    exit: record,
+                    deadline: Instant::now() + DRAIN_LIMIT,
+                };
                 // Nothing will read input any more.
                 self.close_stdin();
                 // Pick up what is already in the pipes before checking for EOF.
@@ -535,7 +534,7 @@ impl Shim {
         if self.hold_until.take().is_none() {
             return;
         }
-        if let Some((_, deadline)) = self.pending_exit.as_mut() {
+        if let Phase::Draining { deadline, .. } = &mut self.phase {
             // The drain limit counts from when we start to drain.
             *deadline = Instant::now() + DRAIN_LIMIT;
         }
@@ -635,7 +634,7 @@ impl Shim {
     /// Finishes an exit once output hit EOF or the drain deadline passed:
     /// exit record first, then everyone who waits.
     fn maybe_finish_exit(&mut self) {
-        let Some((_, deadline)) = &self.pending_exit else {
+        let Phase::Draining { deadline, .. } = &self.phase else {
             return;
         };
         let drained = self.stdio.stdout.is_none() && self.stdio.stderr.is_none();
@@ -648,8 +647,12 @@ impl Shim {
             self.drain_output(Stream::Stdout);
             self.drain_output(Stream::Stderr);
         }
-        let Some((record, _)) = self.pending_exit.take() else {
-            return;
+        let record = match std::mem::replace(&mut self.phase, Phase::Running) {
+            Phase::Draining { exit, .. } => exit,
+            other => {
+                self.phase = other;
+                return;
+            }
         };
         if let Err(e) = atomic::write_json(&self.paths.exit(), &record) {
             // Most likely a full disk. Waiting for space would leave
@@ -661,12 +664,9 @@ impl Shim {
             );
             self.record_retry = Some((Instant::now() + RECORD_RETRY_FIRST, RECORD_RETRY_FIRST));
         }
-        self.status = ShimStatus::Stopped;
-        self.exit = Some(record);
+        self.phase = Phase::Exited(record.clone());
         self.answer_waiters();
-        if let Some(exit) = self.exit.clone() {
-            self.announce_exit_to(None, &exit);
-        }
+        self.announce_exit_to(None, &record);
     }
 }
 
@@ -676,10 +676,10 @@ impl Shim {
         let Some((at, wait)) = self.record_retry else {
             return;
         };
-        if Instant::now() < at || self.done {
+        if Instant::now() < at || matches!(self.phase, Phase::Lingering { .. }) {
             return;
         }
-        let Some(record) = self.exit.as_ref() else {
+        let Some(record) = self.phase.exit() else {
             self.record_retry = None;
             return;
         };

@@ -1,14 +1,12 @@
 //! The container's stdio as the shim holds it: pipes, or a pty master
 //! received from runc over the console socket.
-#![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
 use mio::unix::pipe::{Receiver, Sender};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 /// The shim's ends of the container's stdio.
 pub struct ShimStdio {
@@ -70,39 +68,7 @@ pub fn pipes(with_stdin: bool, pipe_size: i32) -> io::Result<(ShimStdio, ChildSt
 /// runc connects and sends during `runc create`, so this is called after
 /// create returned: the connection is queued and the message buffered.
 pub fn receive_pty(listener: &UnixListener, with_stdin: bool) -> io::Result<ShimStdio> {
-    listener.set_nonblocking(true)?;
-    let (conn, _) = listener.accept().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("runtime sent no pty on the console socket: {e}"),
-        )
-    })?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            for fd in raw {
-                // SAFETY: SCM_RIGHTS just installed `fd` in our table; nothing
-                // else owns it, and wrapping it at once guarantees one close.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if fds.len() != 1 {
-        return Err(io::Error::other(format!(
-            "expected exactly one pty fd from the runtime, got {}",
-            fds.len()
-        )));
-    }
-    let master = fds.remove(0);
+    let master = runtime_core::console::receive_pty(listener)?;
     let writer = master.try_clone()?;
     let reader = Receiver::from(master);
     reader.set_nonblocking(true)?;
@@ -117,17 +83,7 @@ pub fn receive_pty(listener: &UnixListener, with_stdin: bool) -> io::Result<Shim
     })
 }
 
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
-
 /// Applies a terminal size to the pty master.
-pub fn resize(master: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer to a local.
-    unsafe { set_winsize(master.as_raw_fd(), &ws) }?;
-    Ok(())
+pub fn resize(master: &impl AsFd, rows: u16, cols: u16) -> io::Result<()> {
+    runtime_core::console::resize(master, rows, cols)
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
+use runtime_core::shimcmd::ShimConfig;
 
 use runtime_core::protocol::{ErrorCode, RpcError};
 
@@ -35,34 +36,21 @@ pub async fn start_shim(
     paths: &ContainerPaths,
     mode: StartMode,
 ) -> Result<ShimAddress, String> {
+    let cfg = ShimConfig {
+        id: meta.id.clone(),
+        state_dir: paths.dir().to_path_buf(),
+        bundle: paths.bundle(),
+        runtime: meta.runtime.clone().into(),
+        runc_root: d.root.runc_root(),
+        stdin: meta.stdin,
+        tty: meta.tty,
+        log: meta.log,
+        start: mode.start,
+        wait_attach: mode.wait_attach,
+        ready_fd: None,
+    };
     let mut cmd = tokio::process::Command::new(&d.config.shim);
-    cmd.arg("start")
-        .arg("--id")
-        .arg(&meta.id)
-        .arg("--state-dir")
-        .arg(paths.dir())
-        .arg("--bundle")
-        .arg(paths.bundle())
-        .arg("--runtime")
-        .arg(&meta.runtime)
-        .arg("--runc-root")
-        .arg(d.root.runc_root())
-        .arg("--log-max-size")
-        .arg(meta.log.max_size.to_string())
-        .arg("--log-max-files")
-        .arg(meta.log.max_files.to_string());
-    if meta.stdin {
-        cmd.arg("--stdin");
-    }
-    if meta.tty {
-        cmd.arg("--tty");
-    }
-    if mode.start {
-        cmd.arg("--start");
-    }
-    if mode.wait_attach {
-        cmd.arg("--wait-attach");
-    }
+    cmd.arg("start").args(cfg.to_args());
     cmd.stdin(std::process::Stdio::null());
     let out = cmd
         .output()

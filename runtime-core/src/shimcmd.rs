@@ -1,10 +1,12 @@
-//! The shim's command line, shared by `start` and `serve`. It is an
-//! internal interface spoken by berthd, so it is parsed by hand to keep the
-//! shim small.
+//! The shim's command line: one type for both ends. berthd builds it and
+//! turns it into arguments (`to_args`); the shim parses them (`parse`), for
+//! `start` and `serve` alike. It is an internal interface, so it is parsed
+//! by hand to keep the shim small.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use runtime_core::meta::LogConfig;
+use crate::meta::LogConfig;
 
 /// Everything the shim needs to run one container.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +72,7 @@ impl ShimConfig {
                 other => return Err(format!("unknown flag {other:?}")),
             }
         }
-        runtime_core::id::validate("id", &c.id).map_err(|e| e.to_string())?;
+        crate::id::validate("id", &c.id).map_err(|e| e.to_string())?;
         for (name, p) in [
             ("--state-dir", &c.state_dir),
             ("--bundle", &c.bundle),
@@ -81,6 +83,36 @@ impl ShimConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The arguments that `parse` reads back into this configuration.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut pair = |flag: &str, value: OsString| {
+            a.push(flag.into());
+            a.push(value);
+        };
+        pair("--id", self.id.clone().into());
+        pair("--state-dir", self.state_dir.clone().into());
+        pair("--bundle", self.bundle.clone().into());
+        pair("--runtime", self.runtime.clone().into());
+        pair("--runc-root", self.runc_root.clone().into());
+        pair("--log-max-size", self.log.max_size.to_string().into());
+        pair("--log-max-files", self.log.max_files.to_string().into());
+        if let Some(fd) = self.ready_fd {
+            pair("--ready-fd", fd.to_string().into());
+        }
+        for (on, flag) in [
+            (self.stdin, "--stdin"),
+            (self.tty, "--tty"),
+            (self.start, "--start"),
+            (self.wait_attach, "--wait-attach"),
+        ] {
+            if on {
+                a.push(flag.into());
+            }
+        }
+        a
     }
 }
 
@@ -107,6 +139,33 @@ mod tests {
                 max_files: 2
             }
         );
+    }
+
+    #[test]
+    fn what_berthd_writes_the_shim_reads_back() {
+        let c = ShimConfig {
+            id: "c1".into(),
+            state_dir: "/s/c1".into(),
+            bundle: "/s/c1/bundle".into(),
+            runtime: "/usr/sbin/runc".into(),
+            runc_root: "/r".into(),
+            stdin: true,
+            tty: false,
+            log: LogConfig {
+                max_size: 4096,
+                max_files: 3,
+            },
+            start: true,
+            wait_attach: true,
+            ready_fd: Some(7),
+        };
+        let args: Vec<String> = c
+            .to_args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let back = ShimConfig::parse(&args).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
     }
 
     #[test]
