@@ -282,18 +282,23 @@ fn two_hundred_execs_leave_no_zombie_and_no_fd_in_the_shim() {
     let shim = shim_pid(&env, "c");
     // One first, so whatever the first exec sets up once is in the baseline.
     env.ok(&["exec", "c", "true"]);
-    // berthd's per-call connection to the shim closes a moment after
-    // the call: let it go before counting.
-    std::thread::sleep(Duration::from_secs(1));
-    let fds = fd_count(shim);
+    // berthd's per-call connections to the shim close a moment after each
+    // call: the baseline is the fewest seen over a second.
+    let fds = (0..10)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            fd_count(shim)
+        })
+        .min()
+        .unwrap_or(0);
     for i in 0..200 {
         let out = env.berth(&["exec", "c", "sh", "-c", "echo x; exit 1"]);
         assert_eq!(out.status.code(), Some(1), "exec {i}: {}", stderr(&out));
     }
+    // A leaked pipe, pty or client stays; transient connections go.
     env.wait_until(10, "the shim's fds back to their count", || {
         fd_count(shim) <= fds
     });
-    assert_eq!(fd_count(shim), fds, "the shim's fds changed");
     assert_eq!(
         zombies_of(shim),
         Vec::<i32>::new(),
