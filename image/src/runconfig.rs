@@ -1,10 +1,14 @@
 //! What `berth run IMAGE` takes from the image's config: the command
 //! (Entrypoint + Cmd, or Entrypoint + the user's COMMAND), Env, WorkingDir,
-//! User (names looked up in the image's own /etc/passwd and /etc/group)
-//! and StopSignal. The user's `-e`/`-w` win, as in Docker.
+//! User and StopSignal. The user's `-e`/`-w`/`-u` win, as in Docker. The
+//! user (the image's or `-u`'s) is looked up in the image's own
+//! /etc/passwd and /etc/group, read from its layers before any overlay is
+//! mounted, with runtime-core's bounds and resolved by its rules
+//! (`runtime_core::user`), the same as for any other rootfs.
 
-use std::io::Read;
 use std::path::PathBuf;
+
+use runtime_core::user::{self, Databases};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -21,7 +25,20 @@ pub struct RunSettings {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// The user's home from the image's /etc/passwd (for `HOME`).
+    pub home: Option<String>,
     pub stop_signal: Option<String>,
+}
+
+/// What the user gave `run IMAGE`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserInput<'a> {
+    pub command: &'a [String],
+    pub env: &'a [String],
+    pub cwd: Option<&'a str>,
+    /// `-u`: replaces the image's User.
+    pub user: Option<&'a str>,
+    pub group_add: &'a [String],
 }
 
 /// Combines the image config with what the user gave.
@@ -30,10 +47,9 @@ pub fn settings(
     image: &str,
     config: &ImageConfig,
     layers: &[PathBuf],
-    command: &[String],
-    env: &[String],
-    cwd: Option<&str>,
+    given: &UserInput<'_>,
 ) -> Result<RunSettings> {
+    let (command, env, cwd) = (given.command, given.env, given.cwd);
     let c = config.config.clone().unwrap_or_default();
     let mut args = c.entrypoint.clone().unwrap_or_default();
     if command.is_empty() {
@@ -51,86 +67,47 @@ pub fn settings(
     let cwd = cwd
         .map(str::to_string)
         .or_else(|| c.working_dir.clone().filter(|w| !w.is_empty()));
-    let (uid, gid, additional_gids) = match c.user.as_deref().filter(|u| !u.is_empty()) {
-        None => (0, 0, Vec::new()),
-        Some(u) => resolve_user(image, u, layers)?,
+    let image_user = c.user.as_deref().filter(|u| !u.is_empty());
+    let who = match (given.user, image_user) {
+        (None, None) if given.group_add.is_empty() => None,
+        (spec, _) => {
+            let db = Databases {
+                passwd: read_from_layers(layers, "etc/passwd")?.unwrap_or_default(),
+                group: read_from_layers(layers, "etc/group")?.unwrap_or_default(),
+            };
+            let spec = spec.or(image_user);
+            let who =
+                user::resolve_in(&db, spec, given.group_add).map_err(|e| match given.user {
+                    Some(_) => Error::Other(e.to_string()),
+                    None => Error::Other(format!(
+                        "image {image}: cannot resolve its User {:?}: {e}",
+                        spec.unwrap_or_default()
+                    )),
+                })?;
+            Some(who)
+        }
     };
     Ok(RunSettings {
         args,
         env: all_env,
         cwd,
-        uid,
-        gid,
-        additional_gids,
+        uid: who.as_ref().map_or(0, |w| w.uid),
+        gid: who.as_ref().map_or(0, |w| w.gid),
+        additional_gids: who
+            .as_ref()
+            .map(|w| w.additional_gids.clone())
+            .unwrap_or_default(),
+        home: who.and_then(|w| w.home),
         stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
     })
 }
 
-/// `user`, `uid`, `user:group`, `uid:gid` as Docker reads them.
-fn resolve_user(image: &str, spec: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32>)> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let passwd = read_from_layers(layers, "etc/passwd").unwrap_or_default();
-    let groups = read_from_layers(layers, "etc/group").unwrap_or_default();
-    let passwd = String::from_utf8_lossy(&passwd);
-    let groups = String::from_utf8_lossy(&groups);
-    let fail = |what: &str| {
-        Error::Other(format!(
-            "image {image}: cannot resolve User {spec:?}: {what}"
-        ))
-    };
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
-    let (uid, name, mut gid) = match (&entry, user.parse::<u32>()) {
-        (Some(f), _) => (
-            f[2].parse::<u32>()
-                .map_err(|_| fail("bad /etc/passwd entry"))?,
-            Some(f[0].to_string()),
-            f[3].parse::<u32>()
-                .map_err(|_| fail("bad /etc/passwd entry"))?,
-        ),
-        (None, Ok(n)) => (n, None, n),
-        (None, Err(_)) => return Err(fail("no such user in the image's /etc/passwd")),
-    };
-    if entry.is_none() && group.is_none() {
-        gid = uid;
-    }
-    if let Some(g) = group {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| fail("no such group in the image's /etc/group"))?,
-        };
-    }
-    // Supplementary groups: those listing the user by name (not with an
-    // explicit group, as Docker).
-    let mut extra = Vec::new();
-    if let (Some(n), None) = (&name, group) {
-        for f in groups.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
-            if f.len() >= 4 && f[3].split(',').any(|m| m == n) {
-                if let Ok(g) = f[2].parse::<u32>() {
-                    if g != gid && !extra.contains(&g) {
-                        extra.push(g);
-                    }
-                }
-            }
-        }
-    }
-    Ok((uid, gid, extra))
-}
-
 /// A small file as the stacked layers show it: the topmost layer that has
 /// it as a regular file (a whiteout or anything else hides it). Opened
-/// beneath each layer without following any symlink.
-fn read_from_layers(layers: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
+/// beneath each layer without following any symlink, never blocking, and
+/// read within runtime-core's bounds (a regular file of at most
+/// `user::MAX_FILE_SIZE` bytes, checked on the open file).
+fn read_from_layers(layers: &[PathBuf], rel: &str) -> Result<Option<Vec<u8>>> {
     for dir in layers {
         let Ok(root) = rustix::fs::open(
             dir,
@@ -144,27 +121,26 @@ fn read_from_layers(layers: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
                 if rustix::fs::FileType::from_raw_mode(st.st_mode)
                     != rustix::fs::FileType::RegularFile
                 {
-                    return None;
+                    return Ok(None);
                 }
             }
             Err(_) => continue,
         }
-        let fd = rustix::fs::openat2(
+        let Ok(fd) = rustix::fs::openat2(
             &root,
             rel,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .ok()?;
-        let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .take(1 << 20)
-            .read_to_end(&mut data)
-            .ok()?;
-        return Some(data);
+        ) else {
+            return Ok(None);
+        };
+        let shown = format!("/{rel}");
+        return user::read_bounded(std::fs::File::from(fd), &shown)
+            .map(Some)
+            .map_err(|e| Error::Other(e.to_string()));
     }
-    None
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -189,15 +165,26 @@ mod tests {
             stop_signal: Some("SIGQUIT".into()),
             ..Default::default()
         });
-        let s = settings("img", &c, &[], &[], &["A=2".into()], None).unwrap();
+        let env = ["A=2".to_string()];
+        let given = UserInput {
+            env: &env,
+            ..Default::default()
+        };
+        let s = settings("img", &c, &[], &given).unwrap();
         assert_eq!(s.args, ["/bin/app", "--default"]);
         assert_eq!(s.env, ["PATH=/bin", "A=1", "A=2"]);
         assert_eq!(s.cwd.as_deref(), Some("/srv"));
         assert_eq!(s.stop_signal.as_deref(), Some("SIGQUIT"));
-        let s = settings("img", &c, &[], &["x".into()], &[], Some("/w")).unwrap();
+        let command = ["x".to_string()];
+        let given = UserInput {
+            command: &command,
+            cwd: Some("/w"),
+            ..Default::default()
+        };
+        let s = settings("img", &c, &[], &given).unwrap();
         assert_eq!(s.args, ["/bin/app", "x"]);
         assert_eq!(s.cwd.as_deref(), Some("/w"));
-        let err = settings("img", &ImageConfig::default(), &[], &[], &[], None)
+        let err = settings("img", &ImageConfig::default(), &[], &UserInput::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("has no Entrypoint or Cmd"), "{err}");
@@ -225,20 +212,68 @@ mod tests {
                 user: Some(spec.into()),
                 ..Default::default()
             });
-            settings("img", &c, &layers, &[], &[], None).map(|s| (s.uid, s.gid, s.additional_gids))
+            settings("img", &c, &layers, &UserInput::default())
+                .map(|s| (s.uid, s.gid, s.additional_gids))
         };
         assert_eq!(u("app").unwrap(), (1000, 1001, vec![1002]));
         assert_eq!(u("1000").unwrap(), (1000, 1001, vec![1002]));
         assert_eq!(u("app:staff").unwrap(), (1000, 50, vec![]));
-        assert_eq!(u("4242").unwrap(), (4242, 4242, vec![]));
+        // Docker's rule: a UID without an entry runs with GID 0.
+        assert_eq!(u("4242").unwrap(), (4242, 0, vec![]));
         assert_eq!(u("4242:7").unwrap(), (4242, 7, vec![]));
-        assert!(u("nobody")
+        let e = u("nobody").unwrap_err().to_string();
+        assert!(
+            e.contains("cannot resolve its User \"nobody\": unable to find user nobody"),
+            "{e}"
+        );
+        // -u wins over the image's User, resolved in the same files.
+        let c = config(RunConfig {
+            cmd: Some(vec!["x".into()]),
+            user: Some("root".into()),
+            ..Default::default()
+        });
+        let given = UserInput {
+            user: Some("app"),
+            group_add: &["staff".to_string()],
+            ..Default::default()
+        };
+        let s = settings("img", &c, &layers, &given).unwrap();
+        assert_eq!(
+            (s.uid, s.gid, s.additional_gids),
+            (1000, 1001, vec![1002, 50])
+        );
+        let given = UserInput {
+            user: Some("ghost"),
+            ..Default::default()
+        };
+        let e = settings("img", &c, &layers, &given)
             .unwrap_err()
-            .to_string()
-            .contains("no such user"));
+            .to_string();
+        assert!(e.starts_with("unable to find user ghost"), "{e}");
         // A symlinked /etc/passwd in a layer is not followed.
         std::fs::create_dir_all(top.path().join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", top.path().join("etc/passwd")).unwrap();
         assert!(u("app").is_err());
+    }
+
+    #[test]
+    fn layer_files_are_read_within_bounds() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(top.path().join("etc")).unwrap();
+        let layers = [top.path().to_path_buf()];
+        let passwd = top.path().join("etc/passwd");
+        std::fs::File::create(&passwd)
+            .unwrap()
+            .set_len(user::MAX_FILE_SIZE + 1)
+            .unwrap();
+        let c = config(RunConfig {
+            cmd: Some(vec!["x".into()]),
+            user: Some("app".into()),
+            ..Default::default()
+        });
+        let e = settings("img", &c, &layers, &UserInput::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/passwd is larger than"), "{e}");
     }
 }

@@ -299,6 +299,61 @@ fn users_by_number_and_name() {
     env.assert_clean();
 }
 
+/// `-u NAME` with `run IMAGE`: the name is looked up in the image's own
+/// /etc/passwd and /etc/group (read from its layers: the overlay is not
+/// mounted yet when the user is resolved), and wins over the image's User.
+#[test]
+fn users_by_name_from_an_images_own_passwd() {
+    let Some(env) = Env::new() else { return };
+    let base = crate::imgutil::LayerBuilder::new().busybox().build();
+    let top = crate::imgutil::LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nsvc:x:2345:2346:svc:/srv:/bin/sh\n",
+        )
+        .file(
+            "etc/group",
+            0o644,
+            b"root:x:0:\nsvcg:x:2346:\nops:x:2400:svc\n",
+        )
+        .dir("srv", 0o755)
+        .build();
+    let layout = env.dir.path().join("users-layout");
+    crate::imgutil::TestImage::new(
+        vec![base, top],
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/bin"], "User": "root"}),
+    )
+    .write_oci_layout(&layout, Some("example.com/users:1"));
+    env.ok(&["image", "import", layout.to_str().unwrap()]);
+    let img = "example.com/users:1";
+    let script = "id -u; id -g; id -G; echo $HOME";
+    let run = |user: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(user);
+        args.extend_from_slice(&[img, "sh", "-c", script]);
+        env.ok(&args)
+    };
+    assert_eq!(run(&["-u", "svc"]), "2345\n2346\n2346 2400\n/srv\n");
+    assert_eq!(run(&["-u", "svc:ops"]), "2345\n2400\n2400\n/srv\n");
+    assert_eq!(
+        run(&["-u", "2345", "--group-add", "ops"]),
+        "2345\n2346\n2346 2400\n/srv\n"
+    );
+    // Without -u the image's User (root here) applies.
+    assert_eq!(run(&[]), "0\n0\n0\n/root\n");
+    // A name the image does not have: one line, 125, nothing left.
+    let out = env.berth(&["run", "--rm", "-u", "nosuch", img, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(
+        stderr(&out).trim(),
+        "berth: unable to find user nosuch: no matching entries in the container's /etc/passwd"
+    );
+    assert!(env.ok(&["ps", "-aq"]).trim().is_empty());
+    env.assert_clean();
+}
+
 /// The cgroup file of a running container, v1 or v2 names.
 fn cgroup_value(env: &Env, v1: &str, v2: &str) -> String {
     let v2_host = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()

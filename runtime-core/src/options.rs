@@ -25,14 +25,28 @@ pub enum OptionsError {
     Mount(#[from] mounts::MountError),
 }
 
-/// Applies `o` to `spec`; `rootfs` is the host path of the root the
-/// container will see (where -u names are looked up).
-pub fn apply(spec: &mut Spec, o: &RunOptions, rootfs: &Path) -> Result<(), OptionsError> {
+/// Where `-u` and `--group-add` are resolved.
+#[derive(Debug, Clone, Copy)]
+pub enum UserLookup<'a> {
+    /// In the /etc/passwd and /etc/group of the rootfs at this host path
+    /// (the root the container will see).
+    Rootfs(&'a Path),
+    /// Already resolved into the spec by the caller: an image's user is
+    /// looked up in its layers before its overlay is mounted.
+    Done,
+}
+
+/// Applies `o` to `spec`.
+pub fn apply(spec: &mut Spec, o: &RunOptions, users: UserLookup<'_>) -> Result<(), OptionsError> {
     o.validate()?;
     let mut process = spec.process().clone().unwrap_or_default();
     // Without -u/--group-add the user stays what the spec (or the
     // image's config) says.
-    if o.user.is_some() || !o.group_add.is_empty() {
+    let rootfs = match users {
+        UserLookup::Rootfs(r) if o.user.is_some() || !o.group_add.is_empty() => Some(r),
+        _ => None,
+    };
+    if let Some(rootfs) = rootfs {
         let who = user::resolve(rootfs, o.user.as_deref(), &o.group_add)?;
         let mut u = process.user().clone();
         u.set_uid(who.uid);

@@ -152,7 +152,12 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         image::apply_user(&mut oci, s);
     }
     validate::spec(&oci)?;
-    runtime_core::options::apply(&mut oci, &p.options, &rootfs_path)
+    // An image's user (its own or -u's) was resolved from its layers.
+    let users = match prepared {
+        Some(_) => runtime_core::options::UserLookup::Done,
+        None => runtime_core::options::UserLookup::Rootfs(&rootfs_path),
+    };
+    runtime_core::options::apply(&mut oci, &p.options, users)
         .map_err(|e| invalid(e.to_string()))?;
     // An image's rootfs exists once its overlay is mounted (below).
     if prepared.is_none() {

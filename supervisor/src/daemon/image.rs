@@ -40,6 +40,7 @@ pub async fn prepare(
     let data_root = d.config.data_root.clone();
     let image = image.to_string();
     let (command, env, cwd) = (p.command.clone(), p.env.clone(), p.cwd.clone());
+    let (user, group_add) = (p.options.user.clone(), p.options.group_add.clone());
     tokio::task::spawn_blocking(move || {
         let store = berth_image::Store::open(&data_root)?;
         let lease = store.lease(&dir, &image)?;
@@ -47,9 +48,13 @@ pub async fn prepare(
             &image,
             &lease.config,
             lease.layer_dirs(),
-            &command,
-            &env,
-            cwd.as_deref(),
+            &runconfig::UserInput {
+                command: &command,
+                env: &env,
+                cwd: cwd.as_deref(),
+                user: user.as_deref(),
+                group_add: &group_add,
+            },
         )?;
         Ok(Prepared { lease, settings })
     })
@@ -58,7 +63,8 @@ pub async fn prepare(
     .map_err(from_image)
 }
 
-/// Sets the process's user (uid, gid, supplementary groups).
+/// Sets the process's user (uid, gid, supplementary groups) and, unless
+/// the environment has one, `HOME` from the user's entry (as Docker).
 pub fn apply_user(oci: &mut Spec, s: &RunSettings) {
     let mut process = oci.process().clone().unwrap_or_default();
     let mut user = process.user().clone();
@@ -66,5 +72,12 @@ pub fn apply_user(oci: &mut Spec, s: &RunSettings) {
     user.set_gid(s.gid);
     user.set_additional_gids((!s.additional_gids.is_empty()).then(|| s.additional_gids.clone()));
     process.set_user(user);
+    if let Some(home) = &s.home {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={home}"));
+            process.set_env(Some(env));
+        }
+    }
     oci.set_process(Some(process));
 }
