@@ -764,3 +764,79 @@ fn berthd_refuses_a_bad_config_file_naming_the_key() {
     );
     assert!(!env.root.exists());
 }
+
+/// A half-made container whose network cannot be torn down is not
+/// forgotten: its directory (meta.json, net.json) and entry stay, saying
+/// why, and the next berthd tears it down for good. Forgetting it leaked
+/// the namespace, veth, lease and rules with nothing left to find them.
+#[test]
+fn a_half_made_container_whose_teardown_fails_is_kept_for_a_retry() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    env.berthd_env = vec![("BERTH_TEST_CRASH_AT".into(), "after-netns".into())];
+    env.start_berthd();
+    let out = env.berth(&["run", "-d", "--name", "half", "--", "sleep", "1000"]);
+    assert!(!out.status.success(), "run succeeded past the crash point");
+    assert!(!env.wait_berthd_exit().success(), "berthd did not die");
+    assert!(!env.net_leftovers(&[]).is_empty(), "no network was set up");
+    let dir = std::fs::read_dir(env.root.join("containers"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("the half-made container's directory")
+        .path();
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+
+    // Every CNI plugin its teardown will run fails, saying so.
+    let state_path = dir.join("net.json");
+    let good = std::fs::read_to_string(&state_path).unwrap();
+    let mut state: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let broken = env.dir.path().join("broken-cni");
+    std::fs::create_dir(&broken).unwrap();
+    for plugin in state["conflist"]["plugins"].as_array().unwrap() {
+        let path = broken.join(plugin["type"].as_str().unwrap());
+        std::fs::write(
+            &path,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"test: DEL refused\"}'\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    state["cni_bin"] = serde_json::json!(broken);
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    env.berthd_env.clear();
+    env.start_berthd();
+    // Restore tries to discard it, fails, and keeps it (not "restoring").
+    let mut shown = serde_json::Value::Null;
+    env.wait_until(20, "the discard attempt", || {
+        shown = env
+            .ps_all()
+            .into_iter()
+            .find(|c| c["id"] == id.as_str())
+            .unwrap_or(serde_json::Value::Null);
+        shown.is_null() || shown["status"] != "restoring"
+    });
+    assert!(
+        !shown.is_null(),
+        "the entry was dropped though teardown failed"
+    );
+    let why = env.inspect(&id).to_string();
+    assert!(why.contains("DEL refused"), "{why}");
+    assert!(state_path.exists() && dir.join("meta.json").exists());
+    assert!(!env.net_leftovers(&[]).is_empty());
+
+    // The plugins work again: the next berthd finishes the job.
+    std::fs::write(&state_path, &good).unwrap();
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_until(20, "the retry", || env.ps_all().is_empty() && !dir.exists());
+    let mut left = Vec::new();
+    env.wait_until(10, "network teardown", || {
+        left = env.net_leftovers(&[&id]);
+        left.is_empty()
+    });
+    env.assert_clean();
+}

@@ -14,15 +14,52 @@ where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Result<(), Failure>>,
 {
-    let mut failed = Vec::new();
+    let mut failed = Failures::default();
     for name in containers {
         match one(name.clone()).await {
             Ok(()) => say(name)?,
-            // Display only: the name is not repeated when berthd's message
-            // already carries it.
-            Err(f) if f.message.contains(name.as_str()) => failed.push(f.message),
-            Err(f) => failed.push(format!("{name}: {}", f.message)),
+            Err(f) => failed.add(name, f.message),
         }
     }
-    partial(failed)
+    failed.outcome()
+}
+
+/// The failures of a verb over several containers, one line each, each
+/// naming the container as the user wrote it.
+#[derive(Debug, Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    pub fn add(&mut self, name: &str, message: String) {
+        // Display only: the name is not repeated when berthd's message
+        // already carries it.
+        self.0.push(if message.contains(name) {
+            message
+        } else {
+            format!("{name}: {message}")
+        });
+    }
+
+    /// Exit 0 when nothing failed, else 1 with every line.
+    pub fn outcome(self) -> Outcome {
+        partial(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_names_its_container_once() {
+        let mut f = Failures::default();
+        f.add("web", "no such container: web".into());
+        f.add("db", "container is running".into());
+        let err = f.outcome().unwrap_err();
+        assert_eq!(
+            err.message,
+            "no such container: web\nberth: db: container is running"
+        );
+        assert_eq!(Failures::default().outcome().unwrap(), 0);
+    }
 }

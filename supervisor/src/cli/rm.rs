@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::kill::partial;
+use super::each::Failures;
 use super::{connect, say, Outcome};
 use crate::api::{methods, RemoveParams};
 
@@ -21,7 +21,7 @@ pub struct RmArgs {
 
 pub async fn rm(root: &Path, a: RmArgs) -> Outcome {
     let mut c = connect(root).await?;
-    let mut failed = Vec::new();
+    let mut failed = Failures::default();
     for id in a.containers {
         let params = RemoveParams {
             id: id.clone(),
@@ -29,15 +29,8 @@ pub async fn rm(root: &Path, a: RmArgs) -> Outcome {
         };
         match c.call_value(methods::REMOVE, &params).await {
             Ok(_) => say(&id)?,
-            Err(e) => {
-                let msg = e.to_string();
-                failed.push(if msg.contains(&id) {
-                    msg
-                } else {
-                    format!("{id}: {msg}")
-                });
-            }
+            Err(e) => failed.add(&id, e.to_string()),
         }
     }
-    partial(failed)
+    failed.outcome()
 }

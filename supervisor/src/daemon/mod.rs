@@ -190,3 +190,80 @@ fn raise_fd_limit() {
         Err(e) => log::warn!("getrlimit(RLIMIT_NOFILE): {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The daemon's modules form no import cycle: reconcile and the
+    /// verbs sit below the watcher and the server, which call them and
+    /// are called by none (a start hands a new shim back to its caller to
+    /// watch instead of importing the watcher that runs restart policies).
+    #[test]
+    fn daemon_modules_import_no_cycle() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let names: BTreeSet<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rs")
+                    .map(String::from)
+            })
+            .filter(|n| n != "mod")
+            .collect();
+        for name in &names {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
+            // Unit tests may reach anywhere.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let mut deps = BTreeSet::new();
+            for (i, _) in code.match_indices("super::") {
+                let rest = &code[i + "super::".len()..];
+                let list = match rest.strip_prefix('{') {
+                    Some(group) => group.split('}').next().unwrap_or_default(),
+                    None => rest,
+                };
+                for item in list.split(',') {
+                    let module: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if names.contains(&module) && &module != name {
+                        deps.insert(module);
+                    }
+                    if !rest.starts_with('{') {
+                        break;
+                    }
+                }
+            }
+            graph.insert(name.clone(), deps);
+        }
+        assert!(graph["watch"].contains("restart"), "the scan sees imports");
+        // Depth-first search; a module met again on the current path is a cycle.
+        fn visit<'a>(
+            g: &'a BTreeMap<String, BTreeSet<String>>,
+            n: &'a str,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) {
+            if let Some(at) = path.iter().position(|p| *p == n) {
+                panic!("import cycle: {} -> {n}", path[at..].join(" -> "));
+            }
+            if !done.insert(n) {
+                return;
+            }
+            path.push(n);
+            for m in &g[n] {
+                visit(g, m, path, done);
+            }
+            path.pop();
+        }
+        let mut done = BTreeSet::new();
+        for n in graph.keys() {
+            visit(&graph, n, &mut Vec::new(), &mut done);
+        }
+    }
+}

@@ -122,14 +122,31 @@ async fn lost(d: &Daemon, id: &str, meta: &runtime_core::meta::ContainerMeta) ->
     r
 }
 
-/// Removes every trace of a container that never came to be.
-pub async fn discard(d: &Daemon, id: &str) {
+/// Removes every trace of a container that never came to be; true when
+/// it is gone. When its network cannot be torn down or its rootfs not
+/// unmounted, nothing is removed: the directory keeps meta.json and
+/// net.json (what to tear down) and the entry stays, saying why, so
+/// `berth rm` or the next berthd tries again. Removing them would leak
+/// the namespace, veth, lease and rules for good.
+pub async fn discard(d: &Daemon, id: &str) -> bool {
     let paths = d.root.container(id);
-    if let Err(e) = super::netsetup::teardown(paths.dir(), id).await {
-        log::warn!("{e}");
-    }
-    if let Err(e) = rootfs::unmount_if_mounted(&paths.bundle_rootfs()) {
-        log::warn!("{e}");
+    let freed = match super::netsetup::teardown(paths.dir(), id).await {
+        Ok(()) => rootfs::unmount_if_mounted(&paths.bundle_rootfs()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = freed {
+        let reason = format!(
+            "never completely created, and cleaning it up failed: {e}; berth rm or a berthd restart tries again"
+        );
+        log::warn!("container {id}: {reason}");
+        d.registry.set_phase(
+            id,
+            Phase::Gone {
+                exit: None,
+                reason: Some(reason),
+            },
+        );
+        return false;
     }
     if let Err(e) = fs::remove_dir_all(paths.dir()) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -137,4 +154,5 @@ pub async fn discard(d: &Daemon, id: &str) {
         }
     }
     d.registry.remove(id);
+    true
 }

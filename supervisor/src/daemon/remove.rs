@@ -8,7 +8,6 @@ use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError}
 use runtime_core::rootfs;
 
 use super::registry::Phase;
-use super::shim::from_call;
 use super::{events, reconcile, shim, Daemon};
 
 fn not_found(id: &str) -> RpcError {
@@ -101,43 +100,31 @@ async fn wait_removed(d: &Daemon, id: &str) -> Result<(), RpcError> {
 async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     let entry = d.registry.get(id).ok_or_else(|| not_found(id))?;
     let paths = d.root.container(id);
-    match shim::connect(&paths).await {
-        Ok(mut c) => {
-            if force {
-                // Killing an exited container fails harmlessly.
-                let _ = c
-                    .call_value(
-                        m::KILL,
-                        &KillParams {
-                            signal: libc::SIGKILL,
-                        },
-                    )
-                    .await;
-                let waited = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    c.long_call::<_, Value>(m::WAIT, &()),
+    if force {
+        if let Ok(mut c) = shim::connect(&paths).await {
+            // Killing an exited container fails harmlessly.
+            let _ = c
+                .call_value(
+                    m::KILL,
+                    &KillParams {
+                        signal: libc::SIGKILL,
+                    },
                 )
                 .await;
-                if waited.is_err() {
-                    return Err(RpcError::new(
-                        ErrorCode::Internal,
-                        format!("container {id} did not die within 10s of SIGKILL"),
-                    ));
-                }
-                c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
+            let waited = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.long_call::<_, Value>(m::WAIT, &()),
+            )
+            .await;
+            if waited.is_err() {
+                return Err(RpcError::new(
+                    ErrorCode::Internal,
+                    format!("container {id} did not die within 10s of SIGKILL"),
+                ));
             }
-            c.call_value(m::DELETE, &())
-                .await
-                .map_err(|e| from_call(id, e))?;
-        }
-        Err(e) => {
-            if shim::live_shim_pid(&paths).is_some() {
-                return Err(from_call(id, e));
-            }
-            // No shim: make sure runc holds nothing either.
-            shim::force_delete_runtime_state(d, &entry.meta).await;
         }
     }
+    shim::delete(d, &entry.meta).await?;
     // The network goes before the directory that records it.
     super::netsetup::teardown(paths.dir(), id)
         .await

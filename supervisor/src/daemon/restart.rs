@@ -274,23 +274,25 @@ fn exit_key(exit: Option<&ExitRecord>, reason: Option<&str>) -> Option<String> {
 
 /// The container has exited (seen live or found at a restart): decide
 /// once, and restart after the delay when the policy says so. Runs in the
-/// container's watcher task, which has nothing else to do meanwhile.
-pub async fn exited(d: &Arc<Daemon>, id: &str) {
+/// container's watcher task, which has nothing else to do meanwhile; true
+/// when the container runs again under a new shim, which that task then
+/// watches.
+pub async fn exited(d: &Arc<Daemon>, id: &str) -> bool {
     let Some(entry) = d.registry.get(id) else {
-        return;
+        return false;
     };
     if entry.removing {
-        return;
+        return false;
     }
     let Some((exit, reason)) = entry.finished() else {
-        return;
+        return false;
     };
     let Some(key) = exit_key(exit, reason) else {
-        return;
+        return false;
     };
     let mut s = load(d, id);
     if s.policy == RestartPolicy::No && s.pending.is_none() {
-        return;
+        return false;
     }
     let boot = boot_id();
     // An `always` container the user stopped before a reboot: the reboot
@@ -351,11 +353,11 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
         };
         if let Err(e) = save(d, id, &s) {
             log::error!("{e}; not restarting");
-            return;
+            return false;
         }
     }
     let Some(mut pending) = s.pending.clone().filter(|p| p.exit == key) else {
-        return;
+        return false;
     };
     let due = humantime::parse_rfc3339(&pending.due).unwrap_or_else(|_| SystemTime::now());
     if let Ok(left) = due.duration_since(SystemTime::now()) {
@@ -364,7 +366,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
     // The user may have stopped, started, updated or removed it meanwhile.
     let now = load(d, id);
     if now.pending.as_ref() != Some(&pending) || d.registry.get(id).is_none_or(|e| e.removing) {
-        return;
+        return false;
     }
     log::info!(
         "container {id}: restart {} by policy {} after {} ms",
@@ -379,12 +381,12 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
         s.pending = Some(pending.clone());
         if let Err(e) = save(d, id, &s) {
             log::error!("{e}; not restarting");
-            return;
+            return false;
         }
     }
     events::restarting(d, id, pending.attempt, retry);
     match start::start(d, id, false).await {
-        Ok(()) => {
+        Ok(started) => {
             // It ran again: that counts even if a user's stop came in
             // meanwhile (and dropped the pending record).
             let mut s = load(d, id);
@@ -395,6 +397,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
             if let Err(e) = save(d, id, &s) {
                 log::error!("{e}");
             }
+            started == start::Started::NewShim
         }
         Err(e) => {
             // Docker gives up on a restart the runtime refuses; so do we,
@@ -405,6 +408,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) {
             if let Err(e) = save(d, id, &s) {
                 log::error!("{e}");
             }
+            false
         }
     }
 }

@@ -19,7 +19,7 @@ use runtime_core::sockpath;
 
 use super::{
     clients, create, events, exec, lifecycle, pause, reconcile, remove, restart, start, stats,
-    stop, top, update, Daemon,
+    stop, top, update, watch, Daemon,
 };
 use crate::api::{
     methods as m, CreateParams, ExecRequest, KillParams, ListParams, RemoveParams, StartParams,
@@ -220,7 +220,9 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let p: StartParams = params(&req)?;
             let id = d.registry.resolve(&p.id)?;
             restart::user_started(d, &id);
-            start::start(d, &id, p.attach).await?;
+            if start::start(d, &id, p.attach).await? == start::Started::NewShim {
+                watch::spawn_watcher(d, id.clone());
+            }
             info(d, &id)
         }
         m::STOP => {

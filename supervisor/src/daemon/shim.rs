@@ -147,6 +147,29 @@ pub async fn force_delete_runtime_state(d: &Daemon, meta: &ContainerMeta) {
     }
 }
 
+/// Deletes the container through its shim (runc delete, then the shim's
+/// sockets and pid file); with no shim left, makes sure the runtime holds
+/// nothing either. A shim that lives but does not answer is an error:
+/// nothing is deleted under it. The one way `rm` and a re-run `start`
+/// get rid of the old shim.
+pub async fn delete(d: &Daemon, meta: &ContainerMeta) -> Result<(), RpcError> {
+    let paths = d.root.container(&meta.id);
+    match connect(&paths).await {
+        Ok(mut c) => c
+            .call_value(runtime_core::protocol::shim_methods::DELETE, &())
+            .await
+            .map(drop)
+            .map_err(|e| from_call(&meta.id, e)),
+        Err(e) => {
+            if live_shim_pid(&paths).is_some() {
+                return Err(from_call(&meta.id, e));
+            }
+            force_delete_runtime_state(d, meta).await;
+            Ok(())
+        }
+    }
+}
+
 /// A shim call's failure as the API's error.
 pub fn from_call(id: &str, e: CallError) -> RpcError {
     match e {

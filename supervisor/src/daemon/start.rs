@@ -10,16 +10,29 @@ use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError, ShimStatus}
 use super::reconcile::{self, LOST, PREVIOUS_EXIT};
 use super::registry::{Entry, Phase};
 use super::shim::{self, from_call};
-use super::{events, watch, Daemon};
+use super::{events, Daemon};
 use crate::event::EventKind;
 
 fn conflict(msg: String) -> RpcError {
     RpcError::new(ErrorCode::Conflict, msg)
 }
 
+/// What a successful start leaves for its caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a new shim has no watcher until the caller gives it one"]
+pub enum Started {
+    /// The created container's own shim runs it; its watcher goes on.
+    SameShim,
+    /// An exited container runs again under a new shim, which nobody
+    /// watches yet: the caller spawns a watcher (the API), or is the
+    /// watcher and keeps going (a restart policy). start does not spawn
+    /// one itself, so it never imports the watcher that calls it.
+    NewShim,
+}
+
 /// Starts a created container, or runs an exited one again. `attach`: the
 /// caller attaches right after, so a new shim holds the output for it.
-pub async fn start(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<(), RpcError> {
+pub async fn start(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<Started, RpcError> {
     reconcile::settle(d, id).await;
     let entry = d
         .registry
@@ -32,10 +45,12 @@ pub async fn start(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<(), RpcErr
         )));
     }
     if entry.finished().is_some() {
-        return run_again(d, id, attach).await;
+        return run_again(d, id, attach).await.map(|()| Started::NewShim);
     }
     match &entry.phase {
-        Phase::Live(s) if s.status == ShimStatus::Created => start_created(d, id).await,
+        Phase::Live(s) if s.status == ShimStatus::Created => {
+            start_created(d, id).await.map(|()| Started::SameShim)
+        }
         _ => Err(conflict(format!(
             "container {} is {}: only a created or exited container can be started",
             entry.meta.name,
@@ -88,19 +103,7 @@ async fn rerun_steps(
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(id);
     // The old shim goes first (runc delete, its sockets and pid file).
-    match shim::connect(&paths).await {
-        Ok(mut c) => {
-            c.call_value(m::DELETE, &())
-                .await
-                .map_err(|e| from_call(id, e))?;
-        }
-        Err(e) => {
-            if shim::live_shim_pid(&paths).is_some() {
-                return Err(from_call(id, e));
-            }
-            shim::force_delete_runtime_state(d, &before.meta).await;
-        }
-    }
+    shim::delete(d, &before.meta).await?;
     // Its exit record aside, so the new shim's is the only one; put back
     // if this start fails (and read by a restarted berthd meanwhile).
     if paths.exit().exists() {
@@ -142,6 +145,5 @@ async fn rerun_steps(
         }
     }
     events::record(d, EventKind::Start, id);
-    watch::spawn_watcher(d, id.to_string());
     Ok(())
 }

@@ -61,8 +61,10 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-                if reconcile::shim_gone(&d, &id).await {
-                    on_exit(&d, &id).await;
+                if reconcile::shim_gone(&d, &id).await && on_exit(&d, &id).await {
+                    // Ran again by its policy: a new shim, not one restored.
+                    restoring = false;
+                    continue;
                 }
                 return;
             }
@@ -90,7 +92,10 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                 let exited = state.exit.is_some();
                 d.registry.set_phase(&id, Phase::Live(state));
                 if exited {
-                    return on_exit(&d, &id).await;
+                    if on_exit(&d, &id).await {
+                        continue;
+                    }
+                    return;
                 }
             }
             Err(_) => continue,
@@ -107,12 +112,16 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
     }
 }
 
-async fn on_exit(d: &Arc<Daemon>, id: &str) {
+/// After an exit: the event, the restart policy, `--rm`. True when the
+/// policy ran the container again under a new shim, to be watched next.
+async fn on_exit(d: &Arc<Daemon>, id: &str) -> bool {
     events::exited(d, id);
     // In its own task: a restart policy's decision is not held up by it
     // (a restart waits for it on the container's network lock).
     tokio::spawn(netsetup::release_on_exit(d.clone(), id.to_string()));
-    restart::exited(d, id).await;
+    if restart::exited(d, id).await {
+        return true;
+    }
     let auto_remove = d
         .registry
         .get(id)
@@ -122,6 +131,7 @@ async fn on_exit(d: &Arc<Daemon>, id: &str) {
             log::debug!("auto-remove {id}: {e}");
         }
     }
+    false
 }
 
 /// Loads every container on disk as "restoring" and reconciles each in
