@@ -84,6 +84,14 @@ fn on_failure_restarts_n_times_with_doubling_delays() {
     assert_eq!(info["restart"]["delay_ms"], 400);
     assert_eq!(info["restart"]["last_exits"].as_array().unwrap().len(), 4);
     assert_eq!(info["exit_code"], 1);
+    // Docker's inspect keys for the same.
+    let docker = env.ok(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.State.Restarting}}",
+        "f",
+    ]);
+    assert_eq!(docker.trim(), "on-failure 3 false");
     // Exit 0 is not a failure.
     env.ok(&[
         "run",

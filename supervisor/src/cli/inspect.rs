@@ -161,6 +161,22 @@ fn docker_view(
     if let (Some(m), Some(h)) = (meta, host.as_object_mut()) {
         h.insert("Runtime".into(), json!(m.runtime));
     }
+    // Docker's RestartPolicy: the name without the count, the count apart.
+    let restart = info.restart.as_ref();
+    let policy = restart.and_then(|r| r.policy.parse::<crate::policy::RestartPolicy>().ok());
+    if let (Some(p), Some(h)) = (policy, host.as_object_mut()) {
+        let (name, max) = match p {
+            crate::policy::RestartPolicy::OnFailure { max_retries } => {
+                ("on-failure".to_string(), max_retries)
+            }
+            other => (other.to_string(), 0),
+        };
+        h.insert(
+            "RestartPolicy".into(),
+            json!({"Name": name, "MaximumRetryCount": max}),
+        );
+    }
+    let restarting = restart.is_some_and(|r| r.restarting_at.is_some());
     let mut out = Map::new();
     let mut put = |k: &str, v: Json| {
         out.insert(k.to_string(), v);
@@ -181,7 +197,7 @@ fn docker_view(
             "Status": status,
             "Running": status == "running" || status == "paused",
             "Paused": status == "paused",
-            "Restarting": false,
+            "Restarting": restarting,
             "OOMKilled": oom,
             "Dead": false,
             "Pid": if status == "running" || status == "paused" { info.pid.unwrap_or(0) } else { 0 },
