@@ -426,3 +426,92 @@ fn pause_unpause_and_exec_are_journaled() {
     );
     env.ok(&["rm", "-f", "p"]);
 }
+
+#[test]
+fn exec_exits_while_berthd_is_down_are_journaled_once_when_it_returns() {
+    let Some(mut env) = Env::new() else { return };
+    let trigger = env.dir.path().join("trigger");
+    std::fs::create_dir(&trigger).unwrap();
+    let volume = format!("{}:/trigger", trigger.display());
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--",
+        "sleep",
+        "100",
+    ]);
+    let id = id_of(&env, "c");
+    let wait_for = |f: &str, code: u8| {
+        format!("while [ ! -e /trigger/{f} ]; do sleep 0.05; done; exit {code}")
+    };
+    env.ok(&["exec", "-d", "c", "sh", "-c", &wait_for("one", 5)]);
+    env.ok(&["exec", "-d", "c", "sh", "-c", &wait_for("two", 6)]);
+    let execs = env.inspect("c")["execs"].clone();
+    let pids: Vec<i32> = execs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(pids.len(), 2, "{execs}");
+    // The first exec ends while berthd is down; the second after it is back.
+    env.kill_berthd();
+    std::fs::write(trigger.join("one"), "").unwrap();
+    env.wait_until(10, "the first exec to be reaped", || !alive(pids[0]));
+    for _ in 0..2 {
+        env.start_berthd();
+        env.wait_restored();
+        env.kill_berthd();
+    }
+    env.start_berthd();
+    env.wait_restored();
+    std::fs::write(trigger.join("two"), "").unwrap();
+    let exits = |env: &Env| {
+        replay(
+            env,
+            &[
+                "--since",
+                "10m",
+                "--filter",
+                "type=exec_exit",
+                "--filter",
+                &format!("container={id}"),
+            ],
+        )
+    };
+    env.wait_until(10, "the second exec's exit event", || {
+        exits(&env).len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let all = exits(&env);
+    let codes: Vec<i64> = all
+        .iter()
+        .map(|e| e["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [5, 6], "{all:?}");
+    assert!(all[0]["reconciled_at"].is_string(), "{all:?}");
+    assert!(all[1]["reconciled_at"].is_null(), "{all:?}");
+    env.ok(&["rm", "-f", "c"]);
+}
+
+/// True while `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}

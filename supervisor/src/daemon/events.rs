@@ -455,8 +455,9 @@ pub fn paused(d: &Daemon, id: &str, paused: bool) {
 /// code and time once the shim reports it ended (asked every 50 ms at
 /// first, backing off to once a second: the shim's protocol has no wait
 /// for an exec, and a long-running exec costs one small call a second).
-/// An exec that ends while berthd is down, or whose container is removed
-/// first, gets no `exec_exit`.
+/// An exec that ends while berthd is down gets its `exec_exit` when
+/// berthd adopts the container again (`restored`); one whose container
+/// is removed first gets none.
 pub fn exec_started(d: &Arc<Daemon>, id: &str, exec_id: &str, time: String) {
     let mut ev = base(EventKind::ExecStart, id, &name_of(d, id));
     ev.exec_id = Some(exec_id.to_string());
@@ -493,19 +494,47 @@ async fn follow_exec(d: &Daemon, id: &str, exec_id: &str) {
         let Some(exit) = exec.exit.as_ref().filter(|_| !exec.running) else {
             continue;
         };
-        let mut ev = base(EventKind::ExecExit, id, &name);
-        ev.exec_id = Some(exec_id.to_string());
-        ev.time = exit.finished_at.clone();
-        ev.exit_code = Some(exit.exit_code);
-        ev.signal = exit.signal;
-        write(d, ev);
+        exec_exited(d, id, &name, exec_id, exit);
         return;
     }
 }
 
-/// berthd adopted a running container after a restart.
-pub fn restored(d: &Daemon, id: &str) {
+/// berthd adopted a running container after a restart. Its execs as
+/// the shim reports them are picked up too: one that ended while berthd
+/// was down gets its `exec_exit` now (at the shim's time, once: the
+/// journal is asked first), one still running is followed again.
+pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
     record(d, EventKind::Restore, id);
+    for exec in &state.execs {
+        match exec.exit.as_ref().filter(|_| !exec.running) {
+            Some(exit) => {
+                let done = journaled_where(d, |e| {
+                    e.kind == EventKind::ExecExit
+                        && e.id == id
+                        && e.exec_id.as_deref() == Some(exec.id.as_str())
+                });
+                if !done {
+                    exec_exited(d, id, &name_of(d, id), &exec.id, exit);
+                }
+            }
+            None => {
+                let (d, id, exec_id) = (Arc::clone(d), id.to_string(), exec.id.clone());
+                tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
+            }
+        }
+    }
+}
+
+fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecord) {
+    let mut ev = base(EventKind::ExecExit, id, name);
+    ev.exec_id = Some(exec_id.to_string());
+    ev.time = exit.finished_at.clone();
+    ev.exit_code = Some(exit.exit_code);
+    ev.signal = exit.signal;
+    if event::event_time(&ev).is_some_and(|t| t < d.journal.started) {
+        ev.reconciled_at = Some(runtime_core::time::now_rfc3339());
+    }
+    write(d, ev);
 }
 
 /// The container has ended: journals its exit once, however many times

@@ -85,7 +85,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
             }
             Ok(state) => {
                 if restoring && state.status == ShimStatus::Running {
-                    events::restored(&d, &id);
+                    events::restored(&d, &id, &state);
                     restart::adopted(&d, &id);
                 }
                 restoring = false;
