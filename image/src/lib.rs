@@ -3,6 +3,7 @@
 //! registry pulls through oci-client.
 
 pub mod auth;
+pub mod certs;
 pub mod digest;
 mod error;
 pub mod import;

@@ -41,24 +41,34 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Tries `cred` on `registry`; `Ok` when the registry accepts it.
-pub async fn verify(registry: &str, cred: &Credential) -> Result<()> {
+/// `ca_certs`: extra CA certificates (PEM) to trust for it.
+pub async fn verify(registry: &str, cred: &Credential, ca_certs: &[Vec<u8>]) -> Result<()> {
     // rustls needs a process-wide crypto provider; ring is the one built in.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let roots = ca_certs
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| failed(registry, format!("a CA certificate: {}", describe(&e))))?;
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
+        .tls_certs_merge(roots)
         .build()
         .map_err(|e| failed(registry, describe(&e)))?;
     match verify_at(&client, "https", registry, cred).await {
         Err(Attempt::Unreachable(e)) if is_loopback(registry) => {
             match verify_at(&client, "http", registry, cred).await {
                 Ok(()) => Ok(()),
-                // The HTTPS error says more when HTTP cannot connect either.
-                Err(Attempt::Unreachable(_)) => Err(failed(registry, e)),
-                Err(Attempt::Refused(m)) => Err(failed(registry, m)),
+                Err(Attempt::Denied(m)) => Err(failed(registry, m)),
+                // Not a plain-HTTP registry either (a TLS one answers
+                // plain HTTP with 400): the HTTPS error is the one to fix.
+                Err(Attempt::Unreachable(_) | Attempt::Refused(_)) => Err(failed(registry, e)),
             }
         }
         Ok(()) => Ok(()),
-        Err(Attempt::Unreachable(m) | Attempt::Refused(m)) => Err(failed(registry, m)),
+        Err(Attempt::Unreachable(m) | Attempt::Refused(m) | Attempt::Denied(m)) => {
+            Err(failed(registry, m))
+        }
     }
 }
 
@@ -66,8 +76,10 @@ pub async fn verify(registry: &str, cred: &Credential) -> Result<()> {
 enum Attempt {
     /// No HTTP answer at all (connection, TLS).
     Unreachable(String),
-    /// The registry answered, and not with yes.
+    /// The registry answered, but not as a registry asking for credentials.
     Refused(String),
+    /// The registry (or its token service) refused the credentials.
+    Denied(String),
 }
 
 async fn verify_at(
@@ -125,7 +137,7 @@ async fn verify_at(
             )
             .await?;
             if !res.status().is_success() {
-                return Err(Attempt::Refused(format!(
+                return Err(Attempt::Denied(format!(
                     "{realm}: {}: the token service refused the username or password",
                     res.status()
                 )));
@@ -161,7 +173,7 @@ async fn verify_at(
     if res.status().is_success() {
         Ok(())
     } else {
-        Err(Attempt::Refused(format!(
+        Err(Attempt::Denied(format!(
             "{url}: {}: the registry refused the username or password",
             res.status()
         )))

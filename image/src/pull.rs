@@ -44,6 +44,8 @@ pub struct PullOptions {
     /// Registries (host[:port]) spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
     pub credential: Option<crate::auth::Credential>,
+    /// Extra CA certificates (PEM) to trust for this registry.
+    pub ca_certs: Vec<Vec<u8>>,
     pub progress: Option<Arc<dyn Progress>>,
 }
 
@@ -115,6 +117,14 @@ pub async fn pull(store: &Store, name: &str, opts: PullOptions) -> Result<Pulled
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(opts.insecure_registries.clone()),
+        extra_root_certificates: opts
+            .ca_certs
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
         ..Default::default()
     });
     let auth = match &opts.credential {

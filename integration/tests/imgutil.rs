@@ -297,6 +297,76 @@ impl Registry {
 
     /// With `htpasswd`: basic auth (an htpasswd line, bcrypt).
     pub fn start_with(dir: &Path, htpasswd: Option<&str>) -> Registry {
+        Self::start_full(dir, htpasswd, false)
+    }
+
+    /// Over TLS, with a certificate for 127.0.0.1 from a CA made here
+    /// (openssl); returns the registry and the CA's PEM.
+    pub fn start_tls(dir: &Path, htpasswd: Option<&str>) -> (Registry, Vec<u8>) {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(tls.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ]);
+        let reg = Self::start_full(dir, htpasswd, true);
+        (reg, std::fs::read(tls.join("ca.crt")).unwrap())
+    }
+
+    fn start_full(dir: &Path, htpasswd: Option<&str>, tls: bool) -> Registry {
         let bin = registry_bin();
         // A free port is only known free until someone else binds it: the
         // registry is started on it and must be seen listening on it
@@ -307,7 +377,7 @@ impl Registry {
                 .local_addr()
                 .unwrap()
                 .port();
-            if let Some(reg) = Self::start_on(bin, dir, port, htpasswd) {
+            if let Some(reg) = Self::start_on(bin, dir, port, htpasswd, tls) {
                 return reg;
             }
         }
@@ -316,7 +386,13 @@ impl Registry {
 
     /// Starts the registry on `port`; None when it exits without listening
     /// there (the port was taken meanwhile).
-    fn start_on(bin: &str, dir: &Path, port: u16, htpasswd: Option<&str>) -> Option<Registry> {
+    fn start_on(
+        bin: &str,
+        dir: &Path,
+        port: u16,
+        htpasswd: Option<&str>,
+        tls: bool,
+    ) -> Option<Registry> {
         let addr = format!("127.0.0.1:{port}");
         let store = dir.join("registry-data");
         std::fs::create_dir_all(&store).unwrap();
@@ -332,10 +408,18 @@ impl Registry {
             }
             None => String::new(),
         };
+        let tls = if tls {
+            format!(
+                "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\n",
+                dir.join("tls").display()
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
                 store.display()
             ),
         )
@@ -461,7 +545,7 @@ fn a_registry_that_lost_its_port_is_not_taken_for_started() {
     let port = thief.local_addr().unwrap().port();
     assert!(listens_on(std::process::id(), port));
     assert!(!listens_on(std::process::id(), port.wrapping_add(1)));
-    assert!(Registry::start_on(registry_bin(), dir.path(), port, None).is_none());
+    assert!(Registry::start_on(registry_bin(), dir.path(), port, None, false).is_none());
     let reg = Registry::start(dir.path());
     assert!(listens_on(
         reg.child.id(),

@@ -500,3 +500,52 @@ fn index_pull_keeps_the_index_digest() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(stderr(&out).trim(), "berth: no such image: nosuch:1");
 }
+
+/// A registry with TLS (a private CA made by the test) and basic auth:
+/// not trusted until its CA is in `<data-root>/certs.d/<host:port>/`
+/// (Docker's certs.d layout); then `login` checks the password over
+/// verified TLS and `pull` works without --insecure-registry.
+#[test]
+fn tls_registry_with_a_private_ca_and_basic_auth() {
+    let Some(env) = Env::new() else { return };
+    // bcrypt (cost 4) of "berth-secret".
+    let (reg, ca) = Registry::start_tls(
+        env.dir.path(),
+        Some("tester:$2b$04$HRnb81Rq98eZIPUJmDGHAONIAgi3o/CDOS9Lxz96xvqjrQuCheo1i"),
+    );
+    let layout = env.dir.path().join("layout-tls");
+    image(1).write_oci_layout(&layout, None);
+    let name = reg.push_as(&layout, "team/tls:1", Some("tester:berth-secret"));
+    let login = |password: &[u8]| {
+        env.berth_input(
+            &["login", "-u", "tester", "--password-stdin", &reg.addr],
+            password,
+        )
+    };
+    // The CA is not known yet: TLS fails, and a loopback registry that
+    // speaks TLS is not retried over plain HTTP as if it had none.
+    let out = login(b"berth-secret\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("login to {} failed", reg.addr)),
+        "{err}"
+    );
+    assert!(err.contains("certificate"), "the TLS error is shown: {err}");
+    assert!(!env.root.join("auth.json").exists());
+    let out = env.berth(&["pull", "-q", &name]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    let certs = env.root.join("certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("ca.crt"), &ca).unwrap();
+    let out = login(b"wrong-password\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(!env.root.join("auth.json").exists());
+    let out = login(b"berth-secret\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.ok(&["pull", "-q", &name]);
+    assert_eq!(env.ok(&["run", "--rm", &name]), "layer 0\n");
+}

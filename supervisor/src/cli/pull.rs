@@ -125,6 +125,7 @@ pub async fn pull(data_root: &Path, a: PullArgs) -> Outcome {
     let store = open_store(data_root)?;
     let r = Reference::parse(&a.reference).map_err(image_failure)?;
     let credential = auth::lookup(data_root, &r.domain).map_err(image_failure)?;
+    let ca_certs = berth_image::certs::for_registry(data_root, &r.domain).map_err(image_failure)?;
     let term = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
         Arc::new(TermProgress {
             state: Mutex::new(State {
@@ -136,6 +137,7 @@ pub async fn pull(data_root: &Path, a: PullArgs) -> Outcome {
     let opts = PullOptions {
         insecure_registries: a.insecure_registries.clone(),
         credential,
+        ca_certs,
         progress: term.clone().map(|t| t as Arc<dyn Progress>),
     };
     let result = pull::pull(&store, &a.reference, opts).await;
@@ -188,7 +190,8 @@ pub async fn login(data_root: &Path, a: LoginArgs) -> Outcome {
         username: a.username,
         password,
     };
-    berth_image::login::verify(&a.server, &cred)
+    let ca_certs = berth_image::certs::for_registry(data_root, &a.server).map_err(image_failure)?;
+    berth_image::login::verify(&a.server, &cred, &ca_certs)
         .await
         .map_err(image_failure)?;
     auth::store(data_root, &a.server, Some(cred)).map_err(image_failure)?;
