@@ -9,6 +9,7 @@ mod error;
 mod flags;
 mod monitor;
 mod mount;
+mod oom;
 mod paths;
 mod publish;
 mod runc;

@@ -1,16 +1,13 @@
 //! The monitor: the shim's one thread once it serves. It polls a signalfd
-//! for SIGCHLD (blocked in every thread), the OOM eventfd, containerd's ttrpc listener and connections (`server`); it
+//! for SIGCHLD (blocked in every thread), the OOM watch (`oom`), containerd's ttrpc listener and connections (`server`); it
 //! reaps, records each exit on disk and only then answers the parked
 //! Waits and tells containerd.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
-use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -18,7 +15,7 @@ use runtime_core::exit::ExitRecord;
 
 use crate::publish::{self, topic};
 use crate::server::{Server, Source};
-use crate::shim::{Exit, OomWatch, Phase, Reaped, Shim};
+use crate::shim::{Exit, Phase, Reaped, Shim};
 
 /// How long an exit waits for a terminal's last output to be copied (an
 /// escaped process may hold the pty open forever).
@@ -28,7 +25,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
     loop {
         // A clone of the Arc: the fd stays open while we poll it.
-        let oom = shim.lock().oom.as_ref().map(|w| Arc::clone(&w.efd));
+        let oom = shim.lock().oom.poll_fd();
         let (sig_ready, oom_ready, sources) = {
             let served = server.poll_fds();
             let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
@@ -59,7 +56,7 @@ pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
         }
         settle(shim);
         if oom_ready {
-            on_oom(shim);
+            crate::oom::check(shim);
         }
         for src in sources {
             server.ready(shim, src);
@@ -167,9 +164,12 @@ fn finish_exit(shim: &Shim, r: Reaped) {
             );
         }
     }
-    let Some(record) = ExitRecord::from_wait(r.pid, r.status) else {
+    let Some(mut record) = ExitRecord::from_wait(r.pid, r.status) else {
         return;
     };
+    if r.exec_id.is_empty() {
+        crate::oom::settle(shim, &mut record);
+    }
     let path = shim.bundle.exit_record(&r.exec_id);
     if let Err(e) = runtime_core::atomic::write_json(&path, &record) {
         log::error!("record exit of {}: {e}", r.pid);
@@ -197,60 +197,4 @@ fn finish_exit(shim: &Shim, r: Reaped) {
     ev.exit_status = status;
     ev.exited_at = Some(publish::to_timestamp(at)).into();
     shim.publisher.publish(topic::EXIT, &ev);
-}
-
-/// Watches the init's memory cgroup for OOM kills (cgroup v1:
-/// memory.oom_control through cgroup.event_control). On cgroup v2 hosts
-/// or without a memory controller this returns None and logs why.
-pub fn watch_oom(pid: i32) -> Option<OomWatch> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| {
-        let mut parts = l.splitn(3, ':');
-        let _hierarchy = parts.next()?;
-        let controllers = parts.next()?;
-        let path = parts.next()?;
-        controllers
-            .split(',')
-            .any(|c| c == "memory")
-            .then(|| path.trim_start_matches('/').to_string())
-    });
-    let Some(rel) = rel else {
-        log::info!("no cgroup v1 memory controller for {pid}: OOM events are not watched");
-        return None;
-    };
-    let cgroup = Path::new("/sys/fs/cgroup/memory").join(rel);
-    let register = || -> std::io::Result<OomWatch> {
-        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        let control = std::fs::File::open(cgroup.join("memory.oom_control"))?;
-        std::fs::write(
-            cgroup.join("cgroup.event_control"),
-            format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd()),
-        )?;
-        Ok(OomWatch {
-            efd: Arc::new(efd),
-            cgroup: cgroup.clone(),
-        })
-    };
-    match register() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::warn!("watch OOM in {}: {e}", cgroup.display());
-            None
-        }
-    }
-}
-
-fn on_oom(shim: &Shim) {
-    let mut st = shim.lock();
-    let Some(w) = st.oom.as_ref() else { return };
-    let _ = w.efd.read();
-    // A v1 eventfd also fires when its cgroup is removed: no OOM then.
-    if !w.cgroup.join("memory.oom_control").exists() {
-        st.oom = None;
-        return;
-    }
-    drop(st);
-    let mut ev = publish::TaskOOM::new();
-    ev.container_id = shim.id.clone();
-    shim.publisher.publish(topic::OOM, &ev);
 }

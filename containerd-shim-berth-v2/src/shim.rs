@@ -21,7 +21,6 @@ use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use nix::sys::eventfd::EventFd;
 use nix::sys::wait::WaitStatus;
 use runtime_core::runc::Runc;
 
@@ -87,12 +86,6 @@ pub struct Reaped {
     pub status: WaitStatus,
 }
 
-/// An OOM notification registration (cgroup v1 eventfd).
-pub struct OomWatch {
-    pub efd: std::sync::Arc<EventFd>,
-    pub cgroup: PathBuf,
-}
-
 #[derive(Default)]
 pub struct State {
     pub procs: HashMap<String, Proc>,
@@ -104,7 +97,7 @@ pub struct State {
     /// Runtime invocations in flight: while > 0, unknown statuses are kept.
     pub spawning: usize,
     pub exits: Vec<Reaped>,
-    pub oom: Option<OomWatch>,
+    pub oom: crate::oom::Oom,
     pub mounted: bool,
     pub shutdown: bool,
 }

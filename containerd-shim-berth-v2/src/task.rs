@@ -264,7 +264,7 @@ impl Shim {
             let _spawning = self.spawning();
             self.run_ok(self.runc.start(&self.id), "start", None)?;
         }
-        let watch = crate::monitor::watch_oom(pid);
+        let watch = crate::oom::Oom::watch(pid, &self.runc.root.join(&self.id).join("state.json"));
         {
             let mut st = self.lock();
             if let Some(p) = st.procs.get_mut("") {

@@ -433,4 +433,10 @@ fn ctrd_oom_kill_is_a_task_oom_event_and_137() {
         exits.iter().any(|l| l.contains("\"exit_status\":137")),
         "{exits:?}"
     );
+    // The OOM is announced before the exit it caused (the counter is read
+    // once more at the exit, whatever the wake-up's timing).
+    let all = ev.output();
+    let oom_at = all.find(&events_of(&ev, "/tasks/oom", "m1")[0]);
+    let exit_at = all.find(&exits[0]);
+    assert!(oom_at < exit_at, "TaskOOM before TaskExit:\n{all}");
 }
