@@ -22,7 +22,7 @@ use runtime_core::protocol::{
 
 use crate::conn::{Conn, ReadOutcome};
 use crate::phase::Phase;
-use crate::server::{accept_one, check_status, Shim, LINGER_LIMIT};
+use crate::server::{accept_one, Shim, LINGER_LIMIT};
 
 /// Unsent replies a control client may accumulate before it is dropped.
 const CONTROL_QUEUE_LIMIT: usize = 1 << 20;
@@ -278,20 +278,13 @@ impl Shim {
         }
     }
 
-    /// Runs one runtime command to completion through the reaper; a
-    /// failure carries the runtime's own message.
+    /// Runs one runtime command to completion through the reaper.
     fn runtime_call(
         &mut self,
-        mut cmd: std::process::Command,
+        cmd: std::process::Command,
         op: &'static str,
     ) -> Result<(), RpcError> {
-        let runtime_error = |message: String| RpcError::new(ErrorCode::Runtime, message);
-        let mark = self.runc.log_mark();
-        let child = cmd
-            .spawn()
-            .map_err(|e| runtime_error(format!("{}: {e}", self.runc.binary.display())))?;
-        let status = self.reaper.wait_for(child.id() as i32);
-        check_status(&self.runc, mark, status, op).map_err(runtime_error)
+        crate::runtime::call(&self.runc, &mut self.reaper, cmd, op)
     }
 
     /// Reaped (or never runnable again): no signal or start applies.

@@ -28,7 +28,8 @@ use runtime_core::runc::ExecOpts;
 use runtime_core::sockpath;
 
 use crate::phase::Phase;
-use crate::server::{check_status, Shim, DRAIN_LIMIT, DRAIN_TURN, HOLD_LIMIT, PIPE_SIZE};
+use crate::runtime::check_status;
+use crate::server::{Shim, DRAIN_LIMIT, DRAIN_TURN, HOLD_LIMIT, PIPE_SIZE};
 use crate::stdio::{self, ShimStdio};
 
 /// Execs running at once in one container.

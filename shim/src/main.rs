@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod attach;
+mod bootstrap;
 mod conn;
 mod control;
 mod daemon;
@@ -16,6 +17,7 @@ mod memory;
 mod oom;
 mod phase;
 mod reaper;
+mod runtime;
 mod server;
 mod stdio;
 
