@@ -254,6 +254,21 @@ impl TestImage {
     }
 }
 
+/// The `auth:` section for basic auth with one htpasswd line (none: "").
+fn htpasswd_auth(dir: &Path, htpasswd: Option<&str>) -> String {
+    match htpasswd {
+        Some(line) => {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    }
+}
+
 /// Stores a blob in an OCI layout; returns its digest and size.
 fn put_blob(dir: &Path, data: &[u8]) -> (String, usize) {
     let blobs = dir.join("blobs/sha256");
@@ -297,7 +312,12 @@ impl Registry {
 
     /// With `htpasswd`: basic auth (an htpasswd line, bcrypt).
     pub fn start_with(dir: &Path, htpasswd: Option<&str>) -> Registry {
-        Self::start_full(dir, htpasswd, false)
+        Self::start_full(dir, &htpasswd_auth(dir, htpasswd), false)
+    }
+
+    /// With `auth_yaml` as the configuration's `auth:` section.
+    pub fn start_with_auth(dir: &Path, auth_yaml: &str) -> Registry {
+        Self::start_full(dir, auth_yaml, false)
     }
 
     /// Over TLS, with a certificate for 127.0.0.1 from a CA made here
@@ -362,11 +382,11 @@ impl Registry {
             "-out",
             "server.crt",
         ]);
-        let reg = Self::start_full(dir, htpasswd, true);
+        let reg = Self::start_full(dir, &htpasswd_auth(dir, htpasswd), true);
         (reg, std::fs::read(tls.join("ca.crt")).unwrap())
     }
 
-    fn start_full(dir: &Path, htpasswd: Option<&str>, tls: bool) -> Registry {
+    fn start_full(dir: &Path, auth: &str, tls: bool) -> Registry {
         let bin = registry_bin();
         // A free port is only known free until someone else binds it: the
         // registry is started on it and must be seen listening on it
@@ -377,7 +397,7 @@ impl Registry {
                 .local_addr()
                 .unwrap()
                 .port();
-            if let Some(reg) = Self::start_on(bin, dir, port, htpasswd, tls) {
+            if let Some(reg) = Self::start_on(bin, dir, port, auth, tls) {
                 return reg;
             }
         }
@@ -386,28 +406,11 @@ impl Registry {
 
     /// Starts the registry on `port`; None when it exits without listening
     /// there (the port was taken meanwhile).
-    fn start_on(
-        bin: &str,
-        dir: &Path,
-        port: u16,
-        htpasswd: Option<&str>,
-        tls: bool,
-    ) -> Option<Registry> {
+    fn start_on(bin: &str, dir: &Path, port: u16, auth: &str, tls: bool) -> Option<Registry> {
         let addr = format!("127.0.0.1:{port}");
         let store = dir.join("registry-data");
         std::fs::create_dir_all(&store).unwrap();
         let config = dir.join("registry.yml");
-        let auth = match htpasswd {
-            Some(line) => {
-                let file = dir.join("htpasswd");
-                std::fs::write(&file, format!("{line}\n")).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                    file.display()
-                )
-            }
-            None => String::new(),
-        };
         let tls = if tls {
             format!(
                 "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\n",
@@ -545,7 +548,7 @@ fn a_registry_that_lost_its_port_is_not_taken_for_started() {
     let port = thief.local_addr().unwrap().port();
     assert!(listens_on(std::process::id(), port));
     assert!(!listens_on(std::process::id(), port.wrapping_add(1)));
-    assert!(Registry::start_on(registry_bin(), dir.path(), port, None, false).is_none());
+    assert!(Registry::start_on(registry_bin(), dir.path(), port, "", false).is_none());
     let reg = Registry::start(dir.path());
     assert!(listens_on(
         reg.child.id(),

@@ -28,4 +28,5 @@ mod scripting;
 mod shim_limits;
 mod stats;
 mod stdio;
+mod tokenauth;
 mod verbs;
