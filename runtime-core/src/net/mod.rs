@@ -284,11 +284,32 @@ pub struct Setup<'a> {
     pub joined_dir: Option<&'a Path>,
 }
 
-/// Sets the container's network up: records the intent, makes the
-/// namespace, runs the CNI chain, writes the /etc files. On failure
-/// everything made is torn down again before the error returns.
+/// Sets the container's network up: [`prepare`] then [`connect`]. On
+/// failure everything made is torn down again before the error returns.
 pub fn setup(s: &Setup<'_>) -> Result<NetState, NetError> {
-    let made = setup_inner(s);
+    let state = prepare(s)?;
+    connect(s, state)
+}
+
+/// The part of the setup the runtime's create needs: records the intent,
+/// makes the namespace and writes the /etc files the OCI config
+/// bind-mounts (without the address yet). Fast (no plugin runs), so
+/// [`connect`] can run beside the runtime's create. On failure everything
+/// made is torn down before the error returns.
+pub fn prepare(s: &Setup<'_>) -> Result<NetState, NetError> {
+    undo_on_error(s, prepare_inner(s))
+}
+
+/// The slow part: the CNI chain (address, veth, routes, port mappings)
+/// into the namespace [`prepare`] made, then the /etc files rewritten in
+/// place (the bind mounts hold their inodes) with the address. The
+/// container's process must not start before this returns. On failure
+/// everything is torn down before the error returns.
+pub fn connect(s: &Setup<'_>, state: NetState) -> Result<NetState, NetError> {
+    undo_on_error(s, connect_inner(s, state))
+}
+
+fn undo_on_error(s: &Setup<'_>, made: Result<NetState, NetError>) -> Result<NetState, NetError> {
     if made.is_err() {
         if let Err(e) = teardown(s.container_dir, s.container_id) {
             log::error!(
@@ -300,7 +321,7 @@ pub fn setup(s: &Setup<'_>) -> Result<NetState, NetError> {
     made
 }
 
-fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
+fn prepare_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
     let dir = s.container_dir;
     let mut state = NetState {
         mode: s.mode.clone(),
@@ -316,58 +337,67 @@ fn setup_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
         // The intent first: a crash from here on leaves a record that
         // says what to tear down.
         write_state(dir, &state)?;
-        let ns = dir.join(NETNS);
-        netns::create(&ns)?;
-        let lo = loopback_list();
-        let none = json!({});
-        let lo_call = cni::Call {
-            bin_dir: &s.config.cni_bin,
-            container_id: s.container_id,
-            netns: &ns,
-            ifname: "lo",
-            runtime_config: &none,
-        };
-        let mappings: Vec<Value> = s
-            .ports
-            .iter()
-            .map(|p| {
-                json!({
-                    "hostPort": p.host_port,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol.to_string(),
-                    "hostIP": p.host_ip,
-                })
-            })
-            .collect();
-        let rc = json!({"portMappings": mappings});
-        let list = s.config.conflist();
-        let eth_call = cni::Call {
-            bin_dir: &s.config.cni_bin,
-            container_id: s.container_id,
-            netns: &ns,
-            ifname: "eth0",
-            runtime_config: &rc,
-        };
-        // `lo` and the bridge chain touch different interfaces: bring
-        // them up side by side (each plugin is a process of its own).
-        let (lo_added, result) = std::thread::scope(|scope| {
-            let lo_thread = scope.spawn(|| cni::add(&lo, &lo_call));
-            let result = cni::add(&list, &eth_call);
-            let lo_added = lo_thread.join().unwrap_or_else(|_| {
-                Err(NetError::Internal(
-                    "the loopback setup thread panicked".into(),
-                ))
-            });
-            (lo_added, result)
-        });
-        let result = result?;
-        lo_added?;
-        fill_from_result(&mut state, &result);
-        state.result = Some(result);
-        write_state(dir, &state)?;
+        netns::create(&dir.join(NETNS))?;
     } else {
         write_state(dir, &state)?;
     }
+    write_files(s, &state)?;
+    Ok(state)
+}
+
+fn connect_inner(s: &Setup<'_>, mut state: NetState) -> Result<NetState, NetError> {
+    if *s.mode != NetworkMode::Bridge {
+        return Ok(state);
+    }
+    let dir = s.container_dir;
+    let ns = dir.join(NETNS);
+    let lo = loopback_list();
+    let none = json!({});
+    let lo_call = cni::Call {
+        bin_dir: &s.config.cni_bin,
+        container_id: s.container_id,
+        netns: &ns,
+        ifname: "lo",
+        runtime_config: &none,
+    };
+    let mappings: Vec<Value> = s
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol.to_string(),
+                "hostIP": p.host_ip,
+            })
+        })
+        .collect();
+    let rc = json!({"portMappings": mappings});
+    let list = s.config.conflist();
+    let eth_call = cni::Call {
+        bin_dir: &s.config.cni_bin,
+        container_id: s.container_id,
+        netns: &ns,
+        ifname: "eth0",
+        runtime_config: &rc,
+    };
+    // `lo` and the bridge chain touch different interfaces: bring
+    // them up side by side (each plugin is a process of its own).
+    let (lo_added, result) = std::thread::scope(|scope| {
+        let lo_thread = scope.spawn(|| cni::add(&lo, &lo_call));
+        let result = cni::add(&list, &eth_call);
+        let lo_added = lo_thread.join().unwrap_or_else(|_| {
+            Err(NetError::Internal(
+                "the loopback setup thread panicked".into(),
+            ))
+        });
+        (lo_added, result)
+    });
+    let result = result?;
+    lo_added?;
+    fill_from_result(&mut state, &result);
+    state.result = Some(result);
+    write_state(dir, &state)?;
     write_files(s, &state)?;
     Ok(state)
 }
@@ -437,6 +467,8 @@ fn write_files(s: &Setup<'_>, state: &NetState) -> Result<(), NetError> {
         (HOSTNAME, hostname.into_bytes()),
         (RESOLV, resolv),
     ] {
+        // In place (truncate, write), never renamed: once the runtime has
+        // bind-mounted a file, the container sees its inode.
         let path = dir.join(name);
         std::fs::write(&path, data).map_err(io("write", &path))?;
     }

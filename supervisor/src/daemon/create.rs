@@ -9,9 +9,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::{ContainerMeta, ImageUse, LogConfig};
-use runtime_core::protocol::{ErrorCode, RpcError};
+use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError};
 use runtime_core::rootfs::Overlay;
+use runtime_core::runopts::NetworkMode;
 use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
 
@@ -231,30 +233,67 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     drop(prepared);
     crash_point("after-bundle");
     let hostname = oci.hostname().clone().unwrap_or_else(|| name.clone());
-    let made = match made {
-        Ok(sync) => match netsetup::setup(d, &new_id, &hostname, &p.options, &net_plan).await {
-            Ok(_) => Ok(sync),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    crash_point("after-netns");
+    let start_now = p.start || p.attach;
+    // Bridge networking's CNI chain (tens of milliseconds of plugin
+    // processes) runs beside the shim's start and the runtime's create;
+    // the container's process is started only once both are done. Other
+    // modes have nothing slow to overlap: one `runc run` as before.
+    let overlap = p.options.network == NetworkMode::Bridge && start_now;
     let (started, meta_durable) = match made {
-        Ok(meta_durable) => (
-            shim::start_shim(
-                d,
-                &meta,
-                &paths,
-                shim::StartMode {
-                    start: p.start || p.attach,
-                    wait_attach: p.attach,
-                },
-            )
-            .await
-            .map_err(|m| RpcError::new(ErrorCode::Runtime, m)),
-            Some(meta_durable),
-        ),
         Err(e) => (Err(e), None),
+        Ok(meta_durable) if overlap => {
+            let create = async {
+                crash_point("after-netns");
+                shim::start_shim(
+                    d,
+                    &meta,
+                    &paths,
+                    shim::StartMode {
+                        start: false,
+                        wait_attach: p.attach,
+                    },
+                )
+                .await
+                .map_err(|m| RpcError::new(ErrorCode::Runtime, m))
+            };
+            let started =
+                match netsetup::setup_beside(d, &new_id, &hostname, &p.options, &net_plan, create)
+                    .await
+                {
+                    (Ok(_), Some(Ok(addr))) => start_created(d, &meta, &paths, addr).await,
+                    (Err(e), Some(Ok(_))) => {
+                        abandon_shim(d, &meta, &paths).await;
+                        Err(e)
+                    }
+                    (_, Some(Err(e))) | (Err(e), None) => Err(e),
+                    (Ok(_), None) => Err(RpcError::new(
+                        ErrorCode::Internal,
+                        "the container was not created",
+                    )),
+                };
+            (started, Some(meta_durable))
+        }
+        Ok(meta_durable) => {
+            let started = match netsetup::setup(d, &new_id, &hostname, &p.options, &net_plan).await
+            {
+                Ok(_) => {
+                    crash_point("after-netns");
+                    shim::start_shim(
+                        d,
+                        &meta,
+                        &paths,
+                        shim::StartMode {
+                            start: start_now,
+                            wait_attach: p.attach,
+                        },
+                    )
+                    .await
+                    .map_err(|m| RpcError::new(ErrorCode::Runtime, m))
+                }
+                Err(e) => Err(e),
+            };
+            (started, Some(meta_durable))
+        }
     };
     let addr = match started {
         Ok(a) => a,
@@ -292,6 +331,40 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         .get(&new_id)
         .map(|e| e.info(&d.root))
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("container {new_id} vanished")))
+}
+
+/// Starts the container the shim has created (its network is up): the
+/// shim's `start` (the runtime's start). Its ready report said
+/// "created", so berthd asks for the state afresh. On failure the shim
+/// and its container are deleted.
+async fn start_created(
+    d: &Daemon,
+    meta: &ContainerMeta,
+    paths: &ContainerPaths,
+    mut addr: shim::ShimAddress,
+) -> Result<shim::ShimAddress, RpcError> {
+    let started = match shim::connect(paths).await {
+        Ok(mut c) => c.call_value(m::START, &()).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
+        abandon_shim(d, meta, paths).await;
+        return Err(shim::from_call(&meta.id, e));
+    }
+    addr.state = None;
+    Ok(addr)
+}
+
+/// Deletes a shim whose container will not run (its network failed): the
+/// shim's `delete`, or the runtime's `delete -f` when it does not answer.
+async fn abandon_shim(d: &Daemon, meta: &ContainerMeta, paths: &ContainerPaths) {
+    let deleted = match shim::connect(paths).await {
+        Ok(mut c) => c.call_value(m::DELETE, &()).await.is_ok(),
+        Err(_) => false,
+    };
+    if !deleted {
+        shim::force_delete_runtime_state(d, meta).await;
+    }
 }
 
 /// Builds the default rootfs on first use; later creates only check it

@@ -155,6 +155,38 @@ async fn setup_locked(
     o: &RunOptions,
     plan: &Plan,
 ) -> Result<NetState, RpcError> {
+    let (net, beside) = setup_beside_locked(d, id, hostname, o, plan, async {}).await;
+    debug_assert!(net.is_err() || beside.is_some());
+    net
+}
+
+/// Sets up the container's network with `beside` (the runtime's create)
+/// running while the CNI chain does: the namespace and the files the OCI
+/// config bind-mounts are made first (fast), then the chain and `beside`
+/// run at once. `beside` runs only when that first part succeeded
+/// (None otherwise); its outcome is returned whatever the chain's was, so
+/// the caller undoes it when the network failed. The caller must not let
+/// the container's process start before this returns Ok.
+pub async fn setup_beside<T>(
+    d: &Daemon,
+    id: &str,
+    hostname: &str,
+    o: &RunOptions,
+    plan: &Plan,
+    beside: impl std::future::Future<Output = T>,
+) -> (Result<NetState, RpcError>, Option<T>) {
+    let _guard = net_lock(d.root.container(id).dir()).await;
+    setup_beside_locked(d, id, hostname, o, plan, beside).await
+}
+
+async fn setup_beside_locked<T>(
+    d: &Daemon,
+    id: &str,
+    hostname: &str,
+    o: &RunOptions,
+    plan: &Plan,
+    beside: impl std::future::Future<Output = T>,
+) -> (Result<NetState, RpcError>, Option<T>) {
     let config = d.config.net.clone();
     let dir = d.root.container(id).dir().to_path_buf();
     let (id, hostname, mode, ports) = (
@@ -165,8 +197,8 @@ async fn setup_locked(
     );
     let joined = plan.join.as_ref().map(|(_, dir)| dir.clone());
     let began = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || {
-        let made = net::setup(&Setup {
+    let run = move |connect_with: Option<NetState>| {
+        let setup = Setup {
             config: &config,
             container_id: &id,
             container_dir: &dir,
@@ -174,19 +206,36 @@ async fn setup_locked(
             mode: &mode,
             ports: &ports,
             joined_dir: joined.as_deref(),
-        });
-        if made.is_ok() && mode == NetworkMode::Bridge {
-            // What bridge networking costs at start, for operators and the bench.
-            log::info!(
-                "container {id}: network set up in {} ms",
-                began.elapsed().as_millis()
-            );
+        };
+        match connect_with {
+            None => net::prepare(&setup),
+            Some(state) => {
+                let made = net::connect(&setup, state);
+                if made.is_ok() && mode == NetworkMode::Bridge {
+                    // What bridge networking costs at start, for operators and the bench.
+                    log::info!(
+                        "container {id}: network set up in {} ms",
+                        began.elapsed().as_millis()
+                    );
+                }
+                made
+            }
         }
-        made
-    })
-    .await
-    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
-    .map_err(rpc_error)
+    };
+    let run2 = run.clone();
+    let blocking = |r: Result<Result<NetState, net::NetError>, tokio::task::JoinError>| {
+        r.map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(rpc_error)
+    };
+    let prepared = match blocking(tokio::task::spawn_blocking(move || run(None)).await) {
+        Ok(state) => state,
+        Err(e) => return (Err(e), None),
+    };
+    let (net, beside) = tokio::join!(
+        async { blocking(tokio::task::spawn_blocking(move || run2(Some(prepared))).await) },
+        beside
+    );
+    (net, Some(beside))
 }
 
 /// Tears down whatever network a container directory records (see
