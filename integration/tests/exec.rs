@@ -120,6 +120,9 @@ fn detached_exec_reports_its_exit_code_in_inspect() {
     assert_eq!(list[0]["running"], true, "{list:?}");
     assert_eq!(list[0]["args"][0], "sh");
     assert!(list[0]["pid"].as_i64().unwrap_or(0) > 0, "{list:?}");
+    // Docker's ExecIDs names the same exec.
+    let ids = env.ok(&["inspect", "--format", "{{json .ExecIDs}}", "c"]);
+    assert_eq!(ids.trim(), format!("[{}]", list[0]["id"]), "{ids}");
     env.wait_until(10, "the detached exec to exit", || {
         execs(&env, "c")
             .first()

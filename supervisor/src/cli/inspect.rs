@@ -213,6 +213,20 @@ fn docker_view(
     put("Config", config);
     put("HostConfig", host);
     put("Mounts", json!(mounts));
+    // Docker's ExecIDs: the container's exec instances (null when none).
+    let exec_ids: Vec<Json> = raw
+        .get("execs")
+        .and_then(Json::as_array)
+        .map(|es| es.iter().filter_map(|e| e.get("id").cloned()).collect())
+        .unwrap_or_default();
+    put(
+        "ExecIDs",
+        if exec_ids.is_empty() {
+            Json::Null
+        } else {
+            Json::Array(exec_ids)
+        },
+    );
     if let Some(net) = raw.get("network").filter(|n| !n.is_null()) {
         let s = |k: &str| net.get(k).cloned().unwrap_or(Json::Null);
         put(
