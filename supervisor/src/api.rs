@@ -242,6 +242,20 @@ pub enum ContainerStatus {
 }
 
 impl ContainerStatus {
+    /// The status in one entry of berthd's JSON (`list`, `inspect`), for
+    /// the CLI code that keeps entries as JSON; `None` when absent or a
+    /// word this build does not know.
+    pub fn of(entry: &serde_json::Value) -> Option<ContainerStatus> {
+        entry
+            .get("status")
+            .and_then(|s| ContainerStatus::deserialize(s).ok())
+    }
+
+    /// Its processes exist (running or frozen): docker's `State.Running`.
+    pub fn is_up(self) -> bool {
+        matches!(self, ContainerStatus::Running | ContainerStatus::Paused)
+    }
+
     /// The word `ps` shows and the JSON carries.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -279,4 +293,33 @@ pub struct DaemonInfo {
     pub runtime: String,
     pub shim: String,
     pub pid: u32,
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::ContainerStatus;
+    use serde_json::json;
+
+    #[test]
+    fn status_is_read_from_json_as_the_enum() {
+        assert_eq!(
+            ContainerStatus::of(&json!({"status": "paused"})),
+            Some(ContainerStatus::Paused)
+        );
+        assert!(ContainerStatus::of(&json!({"status": "paused"})).is_some_and(|s| s.is_up()));
+        assert!(!ContainerStatus::Exited.is_up());
+        // A word from a newer berthd, or none at all: not guessed.
+        assert_eq!(ContainerStatus::of(&json!({"status": "hibernating"})), None);
+        assert_eq!(ContainerStatus::of(&json!({})), None);
+        for s in [
+            ContainerStatus::Created,
+            ContainerStatus::Exited,
+            ContainerStatus::Unknown,
+        ] {
+            assert_eq!(
+                ContainerStatus::of(&json!({ "status": s.as_str() })),
+                Some(s)
+            );
+        }
+    }
 }

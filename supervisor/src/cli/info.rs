@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::Value as Json;
 
 use super::{connect, say, Outcome};
-use crate::api::{methods, DaemonInfo, ListParams};
+use crate::api::{methods, ContainerStatus, DaemonInfo, ListParams};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {}
@@ -16,9 +16,9 @@ pub async fn info(root: &Path, _a: InfoArgs) -> Outcome {
     let mut c = connect(root).await?;
     let d: DaemonInfo = c.call(methods::INFO, &Json::Null).await?;
     let list: Vec<Json> = c.call(methods::LIST, &ListParams { all: true }).await?;
-    let count = |s: &str| {
+    let count = |s: ContainerStatus| {
         list.iter()
-            .filter(|c| c.get("status").and_then(Json::as_str) == Some(s))
+            .filter(|c| ContainerStatus::of(c) == Some(s))
             .count()
     };
     say("Client:")?;
@@ -26,10 +26,22 @@ pub async fn info(root: &Path, _a: InfoArgs) -> Outcome {
     say("")?;
     say("Server:")?;
     say(&format!(" Containers:       {}", list.len()))?;
-    say(&format!("  Running:         {}", count("running")))?;
-    say(&format!("  Paused:          {}", count("paused")))?;
-    say(&format!("  Stopped:         {}", count("exited")))?;
-    say(&format!("  Created:         {}", count("created")))?;
+    say(&format!(
+        "  Running:         {}",
+        count(ContainerStatus::Running)
+    ))?;
+    say(&format!(
+        "  Paused:          {}",
+        count(ContainerStatus::Paused)
+    ))?;
+    say(&format!(
+        "  Stopped:         {}",
+        count(ContainerStatus::Exited)
+    ))?;
+    say(&format!(
+        "  Created:         {}",
+        count(ContainerStatus::Created)
+    ))?;
     say(&format!(" Server Version:   {}", d.version))?;
     say(&format!(" Root Dir:         {}", d.root))?;
     say(&format!(" Runtime:          {}", d.runtime))?;

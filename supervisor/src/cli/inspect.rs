@@ -17,7 +17,7 @@ use runtime_core::meta::ContainerMeta;
 use super::format::{print_rows, Format};
 use super::kill::partial;
 use super::{connect, say, Failure, Outcome};
-use crate::api::{methods, ContainerInfo, Target};
+use crate::api::{methods, ContainerInfo, ContainerStatus, Target};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -88,6 +88,7 @@ fn docker_view(
     spec: Option<&oci_spec::runtime::Spec>,
 ) -> Map<String, Json> {
     let status = info.status.as_str();
+    let up = info.status.is_up();
     let process = spec.and_then(|s| s.process().as_ref());
     let env: Vec<String> = process.and_then(|p| p.env().clone()).unwrap_or_default();
     let cwd = process
@@ -195,12 +196,12 @@ fn docker_view(
         "State",
         json!({
             "Status": status,
-            "Running": status == "running" || status == "paused",
-            "Paused": status == "paused",
+            "Running": up,
+            "Paused": info.status == ContainerStatus::Paused,
             "Restarting": restarting,
             "OOMKilled": oom,
             "Dead": false,
-            "Pid": if status == "running" || status == "paused" { info.pid.unwrap_or(0) } else { 0 },
+            "Pid": if up { info.pid.unwrap_or(0) } else { 0 },
             "ExitCode": info.exit_code.unwrap_or(0),
             "Error": info.reason.clone().unwrap_or_default(),
             "StartedAt": info.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),

@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 
 use super::format::{print_rows, Format};
 use super::{connect, say, Failure, Outcome};
-use crate::api::{methods, ListParams};
+use crate::api::{methods, ContainerStatus, ListParams};
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -255,11 +255,11 @@ fn status_text_at(c: &Json, now: SystemTime) -> String {
             .map(|d| format!("Up {d}"))
             .unwrap_or_else(|| "Up".into())
     };
-    match s("status").as_str() {
-        "running" => up(),
-        "paused" => format!("{} (Paused)", up()),
-        "created" => "Created".into(),
-        "exited" => {
+    match ContainerStatus::of(c) {
+        Some(ContainerStatus::Running) => up(),
+        Some(ContainerStatus::Paused) => format!("{} (Paused)", up()),
+        Some(ContainerStatus::Created) => "Created".into(),
+        Some(ContainerStatus::Exited) => {
             let code = c
                 .get("exit_code")
                 .and_then(Json::as_i64)
@@ -269,8 +269,9 @@ fn status_text_at(c: &Json, now: SystemTime) -> String {
                 None => format!("Exited ({code})"),
             }
         }
-        other => {
-            let mut w = other.to_string();
+        // Creating, Restoring, Unknown, or a word a newer berthd sent.
+        _ => {
+            let mut w = s("status");
             if let Some(f) = w.get_mut(0..1) {
                 f.make_ascii_uppercase();
             }

@@ -1,11 +1,11 @@
 //! The local terminal: raw mode for `-t` sessions, restored on every exit
 //! path by a guard, and the window size sent to the container's pty.
-#![allow(unsafe_code)]
+//! rustix's safe termios calls: no `unsafe` here.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
+use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, OptionalActions, Termios};
 
 /// Puts stdin in raw mode until dropped.
 pub struct RawMode {
@@ -21,15 +21,15 @@ impl RawMode {
         }
         let saved = tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        raw.make_raw();
+        tcsetattr(stdin.as_fd(), OptionalActions::Now, &raw).ok()?;
         Some(RawMode { saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+        let _ = tcsetattr(std::io::stdin().as_fd(), OptionalActions::Now, &self.saved);
     }
 }
 
@@ -47,25 +47,15 @@ pub fn check_input_is_tty() -> Result<(), super::Failure> {
     }
 }
 
-nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
-
-/// The terminal size of stdout (or stdin), as rows and columns.
+/// The terminal size of stdout (or stdin), as rows and columns; a
+/// non-terminal just fails with ENOTTY and the next is tried.
 pub fn size() -> Option<(u16, u16)> {
-    use std::os::fd::AsRawFd;
-    for fd in [std::io::stdout().as_raw_fd(), std::io::stdin().as_raw_fd()] {
-        let mut ws = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one winsize into a valid local; a
-        // non-terminal fd just fails with ENOTTY.
-        if unsafe { get_winsize(fd, &mut ws) }.is_ok() && ws.ws_row > 0 {
-            return Some((ws.ws_row, ws.ws_col));
-        }
-    }
-    None
+    let (stdout, stdin) = (std::io::stdout(), std::io::stdin());
+    let found = [stdout.as_fd(), stdin.as_fd()]
+        .into_iter()
+        .filter_map(|fd| tcgetwinsize(fd).ok())
+        .find(|ws| ws.ws_row > 0);
+    found.map(|ws| (ws.ws_row, ws.ws_col))
 }
 
 /// Parses detach keys like `ctrl-p,ctrl-q` or `ctrl-x,x` into bytes.
