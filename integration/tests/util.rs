@@ -129,22 +129,34 @@ impl Env {
         self.root_mounted = true;
     }
 
-    /// Starts berthd and waits until its socket accepts.
+    /// Starts berthd and waits for its READY=1 (sd_notify), sent once its
+    /// socket serves. Connecting to the socket instead could reach the
+    /// listening socket of a berthd just killed, still held for an instant
+    /// by a child it had forked (closed at that child's exec).
     pub fn start_berthd(&mut self) {
-        self.spawn_berthd();
-        let sock = self.root.join("berthd.sock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let path = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let ready = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        ready
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("notify timeout");
+        self.launch_berthd(Some(&path));
+        let mut buf = [0u8; 512];
+        match ready.recv(&mut buf) {
+            Ok(n) if buf[..n].starts_with(b"READY=1\n") => {}
+            got => panic!(
+                "berthd did not come up ({got:?}); log:\n{}",
+                self.berthd_log()
+            ),
         }
-        panic!("berthd did not come up; log:\n{}", self.berthd_log());
     }
 
     /// Starts berthd without waiting for it.
     pub fn spawn_berthd(&mut self) {
+        self.launch_berthd(None);
+    }
+
+    fn launch_berthd(&mut self, notify: Option<&Path>) {
         assert!(self.berthd.is_none(), "berthd already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -168,6 +180,9 @@ impl Env {
             std::fs::write(&config, "").expect("empty berthd.toml");
         }
         cmd.env("BERTH_CONFIG", &config);
+        if let Some(n) = notify {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
         for (k, v) in &self.berthd_env {
             cmd.env(k, v);
         }
