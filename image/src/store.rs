@@ -354,10 +354,15 @@ impl Store {
     /// Finds an image by name (tag), full ID, or unique ID prefix.
     pub fn resolve(&self, name: &str) -> Result<(String, ImageRecord)> {
         let index = self.read_index()?;
-        resolve_in(&index, name).map(|(id, _)| {
-            let r = index.images[&id].clone();
-            (id, r)
-        })
+        let (id, _) = resolve_in(&index, name)?;
+        // A tag left pointing at a removed image (an index edited by hand or
+        // by an older berth) is "not found", never a panic in berthd.
+        let r = index
+            .images
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        Ok((id, r))
     }
 
     /// `image inspect`: the image `name` names, with its tags (Docker's
@@ -365,7 +370,11 @@ impl Store {
     pub fn inspect(&self, name: &str) -> Result<ImageDetails> {
         let index = self.read_index()?;
         let (id, _) = resolve_in(&index, name)?;
-        let record = index.images[&id].clone();
+        let record = index
+            .images
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
         let tags = index
             .tags
             .iter()
@@ -889,5 +898,25 @@ impl Lease {
             Some(data.as_str()),
         )
         .map_err(|e| Error::errno("mount overlay on", target, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_pointing_at_a_missing_image_is_not_found_not_a_panic() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("open store");
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let index = serde_json::json!({
+            "version": 1,
+            "images": {},
+            "tags": {"docker.io/library/busybox:latest": id},
+        });
+        fs::write(store.dir().join("index.json"), index.to_string()).expect("write index");
+        assert!(matches!(store.resolve("busybox"), Err(Error::NotFound(_))));
+        assert!(matches!(store.inspect("busybox"), Err(Error::NotFound(_))));
     }
 }

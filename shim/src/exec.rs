@@ -269,23 +269,34 @@ impl Shim {
         let status = self.reaper.wait_for(child.id() as i32);
         check_status(&self.runc, mark, status, "exec")
             .map_err(|m| RpcError::new(ErrorCode::Runtime, m))?;
-        let shim_stdio = match (shim_stdio, &console) {
-            (Some(s), _) => s,
-            (None, Some(l)) => {
-                stdio::receive_pty(l, p.stdin).map_err(|e| internal(e.to_string()))?
-            }
-            (None, None) => return Err(internal("exec: no stdio".to_string())),
-        };
+        // The process runs from here on: read its pid first, so that a
+        // failure to take its stdio below can end it instead of leaving it
+        // running in no table (the reaper collects it as a stranger).
         let pid_text = fs::read_to_string(&opts.pid_file).map_err(|e| {
             internal(format!(
                 "runtime wrote no pid file {}: {e}",
                 opts.pid_file.display()
             ))
         })?;
-        let pid = pid_text
+        let pid: i32 = pid_text
             .trim()
             .parse()
             .map_err(|e| internal(format!("bad pid file {pid_text:?}: {e}")))?;
+        let shim_stdio = match (shim_stdio, &console) {
+            (Some(s), _) => Ok(s),
+            (None, Some(l)) => stdio::receive_pty(l, p.stdin).map_err(|e| internal(e.to_string())),
+            (None, None) => Err(internal("exec: no stdio".to_string())),
+        };
+        let shim_stdio = match shim_stdio {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(e);
+            }
+        };
         Ok((shim_stdio, pid))
     }
 
