@@ -11,22 +11,6 @@ use crate::util::Env;
 /// ash holds the whole string, and its copies, in its own heap).
 const HOG: &str = "x=0123456789abcdef; while :; do x=$x$x; done";
 
-fn events(env: &Env, name: &str) -> Vec<Value> {
-    env.ok(&[
-        "events",
-        "--json",
-        "--since",
-        "10m",
-        "--until",
-        "0s",
-        "--filter",
-        &format!("container={name}"),
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).expect("event json"))
-    .collect()
-}
-
 fn kinds(evs: &[Value]) -> Vec<&str> {
     evs.iter()
         .map(|e| e["type"].as_str().unwrap_or("?"))
@@ -71,7 +55,7 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
         "hog",
     ]);
     assert_eq!(docker.trim(), "true 137");
-    let evs = events(&env, "hog");
+    let evs = env.journal("hog");
     assert_eq!(kinds(&evs), ["create", "start", "oom", "exit"], "{evs:?}");
     assert!(
         evs[2]["time"].as_str() <= evs[3]["time"].as_str(),
@@ -96,7 +80,7 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
     let info = env.inspect("calm");
     assert_eq!(info["exit_code"], 0, "{info}");
     assert_eq!(info["oom_killed"], false, "{info}");
-    let evs = events(&env, "calm");
+    let evs = env.journal("calm");
     assert_eq!(kinds(&evs), ["create", "start", "exit"], "{evs:?}");
     // Killed by a user's SIGKILL: 137 too, but no OOM.
     env.ok(&[
@@ -168,7 +152,7 @@ fn an_oom_kill_while_berthd_is_down_is_journaled_once_at_its_time() {
         (Value::from(137), Value::from(true)),
         "{info}"
     );
-    let evs = events(&env, "hog");
+    let evs = env.journal("hog");
     // Each of three berthds reconciled it; it is journaled once.
     assert_eq!(kinds(&evs), ["create", "start", "oom", "exit"], "{evs:?}");
     let record: Value =

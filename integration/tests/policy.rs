@@ -9,22 +9,6 @@ use serde_json::Value;
 
 use crate::util::{stderr, stdout, Env};
 
-fn events(env: &Env, name: &str) -> Vec<Value> {
-    env.ok(&[
-        "events",
-        "--json",
-        "--since",
-        "1h",
-        "--until",
-        "0s",
-        "--filter",
-        &format!("container={name}"),
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).expect("event json"))
-    .collect()
-}
-
 fn of_type<'a>(evs: &'a [Value], t: &str) -> Vec<&'a Value> {
     evs.iter().filter(|e| e["type"] == t).collect()
 }
@@ -61,7 +45,7 @@ fn on_failure_restarts_n_times_with_doubling_delays() {
     env.wait_until(30, "three restarts and a final exit", || {
         restart_state(&env, "f")["count"] == 3 && settled_exited(&env, "f")
     });
-    let evs = events(&env, "f");
+    let evs = env.journal("f");
     let exits = of_type(&evs, "exit");
     let restarts = of_type(&evs, "restart");
     assert_eq!(exits.len(), 4, "{evs:?}");
@@ -106,7 +90,7 @@ fn on_failure_restarts_n_times_with_doubling_delays() {
     env.wait_until(10, "ok to exit", || settled_exited(&env, "ok"));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(restart_state(&env, "ok")["count"], 0);
-    assert!(of_type(&events(&env, "ok"), "restart").is_empty());
+    assert!(of_type(&env.journal("ok"), "restart").is_empty());
     env.ok(&["rm", "f", "ok"]);
 }
 
@@ -135,11 +119,11 @@ fn always_restarts_until_the_user_stops_it_and_start_resumes_it() {
     let info = env.inspect("a");
     assert_eq!(info["status"], "exited");
     assert_eq!(info["restart"]["stopped_by_user"], true);
-    let restarts = of_type(&events(&env, "a"), "restart").len();
+    let restarts = of_type(&env.journal("a"), "restart").len();
     // Long enough for several restarts if the policy were still on.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(env.inspect("a")["status"], "exited");
-    assert_eq!(of_type(&events(&env, "a"), "restart").len(), restarts);
+    assert_eq!(of_type(&env.journal("a"), "restart").len(), restarts);
     // A user's start turns the policy back on, from a count of zero.
     env.ok(&["start", "a"]);
     let info = env.inspect("a");
@@ -172,7 +156,7 @@ fn unless_stopped_after_stop_stays_stopped_across_berthd_restarts() {
     let info = env.inspect("u");
     assert_eq!(info["status"], "exited");
     assert_eq!(info["restart"]["count"], 0);
-    assert!(of_type(&events(&env, "u"), "restart").is_empty());
+    assert!(of_type(&env.journal("u"), "restart").is_empty());
     env.ok(&["rm", "u"]);
 }
 
@@ -213,7 +197,7 @@ fn an_exit_while_berthd_is_down_is_restarted_once_when_it_returns() {
     assert_eq!(info["status"], "running");
     assert_eq!(info["pid"], new_pid);
     assert_eq!(info["restart"]["count"], 1);
-    let evs = events(&env, "p");
+    let evs = env.journal("p");
     assert_eq!(of_type(&evs, "restart").len(), 1, "{evs:?}");
     let exits = of_type(&evs, "exit");
     assert_eq!(exits.len(), 1, "{evs:?}");

@@ -134,17 +134,7 @@ fn pull_refuses_a_digest_mismatch() {
     let name = push(&env, &reg, &img, "team/app:1");
     let blob = crate::imgutil::sha(&crate::imgutil::gzip(&img.layers[1]));
     let hex = &blob[7..];
-    let data = env
-        .dir
-        .path()
-        .join("registry-data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&data, &bytes).unwrap();
+    corrupt_blob(&env, hex);
     refused(
         &env,
         &["pull", "--insecure-registry", &reg.addr, &name],
@@ -415,17 +405,7 @@ fn zstd_layers_pull_and_import() {
     let bad_blob = crate::imgutil::sha(&crate::imgutil::zstd(&bad.layers[1]));
     let name = push(&env, &reg, &bad, "team/zstd-bad:1");
     let hex = &bad_blob[7..];
-    let data = env
-        .dir
-        .path()
-        .join("registry-data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&data, &bytes).unwrap();
+    corrupt_blob(&env, hex);
     let out = env.berth(&["pull", "--insecure-registry", &reg.addr, &name]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(125), "{err}");
@@ -548,4 +528,20 @@ fn tls_registry_with_a_private_ca_and_basic_auth() {
     assert!(out.status.success(), "{}", stderr(&out));
     env.ok(&["pull", "-q", &name]);
     assert_eq!(env.ok(&["run", "--rm", &name]), "layer 0\n");
+}
+
+/// Flips one byte in the middle of the registry's copy of blob `hex`, so
+/// its content no longer matches its digest.
+fn corrupt_blob(env: &Env, hex: &str) {
+    let data = env
+        .dir
+        .path()
+        .join("registry-data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
 }

@@ -216,6 +216,24 @@ impl Env {
         child.wait().expect("wait berthd")
     }
 
+    /// The journaled events of container `name` (the last hour, up to
+    /// now), as `events --json` prints them.
+    pub fn journal(&self, name: &str) -> Vec<serde_json::Value> {
+        self.ok(&[
+            "events",
+            "--json",
+            "--since",
+            "1h",
+            "--until",
+            "0s",
+            "--filter",
+            &format!("container={name}"),
+        ])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect()
+    }
+
     /// Waits until no container is "restoring" any more.
     pub fn wait_restored(&self) {
         self.wait_until(20, "restore to finish", || {
