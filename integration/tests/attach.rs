@@ -105,6 +105,24 @@ impl Pty {
         );
     }
 
+    /// Types `question` again every half second until the screen shows
+    /// `needle`: for an answer that changes once an asynchronous step
+    /// (a resize travelling CLI -> shim -> pty) has landed, without
+    /// guessing how long that takes.
+    pub fn ask_until(&mut self, env: &Env, question: &[u8], needle: &str) {
+        let mut last: Option<std::time::Instant> = None;
+        env.wait_until(10, needle, || {
+            if String::from_utf8_lossy(&self.seen.lock().expect("lock")).contains(needle) {
+                return true;
+            }
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+                self.master.write_all(question).expect("type");
+                last = Some(std::time::Instant::now());
+            }
+            false
+        });
+    }
+
     pub fn clear(&self) {
         self.seen.lock().expect("lock").clear();
     }
@@ -123,9 +141,7 @@ fn interactive_tty_resize_detach_and_reattach() {
     // foreground process; we send it to the CLI ourselves.
     pty.resize(40, 120);
     kill(Pid::from_raw(cli.id() as i32), Signal::SIGWINCH).expect("SIGWINCH");
-    std::thread::sleep(Duration::from_millis(200));
-    pty.type_text(b"stty size\r");
-    pty.wait_for(&env, "40 120");
+    pty.ask_until(&env, b"stty size\r", "40 120");
     // ctrl-p then a broken-off sequence: the held-back ctrl-p reaches sh
     // unchanged (sh echoes it as ^P), and the session stays.
     pty.type_text(b"\x10x");

@@ -201,9 +201,7 @@ fn exec_tty_through_a_real_pty_resizes_and_detaches() {
     pty.wait_for(&env, "30 100");
     pty.resize(40, 120);
     kill(Pid::from_raw(cli.id() as i32), Signal::SIGWINCH).expect("SIGWINCH");
-    std::thread::sleep(Duration::from_millis(200));
-    pty.type_text(b"stty size\r");
-    pty.wait_for(&env, "40 120");
+    pty.ask_until(&env, b"stty size\r", "40 120");
     // Detach keys: the CLI leaves, the exec'd shell runs on.
     pty.type_text(b"\x10\x11");
     let status = pty.wait_exit(&env, &mut cli, "detach with ctrl-p ctrl-q");
