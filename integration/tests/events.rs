@@ -224,11 +224,7 @@ fn an_exit_while_berthd_was_down_is_journaled_once_with_its_true_time() {
     env.wait_until(10, "the shim's exit record", || exit_file.exists());
     std::thread::sleep(Duration::from_millis(200));
     // Restart berthd three times; each reconciles the same exit.
-    for _ in 0..3 {
-        env.start_berthd();
-        env.wait_restored();
-        env.kill_berthd();
-    }
+    env.restore_and_crash(3);
     env.start_berthd();
     env.wait_restored();
     let info = env.inspect("c");
@@ -464,11 +460,7 @@ fn exec_exits_while_berthd_is_down_are_journaled_once_when_it_returns() {
     env.kill_berthd();
     std::fs::write(trigger.join("one"), "").unwrap();
     env.wait_until(10, "the first exec to be reaped", || !alive(pids[0]));
-    for _ in 0..2 {
-        env.start_berthd();
-        env.wait_restored();
-        env.kill_berthd();
-    }
+    env.restore_and_crash(2);
     env.start_berthd();
     env.wait_restored();
     std::fs::write(trigger.join("two"), "").unwrap();

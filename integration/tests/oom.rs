@@ -139,11 +139,7 @@ fn an_oom_kill_while_berthd_is_down_is_journaled_once_at_its_time() {
     std::fs::write(trigger.join("go"), "").unwrap();
     let exit_file = env.root.join("containers").join(&id).join("exit");
     env.wait_until(20, "the shim's exit record", || exit_file.exists());
-    for _ in 0..2 {
-        env.start_berthd();
-        env.wait_restored();
-        env.kill_berthd();
-    }
+    env.restore_and_crash(2);
     env.start_berthd();
     env.wait_restored();
     let info = env.inspect("hog");

@@ -301,18 +301,21 @@ impl Env {
     }
 
     /// Waits until `cond` holds or panics after `secs`.
-    pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    pub fn wait_until(&self, secs: u64, what: &str, cond: impl FnMut() -> bool) {
+        poll_until(secs, what, cond, || {
+            format!("berthd log:\n{}", self.berthd_log())
+        });
+    }
+
+    /// Starts berthd, lets it restore every container and SIGKILLs it
+    /// again, `times` times: restores that must not repeat what an earlier
+    /// one already did (events, restarts).
+    pub fn restore_and_crash(&mut self, times: usize) {
+        for _ in 0..times {
+            self.start_berthd();
+            self.wait_restored();
+            self.kill_berthd();
         }
-        panic!(
-            "timed out waiting for {what}; berthd log:\n{}",
-            self.berthd_log()
-        );
     }
 
     /// Live (non-zombie) processes whose command line mentions our root:
@@ -451,6 +454,24 @@ impl Drop for Env {
             let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// Polls `cond` every 20 ms for up to `secs` seconds; on timeout, panics
+/// naming `what` with `context()` (a log that tells why).
+pub fn poll_until(
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}; {}", context());
 }
 
 /// stdout of an output as text.

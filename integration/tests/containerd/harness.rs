@@ -207,18 +207,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
             .map(|(_, p, s)| (p, s))
     }
 
-    pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "timed out waiting for {what}; containerd log:\n{}",
-            self.log()
-        );
+    pub fn wait_until(&self, secs: u64, what: &str, cond: impl FnMut() -> bool) {
+        crate::util::poll_until(secs, what, cond, || {
+            format!("containerd log:\n{}", self.log())
+        });
     }
 
     /// PIDs of berth shims serving this containerd (their -address is ours).
