@@ -792,6 +792,18 @@ fn a_half_made_container_whose_teardown_fails_is_kept_for_a_retry() {
     // Every CNI plugin its teardown will run fails, saying so.
     let state_path = dir.join("net.json");
     let good = std::fs::read_to_string(&state_path).unwrap();
+    // Whatever happens below, put the working plugins back before `env`
+    // drops (locals drop in reverse order), so its teardown can clean up
+    // even when an assertion fails while the plugins are broken.
+    struct Restore<'a>(&'a std::path::Path, &'a str);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            if self.0.exists() {
+                let _ = std::fs::write(self.0, self.1);
+            }
+        }
+    }
+    let _restore = Restore(&state_path, &good);
     let mut state: serde_json::Value = serde_json::from_str(&good).unwrap();
     let broken = env.dir.path().join("broken-cni");
     std::fs::create_dir(&broken).unwrap();
