@@ -577,7 +577,9 @@ impl Store {
 
     /// A container's hold on image `name`: checks the image is whole,
     /// records the lease, and returns what `run` needs. The store's shared
-    /// lock is held until the `Lease` is dropped (mount before that).
+    /// lock is held until the `Lease` is dropped: keep it until the
+    /// container's directory exists (a lease whose directory is missing
+    /// is stale to garbage collection).
     pub fn lease(&self, container_dir: &Path, name: &str) -> Result<Lease> {
         let lock = self.shared()?;
         let (id, record) = self.resolve(name)?;
@@ -853,51 +855,36 @@ impl Lease {
         &self.dirs
     }
 
-    /// Mounts the image's layers read-only under a writable `upper` at
-    /// `target`. The lowerdirs are named through an fd of `l/`
-    /// (`/proc/self/fd/N/<short>`), so well over 100 layers fit in the
-    /// one page of mount options.
-    pub fn mount(&self, upper: &Path, work: &Path, target: &Path) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        for d in [upper, work, target] {
-            mkdir(d)?;
+    /// The image's layers as an overlay's lower dirs: short names under
+    /// `l/` (`/proc/self/fd/N/<short>` once mounted, so well over 100
+    /// layers fit in the one page of mount options). The container's
+    /// shim mounts them (see `runtime_core::rootfs::Overlay`).
+    pub fn lower(&self) -> Result<runtime_core::rootfs::Lower> {
+        if self.links.is_empty() {
+            // An image without layers: overlayfs wants a lower dir.
+            let empty = self.store.dir.join("tmp").join("empty");
+            mkdir(&empty)?;
+            return Ok(runtime_core::rootfs::Lower {
+                base: None,
+                dirs: vec![empty],
+            });
         }
-        // The upper's root is the container's `/`: it takes the top
-        // layer's mode (0755 when the layer does not say).
-        let mode = self
-            .dirs
+        Ok(runtime_core::rootfs::Lower {
+            base: Some(self.store.dir.join("l")),
+            dirs: self.links.iter().map(PathBuf::from).collect(),
+        })
+    }
+
+    /// The mode of the container's upper dir: its root is the container's
+    /// `/`, so it takes the top layer's mode (0755 when the layer does not
+    /// say).
+    pub fn upper_mode(&self) -> u32 {
+        self.dirs
             .first()
             .and_then(|d| fs::metadata(d).ok())
             .map_or(0o755, |m| {
                 std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
-            });
-        fs::set_permissions(upper, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(|e| Error::io("chmod", upper, e))?;
-        let l = self.store.dir.join("l");
-        let dirfd = File::open(&l).map_err(|e| Error::io("open", &l, e))?;
-        let base = format!("/proc/self/fd/{}", dirfd.as_raw_fd());
-        let lower: Vec<String> = if self.links.is_empty() {
-            // An image without layers: overlayfs wants a lower dir.
-            let empty = self.store.dir.join("tmp").join("empty");
-            mkdir(&empty)?;
-            vec![empty.display().to_string()]
-        } else {
-            self.links.iter().map(|s| format!("{base}/{s}")).collect()
-        };
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            upper.display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| Error::errno("mount overlay on", target, e))
+            })
     }
 }
 

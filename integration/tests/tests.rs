@@ -18,6 +18,7 @@ mod exec;
 mod images;
 mod lifecycle;
 mod logs;
+mod mountns;
 mod net;
 mod oom;
 mod policy;

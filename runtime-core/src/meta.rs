@@ -50,6 +50,12 @@ pub struct ContainerMeta {
     /// The image the container runs, when it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageUse>,
+    /// The read-only layers of the container's overlay (default rootfs
+    /// or image), which its shim mounts in its own mount namespace at
+    /// each start. Absent for a user's rootfs or bundle, and for
+    /// containers whose overlay an older berthd mounted in the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::rootfs::Lower>,
 }
 
 /// The image of a container.

@@ -1,12 +1,18 @@
 //! berth's default root filesystem, built once from the host's static
-//! busybox, and the per-container overlay that keeps it read-only.
+//! busybox, and the per-container overlay that keeps it (or an image's
+//! layers) read-only. The overlay is mounted only in private mount
+//! namespaces (the shim's, or a throwaway one of berthd's), never in the
+//! host's: every mount in the host's namespace is copied into each new
+//! container's, so host mounts make every later start slower.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -125,24 +131,73 @@ fn build(busybox: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Overlay directories for one container.
-#[derive(Debug, Clone)]
+/// The read-only layers under a container's overlay, top first: what
+/// berthd records in meta.json (the upper, work and target come from the
+/// container's paths at each start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lower {
+    /// A directory `dirs` are relative to. It is opened once and named as
+    /// `/proc/self/fd/N/<dir>`, so an image's 100+ layers fit in the one
+    /// page of mount options; `None`: `dirs` are absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+/// One container's overlay: made by berthd (`prepare`), mounted by the
+/// container's shim in its own mount namespace (`mount`), so it lives
+/// exactly as long as the shim and never shows in the host's mount table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Overlay {
-    pub lower: PathBuf,
+    pub lower: Lower,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub target: PathBuf,
 }
 
 impl Overlay {
-    /// Creates the directories and mounts the overlay on `target`.
-    pub fn mount(&self) -> Result<()> {
+    /// The overlay of the container at `paths` over `lower`.
+    pub fn of(paths: &crate::layout::ContainerPaths, lower: Lower) -> Self {
+        Overlay {
+            lower,
+            upper: paths.overlay_upper(),
+            work: paths.overlay_work(),
+            target: paths.bundle_rootfs(),
+        }
+    }
+
+    /// Creates the upper, work and target directories (the upper with
+    /// `upper_mode` when given: it is the container's `/`).
+    pub fn prepare(&self, upper_mode: Option<u32>) -> Result<()> {
         for d in [&self.upper, &self.work, &self.target] {
             fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
+        if let Some(mode) = upper_mode {
+            fs::set_permissions(&self.upper, fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("chmod", &self.upper, e))?;
+        }
+        Ok(())
+    }
+
+    /// Mounts the overlay on `target` in the caller's mount namespace.
+    pub fn mount(&self) -> Result<()> {
+        // Held until the mount call returns: the lowerdirs name it.
+        let base = match &self.lower.base {
+            Some(b) => Some(fs::File::open(b).map_err(|e| Error::io("open", b, e))?),
+            None => None,
+        };
+        let lower: Vec<String> = self
+            .lower
+            .dirs
+            .iter()
+            .map(|d| match &base {
+                Some(f) => format!("/proc/self/fd/{}/{}", f.as_raw_fd(), d.display()),
+                None => d.display().to_string(),
+            })
+            .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
-            self.lower.display(),
+            lower.join(":"),
             self.upper.display(),
             self.work.display()
         );
@@ -155,6 +210,42 @@ impl Overlay {
         )
         .map_err(|e| Error::io("mount overlay on", &self.target, e.into()))
     }
+
+    /// Runs `f` with the overlay mounted in a mount namespace of its own,
+    /// on a thread made for it, and unmounts it before returning: how
+    /// berthd looks at an image's merged rootfs (the command) without ever
+    /// mounting it in the host's namespace. The thread is not reused, so
+    /// the namespace ends with it.
+    pub fn with_mounted<T: Send>(&self, f: impl FnOnce(&Path) -> T + Send) -> Result<T> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter_private_namespace()?;
+                self.mount()?;
+                let out = f(&self.target);
+                umount2(&self.target, MntFlags::empty())
+                    .map_err(|e| Error::io("unmount", &self.target, e.into()))?;
+                Ok(out)
+            })
+            .join()
+            .map_err(|_| Error::Other("the rootfs lookup thread panicked".into()))?
+        })
+    }
+}
+
+/// Moves the calling thread into a new mount namespace whose mounts
+/// propagate nothing back to the host's (`/` made a recursive slave: the
+/// host's unmounts still reach it, its own mounts stay its own).
+pub fn enter_private_namespace() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::Other(format!("unshare the mount namespace: {e}")))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::io("make rslave", Path::new("/"), e.into()))
 }
 
 /// Unmounts `target` if something is mounted there; absent or not mounted is fine.

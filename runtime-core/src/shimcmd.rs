@@ -29,6 +29,9 @@ pub struct ShimConfig {
     pub wait_attach: bool,
     /// Set by `start` for `serve`: where to report readiness.
     pub ready_fd: Option<i32>,
+    /// The container's overlay, mounted by the shim in its own mount
+    /// namespace before the runtime runs (JSON on the command line).
+    pub overlay: Option<crate::rootfs::Overlay>,
 }
 
 impl ShimConfig {
@@ -66,6 +69,11 @@ impl ShimConfig {
                         .parse()
                         .map_err(|e| format!("--log-max-files: {e}"))?
                 }
+                "--overlay" => {
+                    c.overlay = Some(
+                        serde_json::from_str(&value()?).map_err(|e| format!("--overlay: {e}"))?,
+                    )
+                }
                 "--ready-fd" => {
                     c.ready_fd = Some(value()?.parse().map_err(|e| format!("--ready-fd: {e}"))?)
                 }
@@ -101,6 +109,13 @@ impl ShimConfig {
         pair("--log-max-files", self.log.max_files.to_string().into());
         if let Some(fd) = self.ready_fd {
             pair("--ready-fd", fd.to_string().into());
+        }
+        if let Some(o) = &self.overlay {
+            // Only a path that is not UTF-8 fails here; the shim then
+            // refuses the value, naming the flag, rather than run the
+            // container without its rootfs.
+            let json = serde_json::to_string(o).unwrap_or_else(|e| format!("unencodable: {e}"));
+            pair("--overlay", json.into());
         }
         for (on, flag) in [
             (self.stdin, "--stdin"),
@@ -158,6 +173,15 @@ mod tests {
             start: true,
             wait_attach: true,
             ready_fd: Some(7),
+            overlay: Some(crate::rootfs::Overlay {
+                lower: crate::rootfs::Lower {
+                    base: Some("/images/l".into()),
+                    dirs: vec!["AB".into(), "CD".into()],
+                },
+                upper: "/s/c1/upper".into(),
+                work: "/s/c1/work".into(),
+                target: "/s/c1/bundle/rootfs".into(),
+            }),
         };
         let args: Vec<String> = c
             .to_args()

@@ -397,6 +397,7 @@ impl Shim {
             }
             Err(e) => return Err(e),
         }
+        crate::mountns::release(self.cfg.overlay.as_ref());
         let _ = std::fs::remove_file(self.paths.shim_sock());
         let _ = std::fs::remove_file(self.paths.attach_sock());
         let _ = std::fs::remove_file(self.paths.shim_pid());

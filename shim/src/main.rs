@@ -14,6 +14,7 @@ mod control;
 mod daemon;
 mod exec;
 mod memory;
+mod mountns;
 mod oom;
 mod phase;
 mod reaper;

@@ -222,7 +222,9 @@ impl Shim {
         let control_listener = bind(&paths, SHIM_SOCK)?;
         let attach_listener = bind(&paths, ATTACH_SOCK)?;
         let mut reaper = Reaper::default();
-        let (stdio, pty, init_pid) = match create_container(&cfg, &paths, &runc, &mut reaper) {
+        let created = crate::mountns::enter(&cfg)
+            .and_then(|()| create_container(&cfg, &paths, &runc, &mut reaper));
+        let (stdio, pty, init_pid) = match created {
             Ok(v) => v,
             Err(msg) => {
                 let _ = fs::remove_file(paths.shim_sock());

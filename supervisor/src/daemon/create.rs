@@ -12,7 +12,7 @@ use std::sync::Arc;
 use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::{ContainerMeta, ImageUse, LogConfig};
 use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError};
-use runtime_core::rootfs::Overlay;
+use runtime_core::rootfs::{Lower, Overlay};
 use runtime_core::runopts::NetworkMode;
 use runtime_core::spec::{self, ProcessOpts};
 use runtime_core::{atomic, id, rootfs};
@@ -175,6 +175,18 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         .as_ref()
         .and_then(|pr| pr.args().clone())
         .unwrap_or_default();
+    let overlay = match (&source, &prepared) {
+        (RootSource::Image, Some(i)) => Some(
+            i.lease
+                .lower()
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?,
+        ),
+        (RootSource::Default, _) => Some(Lower {
+            base: None,
+            dirs: vec![rootfs_path.clone()],
+        }),
+        _ => None,
+    };
     let meta = ContainerMeta {
         id: new_id.clone(),
         name: name.clone(),
@@ -197,6 +209,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             stop_signal: i.settings.stop_signal.clone(),
         }),
         options: p.options.clone(),
+        overlay,
     };
 
     // Reserve the name, ID and host ports under the lock; the slow work
@@ -224,12 +237,12 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let readonly = readonly || p.options.read_only;
     let mut made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly, lease).await;
     if made.is_ok() && lease.is_some() {
-        if let Err(e) = validate::command(&unwrapped, &rootfs_path) {
+        if let Err(e) = image_command(&meta, &paths, unwrapped).await {
             made = Err(e);
         }
     }
-    // Mounted: the layers are safe from rmi/prune now (the lease file
-    // names this container's directory), so the store's lock can go.
+    // The directory exists: the layers are safe from rmi/prune now (the
+    // lease file names it), so the store's lock can go.
     drop(prepared);
     crash_point("after-bundle");
     let hostname = oci.hostname().clone().unwrap_or_else(|| name.clone());
@@ -381,6 +394,26 @@ async fn ensure_default_rootfs(d: &Daemon) -> Result<(), RpcError> {
         .map_err(|e| RpcError::new(ErrorCode::Internal, format!("default rootfs: {e}")))
 }
 
+/// Looks an image's command up in its merged rootfs (127/126 typed), which
+/// berthd sees only in a throwaway mount namespace of its own: the
+/// container's overlay is mounted by its shim.
+async fn image_command(
+    meta: &ContainerMeta,
+    paths: &ContainerPaths,
+    unwrapped: oci_spec::runtime::Spec,
+) -> Result<(), RpcError> {
+    let Some(lower) = meta.overlay.clone() else {
+        return Ok(());
+    };
+    let overlay = Overlay::of(paths, lower);
+    tokio::task::spawn_blocking(move || {
+        overlay.with_mounted(|merged| validate::command(&unwrapped, merged))
+    })
+    .await
+    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+}
+
 async fn make_bundle(
     d: &Daemon,
     meta: &ContainerMeta,
@@ -401,27 +434,16 @@ async fn make_bundle(
         .map_err(internal)?;
     let content_synced = tokio::task::spawn_blocking(move || staged.sync().map(|()| staged));
     private_dir(&paths.bundle())?;
-    if let Some(lease) = image {
-        lease
-            .mount(
-                &paths.overlay_upper(),
-                &paths.overlay_work(),
-                &paths.bundle_rootfs(),
-            )
-            .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
-        spec::set_root(oci, Path::new("rootfs"), false);
-    } else if meta.default_rootfs {
-        Overlay {
-            lower: rootfs_path.to_path_buf(),
-            upper: paths.overlay_upper(),
-            work: paths.overlay_work(),
-            target: paths.bundle_rootfs(),
+    match &meta.overlay {
+        // Only the directories: the shim mounts the overlay in its own
+        // mount namespace, before the runtime runs.
+        Some(lower) => {
+            Overlay::of(&paths, lower.clone())
+                .prepare(image.map(|l| l.upper_mode()))
+                .map_err(internal)?;
+            spec::set_root(oci, Path::new("rootfs"), readonly && image.is_none());
         }
-        .mount()
-        .map_err(internal)?;
-        spec::set_root(oci, Path::new("rootfs"), readonly);
-    } else {
-        spec::set_root(oci, rootfs_path, readonly);
+        None => spec::set_root(oci, rootfs_path, readonly),
     }
     spec::write_config(oci, &paths.bundle()).map_err(internal)?;
     let staged = content_synced

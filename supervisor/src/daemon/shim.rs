@@ -48,6 +48,10 @@ pub async fn start_shim(
         start: mode.start,
         wait_attach: mode.wait_attach,
         ready_fd: None,
+        overlay: meta
+            .overlay
+            .clone()
+            .map(|lower| runtime_core::rootfs::Overlay::of(paths, lower)),
     };
     let mut cmd = tokio::process::Command::new(&d.config.shim);
     cmd.arg("start").args(cfg.to_args());

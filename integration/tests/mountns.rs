@@ -1,0 +1,136 @@
+//! Each container's overlay lives in its shim's own mount namespace: the
+//! host's mount table never holds it, and nothing is left mounted after
+//! the shim and the container die, however they die.
+
+use std::path::Path;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::util::Env;
+
+/// Mountinfo lines under `dir` in the namespace of `pid` ("self": ours,
+/// the host's).
+fn mounts_under(pid: &str, dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" overlay ") && l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every process (of any mount namespace) that still sees an overlay
+/// under `dir`.
+fn holders(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok() && !mounts_under(&name, dir).is_empty() {
+            found.push(name);
+        }
+    }
+    found
+}
+
+fn pid_file(env: &Env, id: &str, name: &str) -> i32 {
+    let p = env.root.join("containers").join(id).join(name);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// run -d of several containers (berth's rootfs and an image): their
+/// rootfs works, their shims see their overlays, the host sees none.
+#[test]
+fn overlays_stay_out_of_the_host_mount_table() {
+    let Some(env) = Env::new() else { return };
+    let layout = env.dir.path().join("mountns-layout");
+    crate::imgutil::TestImage::new(
+        vec![crate::imgutil::LayerBuilder::new().busybox().build()],
+        serde_json::json!({"Cmd": ["sleep", "300"], "Env": ["PATH=/bin"]}),
+    )
+    .write_oci_layout(&layout, Some("example.com/mountns:1"));
+    env.ok(&["image", "import", layout.to_str().unwrap()]);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = env.ok(&["run", "-d", "--network", "none", "--", "sleep", "300"]);
+        ids.push(id.trim().to_string());
+    }
+    let id = env.ok(&["run", "-d", "--network", "none", "example.com/mountns:1"]);
+    ids.push(id.trim().to_string());
+    let containers = env.root.join("containers");
+    for id in &ids {
+        // The container's files are there: it writes to its own upper.
+        env.ok(&["exec", id, "sh", "-c", "echo hi > /tmp/f && cat /tmp/f"]);
+        let shim = pid_file(&env, id, "shim.pid").to_string();
+        let dir = containers.join(id);
+        assert_eq!(
+            mounts_under(&shim, &dir).len(),
+            1,
+            "the shim of {id} should hold its overlay"
+        );
+        assert!(
+            dir.join("upper/tmp/f").is_file(),
+            "the write of {id} is in its upper dir"
+        );
+    }
+    assert_eq!(
+        mounts_under("self", &containers),
+        Vec::<String>::new(),
+        "no container overlay in the host's mount table"
+    );
+    for id in &ids {
+        env.ok(&["rm", "-f", id]);
+    }
+    env.wait_until(10, "no overlay held anywhere", || {
+        holders(&containers).is_empty()
+    });
+    env.assert_clean();
+}
+
+/// SIGKILL of the shim and the container: nothing is left mounted in any
+/// namespace, and the exited container starts again (a new shim mounts
+/// its overlay again, over the same upper dir).
+#[test]
+fn nothing_stays_mounted_after_shim_and_container_are_killed() {
+    let Some(env) = Env::new() else { return };
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /kept; sleep 300",
+    ]);
+    let id = id.trim();
+    let dir = env.root.join("containers").join(id);
+    env.wait_until(10, "the container's write", || {
+        dir.join("upper/kept").is_file()
+    });
+    let shim = pid_file(&env, id, "shim.pid");
+    let init = pid_file(&env, id, "init.pid");
+    // The shim's namespace, and the container's (its `/`).
+    let held = holders(&dir);
+    assert!(
+        held.contains(&shim.to_string()) && held.contains(&init.to_string()),
+        "{held:?}"
+    );
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(init), Signal::SIGKILL).unwrap();
+    env.wait_until(10, "no overlay held anywhere", || holders(&dir).is_empty());
+    env.wait_until(10, "the container seen as exited", || {
+        env.inspect(id)["State"]["Running"] == false
+    });
+    env.ok(&["start", id]);
+    assert_eq!(env.ok(&["exec", id, "cat", "/kept"]), "kept\n");
+    assert!(mounts_under("self", &dir).is_empty());
+    env.ok(&["rm", "-f", id]);
+    env.wait_until(10, "no overlay held anywhere", || holders(&dir).is_empty());
+    env.assert_clean();
+}
