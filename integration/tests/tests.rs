@@ -15,6 +15,7 @@ mod containerd;
 mod daemon;
 mod events;
 mod exec;
+mod exited;
 mod images;
 mod lifecycle;
 mod logs;

@@ -290,17 +290,9 @@ fn a_start_cut_short_by_berthd_dying_leaves_the_container_exited_as_it_was() {
     // the new shim leaves: the record aside, no shim, no exit.
     let dir = std::path::PathBuf::from(env.inspect("twice")["state_dir"].as_str().unwrap());
     env.ok(&["stop", "twice"]);
+    // The exited container's shim goes by itself (pid file first).
+    env.wait_until(10, "the shim to go", || !dir.join("shim.pid").exists());
     env.kill_berthd();
-    let shim_pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shim_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    std::fs::remove_file(dir.join("shim.pid")).unwrap();
     std::fs::rename(dir.join("exit"), dir.join("exit.previous")).unwrap();
     env.start_berthd();
     env.wait_restored();

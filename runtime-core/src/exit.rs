@@ -15,6 +15,11 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// When the shim reaped it (RFC 3339).
     pub finished_at: String,
+    /// When the shim started it (RFC 3339): the record outlives the shim
+    /// (which exits once the record is on disk), so it carries what
+    /// `inspect` shows of the run. Absent in records of older shims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// Set when the status was not observed directly (e.g. the shim died).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -43,6 +48,7 @@ impl ExitRecord {
             exit_code,
             signal,
             finished_at: crate::time::now_rfc3339(),
+            started_at: None,
             reason: None,
             oom_killed: false,
             oom_at: None,

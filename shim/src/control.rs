@@ -373,7 +373,9 @@ impl Shim {
     /// never-started container can be deleted; berthd kills first for -f.
     fn delete(&mut self) -> Result<(), RpcError> {
         let force = match self.phase {
-            Phase::Exited(_) => false,
+            // Lingering: it exited and the shim is on its way out (see
+            // `retire`), or a delete came first; runc's state may remain.
+            Phase::Exited(_) | Phase::Lingering { .. } => false,
             Phase::Created => true,
             _ => {
                 return Err(RpcError::new(
@@ -398,14 +400,17 @@ impl Shim {
             Err(e) => return Err(e),
         }
         crate::mountns::release(self.cfg.overlay.as_ref());
-        let _ = std::fs::remove_file(self.paths.shim_sock());
-        let _ = std::fs::remove_file(self.paths.attach_sock());
-        let _ = std::fs::remove_file(self.paths.shim_pid());
+        self.remove_endpoints();
         self.phase = Phase::Lingering {
             exit: self.phase.exit().cloned(),
             until: std::time::Instant::now() + LINGER_LIMIT,
         };
         Ok(())
+    }
+
+    /// Some control client has not yet taken a reply queued for it.
+    pub fn control_output_pending(&self) -> bool {
+        self.controls.values().any(|c| c.conn.queued() > 0)
     }
 
     /// Answers every pending `wait` with the exit record.

@@ -18,6 +18,7 @@ mod mountns;
 mod oom;
 mod phase;
 mod reaper;
+mod retire;
 mod runtime;
 mod server;
 mod stdio;

@@ -22,10 +22,11 @@ pub enum Phase {
         exit: ExitRecord,
         deadline: Instant,
     },
-    /// Exit recorded and announced; waiting for `delete`.
+    /// Exit recorded and announced; until its clients are served and the
+    /// shim retires (see `retire`), or `delete`.
     Exited(ExitRecord),
-    /// Deleted: attach clients take what is queued for them until
-    /// `until`, then the shim exits. (`exit` is `None` for a container
+    /// Deleted, or retired after the exit: attach clients take what is
+    /// queued for them until `until`, then the shim exits. (`exit` is `None` for a container
     /// deleted before it ever ran.)
     Lingering {
         exit: Option<ExitRecord>,

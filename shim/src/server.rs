@@ -111,7 +111,7 @@ pub struct Shim {
     /// The exit record could not be written (a full disk): when to try
     /// again, and the wait after that. The exit is known and answered
     /// meanwhile (`state`, `wait`, attach); only the file is missing.
-    record_retry: Option<(Instant, Duration)>,
+    pub record_retry: Option<(Instant, Duration)>,
     /// Something ran since the last quiet second: give memory back at the next.
     pub trim_pending: bool,
     /// Processes started by `exec` (see `exec`).
@@ -437,6 +437,7 @@ impl Shim {
             self.exec_housekeeping();
             self.maybe_finish_exit();
             self.retry_exit_record();
+            self.maybe_retire();
             self.housekeeping();
         }
         Ok(())
@@ -454,7 +455,7 @@ impl Shim {
             if sig == SIGCHLD as i32 {
                 child = true;
             } else {
-                log::info!("ignoring signal {sig}: the shim stops only on delete");
+                log::info!("ignoring signal {sig}: the shim stops only on delete or once its container has exited");
             }
         }
         if child {
@@ -474,6 +475,7 @@ impl Shim {
         if let Some(status) = self.reaper.take(self.init_pid) {
             if let Some(mut record) = ExitRecord::from_wait(self.init_pid, status) {
                 self.oom.settle(&mut record);
+                record.started_at = self.started_at.clone();
                 log::info!("init {} exited: {}", self.init_pid, record.exit_code);
                 self.phase = Phase::Draining {
                     exit: record,

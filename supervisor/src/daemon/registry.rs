@@ -113,7 +113,7 @@ impl Entry {
             Phase::Gone { exit, reason } => (
                 exit.as_ref().map(|e| e.pid),
                 exit.clone(),
-                None,
+                exit.as_ref().and_then(|e| e.started_at.clone()),
                 reason.clone(),
                 None,
             ),

@@ -158,20 +158,24 @@ pub async fn force_delete_runtime_state(d: &Daemon, meta: &ContainerMeta) {
 /// get rid of the old shim.
 pub async fn delete(d: &Daemon, meta: &ContainerMeta) -> Result<(), RpcError> {
     let paths = d.root.container(&meta.id);
-    match connect(&paths).await {
-        Ok(mut c) => c
+    let failed = match connect(&paths).await {
+        Ok(mut c) => match c
             .call_value(runtime_core::protocol::shim_methods::DELETE, &())
             .await
-            .map(drop)
-            .map_err(|e| from_call(&meta.id, e)),
-        Err(e) => {
-            if live_shim_pid(&paths).is_some() {
-                return Err(from_call(&meta.id, e));
-            }
-            force_delete_runtime_state(d, meta).await;
-            Ok(())
-        }
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    // A shim whose container has exited goes by itself (it removes its
+    // pid file first), possibly while we were asking it: then the
+    // runtime's delete is ours to do.
+    if matches!(failed, CallError::Remote(_)) || live_shim_pid(&paths).is_some() {
+        return Err(from_call(&meta.id, failed));
     }
+    force_delete_runtime_state(d, meta).await;
+    Ok(())
 }
 
 /// A shim call's failure as the API's error.
