@@ -206,34 +206,6 @@ fn an_exit_while_berthd_is_down_is_restarted_once_when_it_returns() {
     env.ok(&["rm", "-f", "p"]);
 }
 
-/// Kills every shim and container of the instance, as a reboot would.
-fn simulate_reboot(env: &mut Env) {
-    env.kill_berthd();
-    let mut inits = Vec::new();
-    for e in std::fs::read_dir(env.root.join("containers"))
-        .unwrap()
-        .flatten()
-    {
-        let read = |f: &str| {
-            std::fs::read_to_string(e.path().join(f))
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-        };
-        if let Some(shim) = read("shim.pid") {
-            let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
-        }
-        if let Some(init) = read("init.pid") {
-            inits.push(init);
-        }
-    }
-    for init in inits {
-        let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
-    }
-    env.wait_until(10, "every shim and container to be gone", || {
-        env.our_processes().is_empty()
-    });
-}
-
 #[test]
 fn a_simulated_reboot_brings_always_and_unless_stopped_back() {
     let Some(mut env) = Env::new() else { return };
@@ -256,7 +228,7 @@ fn a_simulated_reboot_brings_always_and_unless_stopped_back() {
         ]);
     }
     env.ok(&["stop", "-t", "1", "stopped"]);
-    simulate_reboot(&mut env);
+    env.simulate_reboot(false);
     env.start_berthd();
     env.wait_until(30, "always and unless-stopped to come back", || {
         env.inspect("always")["status"] == "running" && env.inspect("unless")["status"] == "running"

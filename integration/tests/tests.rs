@@ -24,6 +24,7 @@ mod net;
 mod oom;
 mod policy;
 mod pull;
+mod reboot;
 mod restart;
 mod run;
 mod scripting;

@@ -110,6 +110,52 @@ impl Env {
         })
     }
 
+    /// Gives berthd a data root of its own beside the runtime root (the
+    /// two roots of a default install: /var/lib/berth and /run/berth);
+    /// returns it. Call before berthd starts.
+    pub fn split_roots(&mut self) -> PathBuf {
+        let data = self.dir.path().join("data");
+        self.berthd_args
+            .extend(["--data-root".to_string(), data.display().to_string()]);
+        data
+    }
+
+    /// What a reboot does to this instance: berthd, every shim and every
+    /// container killed (by PID, from the pid files); with `wipe`, also
+    /// what a reboot empties: the networks (veths, leases, rules,
+    /// namespace pins) and the whole runtime root.
+    pub fn simulate_reboot(&mut self, wipe: bool) {
+        self.kill_berthd();
+        let containers = self.root.join("containers");
+        let mut inits = Vec::new();
+        for e in std::fs::read_dir(&containers).unwrap().flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(e.path().join(f))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+            };
+            if let Some(shim) = read("shim.pid") {
+                let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
+            }
+            if let Some(init) = read("init.pid") {
+                inits.push(init);
+            }
+        }
+        for init in inits {
+            let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        }
+        self.wait_until(10, "every shim and container to be gone", || {
+            self.our_processes().is_empty()
+        });
+        if wipe {
+            for e in std::fs::read_dir(&containers).unwrap().flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                runtime_core::net::teardown(&e.path(), &id).expect("network teardown");
+            }
+            std::fs::remove_dir_all(&self.root).expect("empty the runtime root");
+        }
+    }
+
     /// Puts the (not yet used) root on a tmpfs of `size` bytes, so a test
     /// can fill the disk under berth. Unmounted when the Env drops.
     pub fn mount_root_tmpfs(&mut self, size: u64) {

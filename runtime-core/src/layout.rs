@@ -1,27 +1,75 @@
-//! Where everything lives under berth's root directory.
+//! Where everything lives: the runtime root and the data root.
 //!
 //! All three binaries compute paths from here and nowhere else, so the
-//! layout in DESIGN.md is written down once.
+//! layout (ARCHITECTURE.md, "On disk") is written down once.
+//!
+//! Two roots (DESIGN.md "Two roots"): what only means something while the
+//! machine is up (sockets, pid files, runc's state, network namespace
+//! pins, IPAM leases) is under the runtime root (`--root`, default
+//! `/run/berth`, a tmpfs that a reboot empties); what must outlive a
+//! reboot (container definitions, the bundle's config, the writable
+//! layer, logs, exit records, restart-policy state, the event journal,
+//! images) is under the data root (`--data-root`, default
+//! `/var/lib/berth`). Given one directory for both, every container's
+//! files share one directory, exactly the layout of berth before the
+//! split.
 
 use std::path::{Path, PathBuf};
 
-/// Default root, on tmpfs-like /run so a reboot starts clean.
+/// Default runtime root, on tmpfs-like /run so a reboot starts clean.
 pub const DEFAULT_ROOT: &str = "/run/berth";
+/// Default data root (with the default runtime root).
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
+
+/// The data root when none is given: `/var/lib/berth` with the default
+/// runtime root, else the runtime root itself (a private `--root` stays
+/// one directory, as it always was).
+pub fn default_data_root(root: &Path) -> PathBuf {
+    if root == Path::new(DEFAULT_ROOT) {
+        PathBuf::from(DEFAULT_DATA_ROOT)
+    } else {
+        root.to_path_buf()
+    }
+}
 
 /// Paths of one berth instance.
 #[derive(Debug, Clone)]
 pub struct Root {
     dir: PathBuf,
+    data: PathBuf,
 }
 
+/// `meta.json`: its presence in a container's runtime directory marks a
+/// container made before the split (see [`Root::container`]).
+const META: &str = "meta.json";
+
 impl Root {
-    /// Wraps a root directory; nothing is created.
+    /// One directory for both roots; nothing is created.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Root { dir: dir.into() }
+        let dir = dir.into();
+        Root {
+            data: dir.clone(),
+            dir,
+        }
     }
-    /// The root directory itself.
+    /// A runtime root and a data root (the same path is fine).
+    pub fn with_data(dir: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Self {
+        Root {
+            dir: dir.into(),
+            data: data.into(),
+        }
+    }
+    /// The runtime root directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+    /// The data root directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+    /// True when both roots are one directory.
+    pub fn is_single(&self) -> bool {
+        self.dir == self.data
     }
     /// berthd's API socket.
     pub fn api_socket(&self) -> PathBuf {
@@ -35,34 +83,73 @@ impl Root {
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join("berthd.lock")
     }
-    /// Directory of all containers.
+    /// Containers' runtime directories (sockets, pids, network pins).
     pub fn containers(&self) -> PathBuf {
         self.dir.join("containers")
+    }
+    /// Containers' data directories (definition, bundle, logs, exits).
+    pub fn data_containers(&self) -> PathBuf {
+        self.data.join("containers")
     }
     /// runc's own state root for this instance (kept apart from /run/runc).
     pub fn runc_root(&self) -> PathBuf {
         self.dir.join("runc")
     }
-    /// berth's network state (CNI IPAM leases), under the runtime root.
+    /// berth's network state (CNI IPAM leases), under the runtime root:
+    /// after a reboot no container holds an address.
     pub fn net_dir(&self) -> PathBuf {
         self.dir.join("net")
     }
-    /// The default busybox rootfs shared read-only by containers.
-    pub fn default_rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs").join("busybox")
+    /// The event journal's directory.
+    pub fn events_dir(&self) -> PathBuf {
+        self.data.join("events")
     }
-    /// One container's paths.
-    pub fn container(&self, id: &str) -> ContainerPaths {
-        ContainerPaths {
-            dir: self.containers().join(id),
+    /// The default busybox rootfs shared read-only by containers: under
+    /// the data root, since the overlays of containers that outlive a
+    /// reboot are stacked on it.
+    pub fn default_rootfs(&self) -> PathBuf {
+        self.data.join("rootfs").join("busybox")
+    }
+    /// The IDs of every container directory under either root (a valid
+    /// ID as its name), each once, sorted: what a restarted berthd
+    /// restores and what `berth logs` searches while berthd is down.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for dir in [self.data_containers(), self.containers()] {
+            let Ok(read) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for ent in read.flatten() {
+                if let Some(id) = ent.file_name().to_str() {
+                    if crate::id::validate("id", id).is_ok() {
+                        ids.insert(id.to_string());
+                    }
+                }
+            }
         }
+        ids.into_iter().collect()
+    }
+    /// One container's paths. A container made by a berth from before
+    /// the split has everything in its runtime directory (its meta.json is
+    /// there): it is found there and stays there until it is removed.
+    pub fn container(&self, id: &str) -> ContainerPaths {
+        let dir = self.containers().join(id);
+        let data = if self.is_single() || dir.join(META).exists() {
+            dir.clone()
+        } else {
+            self.data_containers().join(id)
+        };
+        ContainerPaths { dir, data }
     }
 }
 
-/// Paths of one container's state directory.
+/// Paths of one container: its runtime directory and its data directory
+/// (one and the same with a single root, or for a container made before
+/// the split).
 #[derive(Debug, Clone)]
 pub struct ContainerPaths {
     dir: PathBuf,
+    data: PathBuf,
 }
 
 /// File names inside a container directory (the sockets are reached by name
@@ -72,37 +159,66 @@ pub const SHIM_SOCK: &str = "shim.sock";
 pub const ATTACH_SOCK: &str = "attach.sock";
 
 impl ContainerPaths {
-    /// Paths for a container directory known by its path (the shim's view).
+    /// Paths for a container known by its one directory (both roots in
+    /// one, or a container made before the split).
     pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
-        ContainerPaths { dir: dir.into() }
+        let dir = dir.into();
+        ContainerPaths {
+            data: dir.clone(),
+            dir,
+        }
+    }
+    /// Paths for a container known by its runtime and data directories
+    /// (the shim's and the CLI's view).
+    pub fn from_dirs(dir: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Self {
+        ContainerPaths {
+            dir: dir.into(),
+            data: data.into(),
+        }
+    }
+    /// The container's runtime directory: sockets, pid files, runc's log,
+    /// the network namespace pin and the files the network setup writes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The container's data directory: what outlives a reboot.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+    /// Both directories, each once (to create or remove them).
+    pub fn dirs(&self) -> Vec<&Path> {
+        if self.dir == self.data {
+            vec![&self.dir]
+        } else {
+            vec![&self.data, &self.dir]
+        }
     }
     /// The console socket runc sends a tty container's pty master to.
     pub fn console_sock(&self) -> PathBuf {
         self.dir.join("console.sock")
     }
-    /// The container's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
     /// What the user asked for.
     pub fn meta(&self) -> PathBuf {
-        self.dir.join("meta.json")
+        self.data.join(META)
     }
-    /// The OCI bundle handed to runc.
+    /// The OCI bundle handed to runc: config.json and the rootfs mount
+    /// point, kept with the definition so a container runs again after a
+    /// reboot.
     pub fn bundle(&self) -> PathBuf {
-        self.dir.join("bundle")
+        self.data.join("bundle")
     }
     /// Mount point of the default rootfs overlay.
     pub fn bundle_rootfs(&self) -> PathBuf {
         self.bundle().join("rootfs")
     }
-    /// Overlay upper and work directories for the default rootfs.
+    /// Overlay upper directory: the container's writable layer.
     pub fn overlay_upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.data.join("upper")
     }
-    /// Overlay work directory.
+    /// Overlay work directory (on the upper's filesystem, as overlayfs
+    /// requires).
     pub fn overlay_work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.data.join("work")
     }
     /// Shim process ID.
     pub fn shim_pid(&self) -> PathBuf {
@@ -118,16 +234,29 @@ impl ContainerPaths {
     }
     /// The container log: a symlink to its newest segment `log.N` (see `logwrite`).
     pub fn log(&self) -> PathBuf {
-        self.dir.join("log")
+        self.data.join("log")
     }
     /// Exit record written by the shim.
     pub fn exit(&self) -> PathBuf {
-        self.dir.join("exit")
+        self.data.join("exit")
+    }
+    /// The exit record of the previous run, set aside while an exited
+    /// container is started again.
+    pub fn previous_exit(&self) -> PathBuf {
+        self.data.join("exit.previous")
     }
     /// Written by berthd when the shim died before the container exited:
     /// no exit record will ever come.
     pub fn lost(&self) -> PathBuf {
-        self.dir.join("lost")
+        self.data.join("lost")
+    }
+    /// The restart policy's state.
+    pub fn restart_state(&self) -> PathBuf {
+        self.data.join("restart.json")
+    }
+    /// The last exit journaled (so it is journaled once).
+    pub fn exit_event_mark(&self) -> PathBuf {
+        self.data.join("exit.event")
     }
     /// The shim's own diagnostic log (it has no stderr once daemonized).
     pub fn shim_log(&self) -> PathBuf {
@@ -140,5 +269,82 @@ impl ContainerPaths {
     /// The container init's PID, written by runc.
     pub fn init_pid(&self) -> PathBuf {
         self.dir.join("init.pid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_directory_keeps_every_file_in_one_container_directory() {
+        let r = Root::new("/r");
+        let c = r.container("c1");
+        assert_eq!(c.dirs(), vec![Path::new("/r/containers/c1")]);
+        for p in [
+            c.meta(),
+            c.exit(),
+            c.log(),
+            c.shim_sock(),
+            c.restart_state(),
+        ] {
+            assert_eq!(p.parent(), Some(Path::new("/r/containers/c1")), "{p:?}");
+        }
+        assert_eq!(r.events_dir(), Path::new("/r/events"));
+    }
+
+    #[test]
+    fn two_roots_split_what_outlives_a_reboot_from_what_does_not() {
+        let r = Root::with_data("/run/b", "/var/lib/b");
+        let c = r.container("c1");
+        let run = Path::new("/run/b/containers/c1");
+        let data = Path::new("/var/lib/b/containers/c1");
+        for p in [c.shim_sock(), c.attach_sock(), c.shim_pid(), c.init_pid()] {
+            assert_eq!(p.parent(), Some(run), "{p:?}");
+        }
+        for p in [
+            c.meta(),
+            c.exit(),
+            c.previous_exit(),
+            c.lost(),
+            c.log(),
+            c.restart_state(),
+            c.exit_event_mark(),
+            c.bundle(),
+            c.overlay_upper(),
+        ] {
+            assert_eq!(p.parent(), Some(data), "{p:?}");
+        }
+        assert_eq!(c.dirs(), vec![data, run]);
+        assert!(r.default_rootfs().starts_with("/var/lib/b"));
+        assert!(r.runc_root().starts_with("/run/b"));
+    }
+
+    #[test]
+    fn a_container_made_before_the_split_is_found_where_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        let old = run.join("containers/old1");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join(META), "{}").unwrap();
+        let r = Root::with_data(&run, tmp.path().join("data"));
+        let c = r.container("old1");
+        assert_eq!(c.meta(), old.join(META));
+        assert_eq!(c.dirs(), vec![old.as_path()]);
+        std::fs::create_dir_all(tmp.path().join("data/containers/new1")).unwrap();
+        std::fs::create_dir_all(run.join("containers/new1")).unwrap();
+        std::fs::create_dir_all(run.join("containers/../x")).unwrap();
+        assert_eq!(r.container_ids(), ["new1", "old1"]);
+        let n = r.container("new1");
+        assert_eq!(n.meta(), tmp.path().join("data/containers/new1/meta.json"));
+    }
+
+    #[test]
+    fn the_data_root_defaults_to_var_lib_only_with_the_default_root() {
+        assert_eq!(
+            default_data_root(Path::new(DEFAULT_ROOT)),
+            Path::new(DEFAULT_DATA_ROOT)
+        );
+        assert_eq!(default_data_root(Path::new("/x")), Path::new("/x"));
     }
 }

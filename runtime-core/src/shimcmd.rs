@@ -12,8 +12,11 @@ use crate::meta::LogConfig;
 #[derive(Debug, Clone, Default)]
 pub struct ShimConfig {
     pub id: String,
-    /// The container's state directory (`<root>/containers/<id>`).
+    /// The container's runtime directory (`<root>/containers/<id>`).
     pub state_dir: PathBuf,
+    /// The container's data directory (`<data-root>/containers/<id>`):
+    /// its log and exit record. `None`: the runtime directory (one root).
+    pub data_dir: Option<PathBuf>,
     pub bundle: PathBuf,
     pub runtime: PathBuf,
     pub runc_root: PathBuf,
@@ -52,6 +55,7 @@ impl ShimConfig {
             match flag.as_str() {
                 "--id" => c.id = value()?,
                 "--state-dir" => c.state_dir = value()?.into(),
+                "--data-dir" => c.data_dir = Some(value()?.into()),
                 "--bundle" => c.bundle = value()?.into(),
                 "--runtime" => c.runtime = value()?.into(),
                 "--runc-root" => c.runc_root = value()?.into(),
@@ -81,6 +85,9 @@ impl ShimConfig {
             }
         }
         crate::id::validate("id", &c.id).map_err(|e| e.to_string())?;
+        if let Some(p) = c.data_dir.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(format!("--data-dir must be an absolute path, got {p:?}"));
+        }
         for (name, p) in [
             ("--state-dir", &c.state_dir),
             ("--bundle", &c.bundle),
@@ -93,6 +100,14 @@ impl ShimConfig {
         Ok(c)
     }
 
+    /// The container's paths as the shim sees them.
+    pub fn paths(&self) -> crate::layout::ContainerPaths {
+        crate::layout::ContainerPaths::from_dirs(
+            &self.state_dir,
+            self.data_dir.as_ref().unwrap_or(&self.state_dir),
+        )
+    }
+
     /// The arguments that `parse` reads back into this configuration.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
@@ -102,6 +117,9 @@ impl ShimConfig {
         };
         pair("--id", self.id.clone().into());
         pair("--state-dir", self.state_dir.clone().into());
+        if let Some(d) = &self.data_dir {
+            pair("--data-dir", d.clone().into());
+        }
         pair("--bundle", self.bundle.clone().into());
         pair("--runtime", self.runtime.clone().into());
         pair("--runc-root", self.runc_root.clone().into());
@@ -161,6 +179,7 @@ mod tests {
         let c = ShimConfig {
             id: "c1".into(),
             state_dir: "/s/c1".into(),
+            data_dir: Some("/d/c1".into()),
             bundle: "/s/c1/bundle".into(),
             runtime: "/usr/sbin/runc".into(),
             runc_root: "/r".into(),

@@ -35,7 +35,7 @@ pub fn start(config: &ShimConfig) -> ExitCode {
 }
 
 fn run(c: &ShimConfig) -> Result<String, String> {
-    let shim_log = runtime_core::layout::ContainerPaths::from_dir(&c.state_dir).shim_log();
+    let shim_log = c.paths().shim_log();
     let log = OpenOptions::new()
         .append(true)
         .create(true)

@@ -201,7 +201,7 @@ impl Shim {
     /// Sets up sockets and stdio and runs `runc create`; the error is the
     /// message the user sees (the runtime's own, where it gave one).
     fn create(cfg: ShimConfig) -> Result<Shim, String> {
-        let paths = ContainerPaths::from_dir(&cfg.state_dir);
+        let paths = cfg.paths();
         let runc = Runc {
             binary: cfg.runtime.clone(),
             root: cfg.runc_root.clone(),

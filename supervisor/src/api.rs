@@ -203,7 +203,12 @@ pub struct ContainerInfo {
     pub log_path: String,
     /// The shim's attach socket: clients connect to it directly.
     pub attach_socket: String,
+    /// The container's runtime directory (sockets, pid files).
     pub state_dir: String,
+    /// The container's data directory (definition, log, exit record);
+    /// empty from a berthd before the two roots: `state_dir` has it all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data_dir: String,
     pub tty: bool,
     pub stdin: bool,
     pub auto_remove: bool,
@@ -221,6 +226,18 @@ pub struct ContainerInfo {
     /// The network as set up: mode, address, gateway, ports (`inspect` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<runtime_core::net::NetState>,
+}
+
+impl ContainerInfo {
+    /// The container's paths, as berthd reported them.
+    pub fn paths(&self) -> runtime_core::layout::ContainerPaths {
+        let data = if self.data_dir.is_empty() {
+            &self.state_dir
+        } else {
+            &self.data_dir
+        };
+        runtime_core::layout::ContainerPaths::from_dirs(&self.state_dir, data)
+    }
 }
 
 /// Where a container is, as users see it (`ps`, `inspect`).

@@ -19,11 +19,14 @@ struct Args {
     /// The config file; a missing default one is no error.
     #[arg(long, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
-    /// State directory (sockets, containers, logs) [default: /run/berth].
+    /// Runtime root: sockets, pid files, runc state, network namespaces;
+    /// what a reboot ends [default: /run/berth].
     #[arg(long, env = "BERTH_ROOT")]
     root: Option<PathBuf>,
-    /// Where images are stored (default: /var/lib/berth with the default
-    /// --root, else the --root directory).
+    /// Data root: images, container definitions, logs, exit records,
+    /// restart-policy state, the event journal; what outlives a reboot
+    /// (default: /var/lib/berth with the default --root, else the --root
+    /// directory).
     #[arg(long, env = "BERTH_DATA_ROOT")]
     data_root: Option<PathBuf>,
     /// OCI runtime: a name looked up in PATH, or a path [default: runc].
@@ -113,7 +116,7 @@ fn settle(args: Args, notify: daemon::notify::Notifier) -> anyhow::Result<Config
     )?;
     let data_root = match args.data_root.or(file.data_root) {
         Some(d) => absolute("--data-root", d)?,
-        None => berth_image::default_data_root(&root),
+        None => runtime_core::layout::default_data_root(&root),
     };
     let defaults = LogConfig::default();
     let log = LogConfig {

@@ -1,10 +1,8 @@
 //! `berth attach ID`: join a running container's stdio through its shim.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
-
-use runtime_core::layout::ContainerPaths;
 
 use super::attach::{self, AttachEnd, SessionOpts};
 use super::sigproxy::SigProxy;
@@ -31,11 +29,11 @@ pub struct AttachArgs {
     container: String,
 }
 
-pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
+pub async fn attach(root: &Path, data_root: &Path, a: AttachArgs) -> Outcome {
     let keys = parse_detach_keys(&a.detach_keys).map_err(Failure::new)?;
     // Through berthd, or from the disk while it is down: the session
     // itself goes straight to the shim either way.
-    let info = super::offline::inspect_anyhow(root, &a.container).await?;
+    let info = super::offline::inspect_anyhow(root, data_root, &a.container).await?;
     if info.status == ContainerStatus::Exited {
         let how = match (info.exit_code, info.signal) {
             (_, Some(sig)) => format!("killed by signal {sig}"),
@@ -53,7 +51,7 @@ pub async fn attach(root: &Path, a: AttachArgs) -> Outcome {
     }
     let mut proxy = (a.sig_proxy && !info.tty).then(SigProxy::install);
     if let Some(p) = proxy.as_mut() {
-        let shim = ContainerPaths::from_dir(PathBuf::from(&info.state_dir)).shim_sock();
+        let shim = info.paths().shim_sock();
         p.forward_to(info.name.clone(), shim);
     }
     let session = attach::connect(Path::new(&info.attach_socket), stdin).await?;

@@ -6,12 +6,11 @@
 //! config.json). One container prints one object, several an array;
 //! `--format` renders a Go template per container.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
 use serde_json::{json, Map, Value as Json};
 
-use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 
 use super::format::{print_rows, Format};
@@ -72,7 +71,7 @@ fn with_docker_layout(v: Json) -> Json {
         return v;
     };
     let Json::Object(mut obj) = v else { return v };
-    let paths = ContainerPaths::from_dir(PathBuf::from(&info.state_dir));
+    let paths = info.paths();
     let meta: Option<ContainerMeta> = runtime_core::atomic::read_json(&paths.meta()).ok();
     let spec = oci_spec::runtime::Spec::load(paths.bundle().join("config.json")).ok();
     for (k, val) in docker_view(&info, &obj, meta.as_ref(), spec.as_ref()) {

@@ -9,7 +9,7 @@
 
 use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
@@ -131,9 +131,9 @@ pub fn parse_log_files(s: &str) -> Result<u32, String> {
     }
 }
 
-pub async fn logs(root: &Path, a: LogsArgs) -> Outcome {
+pub async fn logs(root: &Path, data_root: &Path, a: LogsArgs) -> Outcome {
     // Through berthd, or from the disk while it is down.
-    let info = super::offline::inspect_anyhow(root, &a.container).await?;
+    let info = super::offline::inspect_anyhow(root, data_root, &a.container).await?;
     tokio::task::spawn_blocking(move || print_log(&info, &a))
         .await
         .map_err(|e| Failure::new(e.to_string()))?
@@ -221,7 +221,7 @@ impl<O: Write, E: Write> Printer<O, E> {
 }
 
 fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
-    let paths = ContainerPaths::from_dir(PathBuf::from(&info.state_dir));
+    let paths = info.paths();
     let log_path = Path::new(&info.log_path);
     let read_err = |e: std::io::Error| Failure::new(format!("read {}: {e}", info.log_path));
     let mut reader = match a.tail {
@@ -229,7 +229,8 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
         Tail::Lines(n) => LogReader::tail(log_path, n).map_err(read_err)?,
     };
     // Set up before the first read, so no change after it goes unseen.
-    let waiter = a.follow.then(|| Waiter::new(paths.dir()));
+    // The data directory: the log's segments and the exit record are there.
+    let waiter = a.follow.then(|| Waiter::new(paths.data_dir()));
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut p = Printer {
@@ -251,7 +252,7 @@ fn print_log(info: &ContainerInfo, a: &LogsArgs) -> Outcome {
             || paths.exit().exists()
             || paths.lost().exists()
             || shim_gone(&paths)
-            || !paths.dir().exists()
+            || !paths.data_dir().exists()
             || a.until.is_some_and(|u| SystemTime::now() > u);
         reader
             .read_available(&mut |ev| match ev {

@@ -48,11 +48,12 @@ use crate::rpc::{CallError, RpcClient};
 #[derive(Parser, Debug)]
 #[command(name = "berth", version)]
 pub struct Cli {
-    /// berthd's state directory.
+    /// berthd's runtime root (its socket, the shims' sockets).
     #[arg(long, global = true, env = "BERTH_ROOT", default_value = runtime_core::layout::DEFAULT_ROOT)]
     root: PathBuf,
-    /// Where images are stored (default: /var/lib/berth with the default
-    /// --root, else the --root directory).
+    /// berthd's data root: images, containers' logs and definitions
+    /// (default: /var/lib/berth with the default --root, else the --root
+    /// directory).
     #[arg(long, global = true, env = "BERTH_DATA_ROOT")]
     data_root: Option<PathBuf>,
     #[command(subcommand)]
@@ -242,17 +243,17 @@ pub fn main() -> ExitCode {
     let data_root = cli
         .data_root
         .clone()
-        .unwrap_or_else(|| berth_image::default_data_root(&root));
+        .unwrap_or_else(|| runtime_core::layout::default_data_root(&root));
     let outcome = rt.block_on(async move {
         match cli.command {
             Command::Run(a) => run::run(&root, a).await,
             Command::Ps(a) => ps::ps(&root, a).await,
-            Command::Logs(a) => logs::logs(&root, a).await,
+            Command::Logs(a) => logs::logs(&root, &data_root, a).await,
             Command::Kill(a) => kill::kill(&root, a).await,
             Command::Inspect(a) => inspect::inspect(&root, a).await,
             Command::Wait(a) => wait::wait(&root, a).await,
             Command::Rm(a) => rm::rm(&root, a).await,
-            Command::Attach(a) => attach_cmd::attach(&root, a).await,
+            Command::Attach(a) => attach_cmd::attach(&root, &data_root, a).await,
             Command::Events(a) => events::events(&root, a).await,
             Command::Stats(a) => stats::stats(&root, a).await,
             Command::Update(a) => update::update(&root, a).await,

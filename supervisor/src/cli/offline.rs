@@ -35,15 +35,16 @@ pub enum OfflineError {
 /// the on-disk state alone. The status is what the disk can tell: exited
 /// (with its code) when the exit record exists, running while its shim
 /// lives, unknown otherwise.
-pub fn inspect(root: &Path, reference: &str) -> Result<ContainerInfo, OfflineError> {
-    let dir = Root::new(root).containers();
-    let entries = std::fs::read_dir(&dir).map_err(|source| OfflineError::Io {
+pub fn inspect(root: &Root, reference: &str) -> Result<ContainerInfo, OfflineError> {
+    // Unreadable (permission): said as such, not as "no such container".
+    let dir = root.containers();
+    std::fs::read_dir(&dir).map_err(|source| OfflineError::Io {
         path: dir.clone(),
         source,
     })?;
     let mut metas = Vec::new();
-    for e in entries.flatten() {
-        let paths = ContainerPaths::from_dir(e.path());
+    for id in root.container_ids() {
+        let paths = root.container(&id);
         // A directory without a readable meta.json is a create that never
         // finished: berthd would not list it either.
         if let Ok(meta) = runtime_core::atomic::read_json::<ContainerMeta>(&paths.meta()) {
@@ -110,6 +111,7 @@ fn info_from_disk(meta: ContainerMeta, paths: ContainerPaths) -> ContainerInfo {
         log_path: paths.log().display().to_string(),
         attach_socket: paths.attach_sock().display().to_string(),
         state_dir: paths.dir().display().to_string(),
+        data_dir: paths.data_dir().display().to_string(),
         tty: meta.tty,
         stdin: meta.stdin,
         auto_remove: meta.auto_remove,
@@ -127,7 +129,11 @@ fn info_from_disk(meta: ContainerMeta, paths: ContainerPaths) -> ContainerInfo {
 
 /// The container through berthd when it answers, else from the disk.
 /// Used by the verbs that do not need berthd (`logs`, `attach`).
-pub async fn inspect_anyhow(root: &Path, reference: &str) -> Result<ContainerInfo, Failure> {
+pub async fn inspect_anyhow(
+    root: &Path,
+    data_root: &Path,
+    reference: &str,
+) -> Result<ContainerInfo, Failure> {
     match try_connect(root).await {
         Ok(mut c) => Ok(c
             .call(
@@ -143,7 +149,7 @@ pub async fn inspect_anyhow(root: &Path, reference: &str) -> Result<ContainerInf
                 "{}; resolving {reference} from the disk",
                 unreachable.message
             );
-            inspect(root, reference).map_err(|e| match e {
+            inspect(&Root::with_data(root, data_root), reference).map_err(|e| match e {
                 // Not even the disk can be read: say why berthd could not
                 // be reached either (usually permission on the root).
                 OfflineError::Io { .. } => unreachable,
@@ -192,30 +198,32 @@ mod tests {
         let p = Root::new(root).container("abcd000000000001");
         runtime_core::atomic::write_json(&p.exit(), &exit).unwrap();
 
-        let web = inspect(root, "web").unwrap();
+        let web = inspect(&Root::new(root), "web").unwrap();
         assert_eq!(web.id, "abcd000000000001");
         assert_eq!(web.status, ContainerStatus::Exited);
         assert_eq!(web.exit_code, Some(3));
         assert!(web.log_path.ends_with("/abcd000000000001/log"));
         assert_eq!(
-            inspect(root, "abcd000000000002").unwrap().id,
+            inspect(&Root::new(root), "abcd000000000002").unwrap().id,
             "abcd000000000002"
         );
         assert_eq!(
-            inspect(root, "abcd000000000001x").unwrap().id,
+            inspect(&Root::new(root), "abcd000000000001x").unwrap().id,
             "abcd000000000002"
         );
-        let amb = inspect(root, "abcd").unwrap_err();
+        let amb = inspect(&Root::new(root), "abcd").unwrap_err();
         assert!(
             matches!(amb, OfflineError::Ambiguous { count: 2, .. }),
             "{amb}"
         );
-        let none = inspect(root, "ghost").unwrap_err();
+        let none = inspect(&Root::new(root), "ghost").unwrap_err();
         assert_eq!(none.to_string(), "no such container: ghost");
         // A create that never wrote meta.json is not a container.
         std::fs::create_dir_all(Root::new(root).container("abcd000000000003").dir()).unwrap();
         assert_eq!(
-            inspect(root, "abcd000000000003").unwrap_err().to_string(),
+            inspect(&Root::new(root), "abcd000000000003")
+                .unwrap_err()
+                .to_string(),
             "no such container: abcd000000000003"
         );
     }

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use runtime_core::layout::ContainerPaths;
-
 use super::attach::{self, AttachEnd, SessionOpts};
 use super::attach_cmd::{finish, DEFAULT_DETACH_KEYS};
 use super::sigproxy::SigProxy;
@@ -212,7 +210,7 @@ pub async fn run(root: &Path, a: RunArgs) -> Outcome {
         return Ok(0);
     }
     if let Some(p) = proxy.as_mut() {
-        let shim = ContainerPaths::from_dir(PathBuf::from(&info.state_dir)).shim_sock();
+        let shim = info.paths().shim_sock();
         p.forward_to(info.name.clone(), shim);
     }
     let session = match attach::connect(Path::new(&info.attach_socket), a.interactive).await {

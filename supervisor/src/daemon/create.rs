@@ -112,7 +112,17 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
     let name = p.name.clone().unwrap_or_else(|| new_id.clone());
     let prepared = match &p.image {
         Some(img) => {
-            Some(image::prepare(d, d.root.container(&new_id).dir().to_path_buf(), img, &p).await?)
+            // The lease names the data directory: it lasts as long as
+            // the container's definition, across reboots.
+            Some(
+                image::prepare(
+                    d,
+                    d.root.container(&new_id).data_dir().to_path_buf(),
+                    img,
+                    &p,
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -424,7 +434,11 @@ async fn make_bundle(
 ) -> Result<MetaSync, RpcError> {
     let internal = |e: runtime_core::Error| RpcError::new(ErrorCode::Internal, e.to_string());
     let paths = d.root.container(&meta.id);
-    private_dir(paths.dir())?;
+    // The data directory first: a restarted berthd looks for containers
+    // there, and removes one without meta.json as half-made.
+    for dir in paths.dirs() {
+        private_dir(dir)?;
+    }
     // meta.json the durable way (temp, fsync, rename, fsync dir), with the
     // disk waits overlapping other work: the temp file's fsync with the
     // bundle, the directory's with the shim's start. The rename comes

@@ -38,8 +38,6 @@ use crate::event::{self, Event, EventKind, EventsParams, StreamItem};
 
 /// The journal file's name; rotated ones get `.1`, `.2`, ...
 const JOURNAL: &str = "events.log";
-/// Marker of the last exit journaled, in the container's directory.
-const EXIT_MARK: &str = "exit.event";
 /// Events kept in memory for followers.
 const RECENT: usize = 4096;
 
@@ -426,8 +424,9 @@ pub fn deleted(d: &Daemon, id: &str, name: &str) {
 
 /// The restart policy is about to run the container again. `retry`: the
 /// same attempt was begun by a berthd that died; its event may be in the
-/// journal already, and then it is not written twice.
-pub fn restarting(d: &Daemon, id: &str, count: u32, retry: bool) {
+/// journal already, and then it is not written twice. `why`: the policy
+/// and the exit it answers.
+pub fn restarting(d: &Daemon, id: &str, count: u32, retry: bool, why: String) {
     if retry
         && journaled_where(d, |e| {
             e.kind == EventKind::Restart && e.id == id && e.restart_count == Some(count)
@@ -437,6 +436,7 @@ pub fn restarting(d: &Daemon, id: &str, count: u32, retry: bool) {
     }
     let mut ev = base(EventKind::Restart, id, &name_of(d, id));
     ev.restart_count = Some(count);
+    ev.reason = Some(why);
     write(d, ev);
 }
 
@@ -573,7 +573,7 @@ pub fn exited(d: &Daemon, id: &str) {
             _ => return,
         },
     };
-    let mark = paths.dir().join(EXIT_MARK);
+    let mark = paths.exit_event_mark();
     let done = format!("done {key}");
     let pending = format!("pending {key}");
     let mut events: Vec<Event> = oom.into_iter().chain([ev]).collect();

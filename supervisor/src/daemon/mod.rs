@@ -32,7 +32,7 @@ mod watch;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,31 +82,44 @@ const LOCK_GRACE: Duration = Duration::from_secs(3);
 /// SIGTERM or SIGINT. Never touches a shim on the way out.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_fd_limit();
-    let root = Root::new(&config.root);
-    trust::check_ancestors(root.dir())?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root.dir())
-        .with_context(|| format!("create root {}", root.dir().display()))?;
-    // Checked again now that it exists: a directory someone else owns
-    // could be given back its mode and its socket replaced at any time.
-    trust::check_owned(root.dir())?;
-    fs::set_permissions(root.dir(), fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", root.dir().display()))?;
-    for d in [root.containers(), root.runc_root()] {
+    let root = Root::with_data(&config.root, &config.data_root);
+    // The runtime root first, then the data root (the same directory when
+    // only --root is given): each 0700, owned by us, with its containers.
+    let mut made = vec![(root.dir(), vec![root.containers(), root.runc_root()])];
+    if !root.is_single() {
+        made.push((root.data_dir(), vec![root.data_containers()]));
+    }
+    for (top, subdirs) in made {
+        trust::check_ancestors(top)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&d)
-            .with_context(|| format!("create {}", d.display()))?;
-        trust::check_owned(&d)?;
+            .create(top)
+            .with_context(|| format!("create root {}", top.display()))?;
+        // Checked again now that it exists: a directory someone else owns
+        // could be given back its mode and its socket replaced at any time.
+        trust::check_owned(top)?;
+        fs::set_permissions(top, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {}", top.display()))?;
+        for d in subdirs {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .with_context(|| format!("create {}", d.display()))?;
+            trust::check_owned(&d)?;
+        }
     }
-    let _lock = lock_root(&root).await?;
+    let _lock = lock_root(&root.lock_file()).await?;
+    // Two berthds on one data root would each restore (and restart) the
+    // other's containers: the data root is locked too.
+    let _data_lock = match root.is_single() {
+        true => None,
+        false => Some(lock_root(&root.data_dir().join("berthd.lock")).await?),
+    };
     write_pid_file(&root);
-    // The journal must outlive a reboot: under the data root (the root
-    // itself when only --root is given).
-    let journal = events::Journal::open(&config.data_root.join("events"), config.events)?;
+    // The journal must outlive a reboot: under the data root.
+    let journal = events::Journal::open(&root.events_dir(), config.events)?;
     let daemon = Arc::new(Daemon {
         config,
         root,
@@ -125,15 +138,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::serve(daemon, listener).await
 }
 
-/// Takes `<root>/berthd.lock`, waiting up to [`LOCK_GRACE`] for a berthd
+/// Takes a root's `berthd.lock`, waiting up to [`LOCK_GRACE`] for a berthd
 /// that is still on its way out.
-async fn lock_root(root: &Root) -> anyhow::Result<Flock<fs::File>> {
-    let lock_path = root.lock_file();
+async fn lock_root(lock_path: &Path) -> anyhow::Result<Flock<fs::File>> {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
+        .open(lock_path)
         .with_context(|| format!("open {}", lock_path.display()))?;
     let give_up = tokio::time::Instant::now() + LOCK_GRACE;
     let mut told = false;
@@ -144,7 +156,7 @@ async fn lock_root(root: &Root) -> anyhow::Result<Flock<fs::File>> {
                 if tokio::time::Instant::now() >= give_up {
                     bail!(
                         "another berthd is already running on {} (lock {} is held)",
-                        root.dir().display(),
+                        lock_path.parent().unwrap_or(lock_path).display(),
                         lock_path.display()
                     );
                 }

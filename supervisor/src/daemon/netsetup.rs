@@ -316,12 +316,7 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
             teardown_locked(&dir, id)
                 .await
                 .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
-            let spec = runtime_core::spec::load_bundle_config(&paths.bundle())
-                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
-            let hostname = spec
-                .hostname()
-                .clone()
-                .unwrap_or_else(|| entry.meta.name.clone());
+            let hostname = hostname_of(&paths, &entry)?;
             setup_locked(d, id, &hostname, o, &Plan { join: None }).await?;
             Ok(())
         }
@@ -336,10 +331,47 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
                 plan.join.as_ref().map(|(ns, _)| ns.as_path()),
             );
             runtime_core::spec::write_config(&spec, &paths.bundle())
-                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+            rewrite_files_after_reboot(d, id, &entry, &plan).await
         }
-        NetworkMode::None | NetworkMode::Host => Ok(()),
+        NetworkMode::None | NetworkMode::Host => {
+            rewrite_files_after_reboot(d, id, &entry, &Plan { join: None }).await
+        }
     }
+}
+
+/// The /etc files the OCI config bind-mounts live in the runtime
+/// directory, which a reboot empties: written again (with their record)
+/// when they are gone. A bridge container's are, with its namespace.
+async fn rewrite_files_after_reboot(
+    d: &Daemon,
+    id: &str,
+    entry: &Entry,
+    plan: &Plan,
+) -> Result<(), RpcError> {
+    let paths = d.root.container(id);
+    let _guard = net_lock(paths.dir()).await;
+    if net::read_state(paths.dir()).is_some() {
+        return Ok(());
+    }
+    let hostname = hostname_of(&paths, entry)?;
+    setup_locked(d, id, &hostname, &entry.meta.options, plan)
+        .await
+        .map(drop)
+}
+
+/// The container's hostname as its bundle's config says (its name when
+/// the config has none), for setting its network up again.
+fn hostname_of(
+    paths: &runtime_core::layout::ContainerPaths,
+    entry: &Entry,
+) -> Result<String, RpcError> {
+    let spec = runtime_core::spec::load_bundle_config(&paths.bundle())
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(spec
+        .hostname()
+        .clone()
+        .unwrap_or_else(|| entry.meta.name.clone()))
 }
 
 #[cfg(test)]

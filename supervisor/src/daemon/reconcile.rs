@@ -4,21 +4,18 @@
 //! no verb, so nothing imports in a circle.
 
 use std::fs;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
 
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
+use runtime_core::layout::ContainerPaths;
 use runtime_core::protocol::{shim_methods as m, ShimState, ShimStatus};
 use runtime_core::rootfs;
 
 use super::registry::Phase;
 use super::{shim, Daemon};
-
-/// File recording that a container's shim died without an exit record.
-pub const LOST: &str = "lost";
-/// The exit record of the previous run, kept aside while an exited
-/// container is started again (so a crash mid-start shows it exited as it
-/// was, never half-made).
-pub const PREVIOUS_EXIT: &str = "exit.previous";
 
 /// What asking the shim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +71,16 @@ pub async fn shim_gone(d: &Daemon, id: &str) -> bool {
         return false;
     }
     let paths = d.root.container(id);
-    let previous = paths.dir().join(PREVIOUS_EXIT);
+    // The exit record of the previous run, kept aside while an exited
+    // container is started again (so a crash mid-start shows it exited as
+    // it was, never half-made).
+    let previous = paths.previous_exit();
+    // After a reboot (or the runtime root wiped) the shim's pid files are
+    // gone with it: a container with a definition is not half-made then,
+    // only ended by the reboot.
     let never_created = !paths.exit().exists()
         && !previous.exists()
+        && !runtime_state_gone(&paths)
         && (!paths.shim_pid().exists() || !paths.init_pid().exists());
     if never_created {
         // No shim ever finished creating it (berthd or the shim died mid-create).
@@ -101,25 +105,97 @@ pub async fn shim_gone(d: &Daemon, id: &str) -> bool {
     true
 }
 
+/// The `lost` file: why a container has no exit record, and whether a
+/// reboot ended it (then a restart policy treats it as Docker treats a
+/// container found stopped at daemon start: `always` and
+/// `unless-stopped` bring it back, `on-failure` does not, since it did
+/// not fail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LostRecord {
+    Full {
+        reason: String,
+        #[serde(default)]
+        rebooted: bool,
+    },
+    /// Written by a berth from before the split: the reason alone.
+    Reason(String),
+}
+
+impl LostRecord {
+    pub fn reason(&self) -> &str {
+        match self {
+            LostRecord::Full { reason, .. } | LostRecord::Reason(reason) => reason,
+        }
+    }
+    pub fn rebooted(&self) -> bool {
+        matches!(self, LostRecord::Full { rebooted: true, .. })
+    }
+}
+
+/// The container's `lost` record, if it has one.
+pub fn lost_record(paths: &ContainerPaths) -> Option<LostRecord> {
+    atomic::read_json(&paths.lost()).ok()
+}
+
+/// The runtime state of the container's last run is gone: its runtime
+/// directory no longer exists (a reboot emptied the runtime root, or it
+/// was wiped), or its shim's pid file is older than this boot (a single
+/// root on a disk that a reboot does not empty).
+fn runtime_state_gone(paths: &ContainerPaths) -> bool {
+    if paths.dir() != paths.data_dir() && !paths.dir().exists() {
+        return true;
+    }
+    let written = fs::metadata(paths.shim_pid()).and_then(|m| m.modified());
+    match (written, boot_time()) {
+        (Ok(w), Some(boot)) => w < boot,
+        _ => false,
+    }
+}
+
+/// When this boot began (`btime` in /proc/stat).
+fn boot_time() -> Option<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// Why a container has no exit record: read from `lost`, or (the first
 /// time) decided now, with whatever the runtime still holds killed.
 async fn lost(d: &Daemon, id: &str, meta: &runtime_core::meta::ContainerMeta) -> String {
-    let path = d.root.container(id).dir().join(LOST);
-    if let Ok(r) = atomic::read_json::<String>(&path) {
-        return r;
+    let paths = d.root.container(id);
+    let path = paths.lost();
+    if let Some(r) = lost_record(&paths) {
+        return r.reason().to_string();
     }
-    let r = format!(
-        "the shim died before the container exited; container killed at {}",
-        runtime_core::time::now_rfc3339()
-    );
-    log::warn!("container {id}: {r}");
+    let now = runtime_core::time::now_rfc3339();
+    let r = if runtime_state_gone(&paths) {
+        LostRecord::Full {
+            reason: format!(
+                "the host rebooted (or the runtime root was emptied) while it ran; found at {now}"
+            ),
+            rebooted: true,
+        }
+    } else {
+        LostRecord::Full {
+            reason: format!("the shim died before the container exited; container killed at {now}"),
+            rebooted: false,
+        }
+    };
+    log::warn!("container {id}: {}", r.reason());
     shim::force_delete_runtime_state(d, meta).await;
+    let r_text = r.reason().to_string();
     if let Err(e) = atomic::write_json(&path, &r) {
         // A full disk: the reason is still cached and shown; the next
         // berthd decides it again.
         log::error!("container {id}: {e}");
     }
-    r
+    r_text
 }
 
 /// Removes every trace of a container that never came to be; true when
@@ -148,9 +224,11 @@ pub async fn discard(d: &Daemon, id: &str) -> bool {
         );
         return false;
     }
-    if let Err(e) = fs::remove_dir_all(paths.dir()) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("remove {}: {e}", paths.dir().display());
+    for dir in paths.dirs() {
+        if let Err(e) = fs::remove_dir_all(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("remove {}: {e}", dir.display());
+            }
         }
     }
     d.registry.remove(id);

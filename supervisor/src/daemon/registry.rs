@@ -135,6 +135,7 @@ impl Entry {
             log_path: paths.log().display().to_string(),
             attach_socket: paths.attach_sock().display().to_string(),
             state_dir: paths.dir().display().to_string(),
+            data_dir: paths.data_dir().display().to_string(),
             tty: self.meta.tty,
             stdin: self.meta.stdin,
             auto_remove: self.meta.auto_remove,

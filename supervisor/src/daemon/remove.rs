@@ -133,12 +133,20 @@ async fn remove_inner(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError>
     events::exited(d, id);
     rootfs::unmount_if_mounted(&paths.bundle_rootfs())
         .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
-    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
-        RpcError::new(
-            ErrorCode::Internal,
-            format!("remove {}: {e}", paths.dir().display()),
-        )
-    })?;
+    // The data directory (meta.json) first: a berthd killed in between
+    // finds a runtime directory without a definition and removes it. A
+    // reboot may have taken the runtime directory already.
+    for dir in paths.dirs() {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RpcError::new(
+                    ErrorCode::Internal,
+                    format!("remove {}: {e}", dir.display()),
+                ));
+            }
+            _ => {}
+        }
+    }
     d.registry.remove(id);
     events::deleted(d, id, &entry.meta.name);
     log::info!("removed {id}");

@@ -21,11 +21,9 @@ use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{ErrorCode, RpcError};
 
-use super::{events, start, Daemon};
+use super::{events, reconcile, start, Daemon};
 use crate::policy::{PastExit, RestartInfo, RestartPolicy};
 
-/// The policy's state file, in the container's directory.
-const STATE: &str = "restart.json";
 /// Exits kept for `inspect`.
 const LAST_EXITS: usize = 5;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -82,9 +80,22 @@ pub enum Decision {
     Restart(Duration),
 }
 
-/// Docker's rule for one exit. `exit_code` None: the shim died first (a
-/// failure); `ran`: how long this run lasted; `boot`: the current boot id.
-pub fn decide(s: &RestartState, exit_code: Option<i32>, ran: Duration, boot: &str) -> Decision {
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The exit record's code.
+    Code(i32),
+    /// The shim died first: a failure.
+    ShimDied,
+    /// A reboot ended it (its runtime state is gone): not a failure, as
+    /// for Docker, whose daemon brings back only `always` and
+    /// `unless-stopped` containers when it starts.
+    Reboot,
+}
+
+/// Docker's rule for one exit. `ran`: how long this run lasted; `boot`:
+/// the current boot id.
+pub fn decide(s: &RestartState, ended: Ended, ran: Duration, boot: &str) -> Decision {
     if s.stopped_by_user {
         let rebooted = s.stopped_boot.as_deref().is_some_and(|b| b != boot);
         if !(rebooted && s.policy == RestartPolicy::Always) {
@@ -95,7 +106,8 @@ pub fn decide(s: &RestartState, exit_code: Option<i32>, ran: Duration, boot: &st
         RestartPolicy::No => false,
         RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
         RestartPolicy::OnFailure { max_retries } => {
-            exit_code != Some(0) && (max_retries == 0 || s.count < max_retries)
+            !matches!(ended, Ended::Code(0) | Ended::Reboot)
+                && (max_retries == 0 || s.count < max_retries)
         }
     };
     if !go {
@@ -127,7 +139,7 @@ pub enum RestartError {
 
 /// The state on disk; before the first change, the policy from meta.json.
 fn load(d: &Daemon, id: &str) -> RestartState {
-    if let Ok(s) = atomic::read_json(&d.root.container(id).dir().join(STATE)) {
+    if let Ok(s) = atomic::read_json(&d.root.container(id).restart_state()) {
         return s;
     }
     let policy = d
@@ -143,7 +155,7 @@ fn load(d: &Daemon, id: &str) -> RestartState {
 }
 
 fn save(d: &Daemon, id: &str, s: &RestartState) -> Result<(), RestartError> {
-    atomic::write_json(&d.root.container(id).dir().join(STATE), s).map_err(|source| {
+    atomic::write_json(&d.root.container(id).restart_state(), s).map_err(|source| {
         RestartError::State {
             id: id.to_string(),
             source,
@@ -335,7 +347,14 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) -> bool {
             }
         }
         s.decided_exit = Some(key.clone());
-        s.pending = match decide(&s, exit.map(|e| e.exit_code), ran, &boot) {
+        let ended = match exit {
+            Some(e) => Ended::Code(e.exit_code),
+            None if reconcile::lost_record(&d.root.container(id)).is_some_and(|l| l.rebooted()) => {
+                Ended::Reboot
+            }
+            None => Ended::ShimDied,
+        };
+        s.pending = match decide(&s, ended, ran, &boot) {
             Decision::Stay => None,
             Decision::Restart(delay) => {
                 s.delay_ms = delay.as_millis() as u64;
@@ -375,6 +394,17 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) -> bool {
         now.delay_ms
     );
     let retry = pending.announced;
+    // What the event says: the policy, and the exit it answers.
+    let why = match now.last_exits.back() {
+        Some(PastExit {
+            exit_code: Some(c), ..
+        }) => format!("exit code {c}"),
+        Some(PastExit {
+            reason: Some(r), ..
+        }) => r.clone(),
+        _ => "an exit".to_string(),
+    };
+    let why = format!("restart policy {}: {why}", now.policy);
     if !retry {
         let mut s = now;
         pending.announced = true;
@@ -384,7 +414,7 @@ pub async fn exited(d: &Arc<Daemon>, id: &str) -> bool {
             return false;
         }
     }
-    events::restarting(d, id, pending.attempt, retry);
+    events::restarting(d, id, pending.attempt, retry, why);
     match start::start(d, id, false).await {
         Ok(started) => {
             // It ran again: that counts even if a user's stop came in
@@ -438,34 +468,43 @@ mod tests {
     #[test]
     fn dockers_rules_per_policy() {
         let r = |p, code| decide(&state(p, 0, 0), code, SHORT, "b");
-        assert_eq!(r(RestartPolicy::No, Some(1)), Decision::Stay);
+        assert_eq!(r(RestartPolicy::No, Ended::Code(1)), Decision::Stay);
         assert_eq!(
-            r(RestartPolicy::Always, Some(0)),
+            r(RestartPolicy::Always, Ended::Code(0)),
             Decision::Restart(FIRST_DELAY)
         );
         assert_eq!(
-            r(RestartPolicy::UnlessStopped, Some(0)),
+            r(RestartPolicy::UnlessStopped, Ended::Code(0)),
             Decision::Restart(FIRST_DELAY)
         );
         let of = RestartPolicy::OnFailure { max_retries: 3 };
-        assert_eq!(r(of, Some(0)), Decision::Stay);
-        assert_eq!(r(of, Some(1)), Decision::Restart(FIRST_DELAY));
+        assert_eq!(r(of, Ended::Code(0)), Decision::Stay);
+        assert_eq!(r(of, Ended::Code(1)), Decision::Restart(FIRST_DELAY));
         assert_eq!(
-            r(of, None),
+            r(of, Ended::ShimDied),
             Decision::Restart(FIRST_DELAY),
             "shim died: a failure"
         );
         assert_eq!(
-            decide(&state(of, 2, 100), Some(1), SHORT, "b"),
+            r(of, Ended::Reboot),
+            Decision::Stay,
+            "a reboot is no failure"
+        );
+        assert_eq!(r(RestartPolicy::No, Ended::Reboot), Decision::Stay);
+        for p in [RestartPolicy::Always, RestartPolicy::UnlessStopped] {
+            assert_eq!(r(p, Ended::Reboot), Decision::Restart(FIRST_DELAY), "{p}");
+        }
+        assert_eq!(
+            decide(&state(of, 2, 100), Ended::Code(1), SHORT, "b"),
             Decision::Restart(Duration::from_millis(200))
         );
         assert_eq!(
-            decide(&state(of, 3, 100), Some(1), SHORT, "b"),
+            decide(&state(of, 3, 100), Ended::Code(1), SHORT, "b"),
             Decision::Stay
         );
         let unlimited = RestartPolicy::OnFailure { max_retries: 0 };
         assert_eq!(
-            decide(&state(unlimited, 1000, 100), Some(1), SHORT, "b"),
+            decide(&state(unlimited, 1000, 100), Ended::Code(1), SHORT, "b"),
             Decision::Restart(Duration::from_millis(200))
         );
     }
@@ -475,7 +514,7 @@ mod tests {
         let mut delays = Vec::new();
         let mut s = state(RestartPolicy::Always, 0, 0);
         for _ in 0..12 {
-            let Decision::Restart(d) = decide(&s, Some(1), SHORT, "b") else {
+            let Decision::Restart(d) = decide(&s, Ended::Code(1), SHORT, "b") else {
                 panic!("always restarts");
             };
             delays.push(d.as_millis() as u64);
@@ -486,7 +525,7 @@ mod tests {
             [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 60000, 60000]
         );
         assert_eq!(
-            decide(&s, Some(1), RESET_AFTER, "b"),
+            decide(&s, Ended::Code(1), RESET_AFTER, "b"),
             Decision::Restart(FIRST_DELAY)
         );
     }
@@ -501,8 +540,12 @@ mod tests {
             let mut s = state(p, 0, 0);
             s.stopped_by_user = true;
             s.stopped_boot = Some("boot-1".into());
-            assert_eq!(decide(&s, Some(1), SHORT, "boot-1"), Decision::Stay, "{p}");
-            let after_reboot = decide(&s, Some(1), SHORT, "boot-2");
+            assert_eq!(
+                decide(&s, Ended::Code(1), SHORT, "boot-1"),
+                Decision::Stay,
+                "{p}"
+            );
+            let after_reboot = decide(&s, Ended::Code(1), SHORT, "boot-2");
             if p == RestartPolicy::Always {
                 assert_eq!(after_reboot, Decision::Restart(FIRST_DELAY));
             } else {

@@ -39,6 +39,7 @@ pub async fn start_shim(
     let cfg = ShimConfig {
         id: meta.id.clone(),
         state_dir: paths.dir().to_path_buf(),
+        data_dir: (paths.data_dir() != paths.dir()).then(|| paths.data_dir().to_path_buf()),
         bundle: paths.bundle(),
         runtime: meta.runtime.clone().into(),
         runc_root: d.root.runc_root(),

@@ -2,12 +2,13 @@
 //! run again: same ID, config and bundle (and overlay, so its files
 //! stay), a new shim, the log appended, the restart count up by one.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use runtime_core::atomic;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError, ShimStatus};
 
-use super::reconcile::{self, LOST, PREVIOUS_EXIT};
+use super::reconcile;
 use super::registry::{Entry, Phase};
 use super::shim::{self, from_call};
 use super::{events, Daemon};
@@ -77,7 +78,7 @@ async fn run_again(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<(), RpcErr
         Err(e) => {
             // Back to exited as it was: the previous record into place.
             let paths = d.root.container(id);
-            let previous = paths.dir().join(PREVIOUS_EXIT);
+            let previous = paths.previous_exit();
             if previous.exists() && !paths.exit().exists() {
                 if let Err(err) = std::fs::rename(&previous, paths.exit()) {
                     log::error!("container {id}: restore the exit record: {err}");
@@ -104,17 +105,30 @@ async fn rerun_steps(
     let paths = d.root.container(id);
     // The old shim goes first (runc delete, its sockets and pid file).
     shim::delete(d, &before.meta).await?;
+    // After a reboot the runtime directory is gone: made again (0700).
+    for dir in paths.dirs() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(dir)
+            .map_err(|e| {
+                RpcError::new(
+                    ErrorCode::Internal,
+                    format!("create {}: {e}", dir.display()),
+                )
+            })?;
+    }
     // Its exit record aside, so the new shim's is the only one; put back
     // if this start fails (and read by a restarted berthd meanwhile).
     if paths.exit().exists() {
-        std::fs::rename(paths.exit(), paths.dir().join(PREVIOUS_EXIT)).map_err(|e| {
+        std::fs::rename(paths.exit(), paths.previous_exit()).map_err(|e| {
             RpcError::new(
                 ErrorCode::Internal,
                 format!("set aside {}: {e}", paths.exit().display()),
             )
         })?;
     }
-    let _ = std::fs::remove_file(paths.dir().join(LOST));
+    let _ = std::fs::remove_file(paths.lost());
     super::netsetup::prepare_rerun(d, id).await?;
     let mut meta = before.meta.clone();
     meta.restart_count += 1;
@@ -131,7 +145,7 @@ async fn rerun_steps(
     )
     .await
     .map_err(|m| RpcError::new(ErrorCode::Runtime, m))?;
-    let _ = std::fs::remove_file(paths.dir().join(PREVIOUS_EXIT));
+    let _ = std::fs::remove_file(paths.previous_exit());
     log::info!(
         "started {id} again (run {}), shim pid {} init pid {}",
         meta.restart_count + 1,

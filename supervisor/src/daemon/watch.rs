@@ -134,20 +134,11 @@ async fn on_exit(d: &Arc<Daemon>, id: &str) -> bool {
     false
 }
 
-/// Loads every container on disk as "restoring" and reconciles each in
-/// its own task, so one hung shim never holds up the rest or the API.
+/// Loads every container on disk (under either root) as "restoring" and
+/// reconciles each in its own task, so one hung shim never holds up the
+/// rest or the API.
 pub fn restore_all(d: &Arc<Daemon>) {
-    let dir = d.root.containers();
-    let Ok(read) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for ent in read.flatten() {
-        let Some(id) = ent.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if runtime_core::id::validate("id", &id).is_err() {
-            continue;
-        }
+    for id in d.root.container_ids() {
         let paths = d.root.container(&id);
         match atomic::read_json::<ContainerMeta>(&paths.meta()) {
             Ok(meta) => {
@@ -158,7 +149,8 @@ pub fn restore_all(d: &Arc<Daemon>) {
                 tokio::spawn(async move { watch(d2, id, true).await });
             }
             Err(_) => {
-                // No meta.json: berthd died before the container was made.
+                // No meta.json: berthd died before the container was made
+                // (or while removing it, after its definition went).
                 log::warn!(
                     "removing half-made container directory {}",
                     paths.dir().display()
