@@ -134,3 +134,34 @@ fn nothing_stays_mounted_after_shim_and_container_are_killed() {
     env.wait_until(10, "no overlay held anywhere", || holders(&dir).is_empty());
     env.assert_clean();
 }
+
+/// A shim's mount namespace starts as a copy of the host's, with the
+/// network namespace mounts of the containers made before it. Removing a
+/// container unlinks its namespace file, which takes the copies in every
+/// mount namespace with it: no shim keeps another container's network
+/// namespace alive.
+#[test]
+fn a_later_shim_does_not_keep_an_earlier_containers_netns() {
+    let Some(env) = Env::new() else { return };
+    let a = env.ok(&["run", "-d", "--", "sleep", "300"]);
+    let a = a.trim();
+    let b = env.ok(&["run", "-d", "--", "sleep", "300"]);
+    let b = b.trim();
+    let a_ns = env
+        .root
+        .join("containers")
+        .join(a)
+        .join(runtime_core::net::NETNS);
+    let b_shim = pid_file(&env, b, "shim.pid");
+    let held_by_b = || {
+        std::fs::read_to_string(format!("/proc/{b_shim}/mountinfo"))
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" nsfs ") && l.contains(&*a_ns.to_string_lossy()))
+    };
+    assert!(held_by_b(), "b's shim starts with a copy of a's netns mount");
+    env.ok(&["rm", "-f", a]);
+    env.wait_until(10, "a's netns gone from b's shim", || !held_by_b());
+    env.ok(&["rm", "-f", b]);
+    env.assert_clean();
+}
