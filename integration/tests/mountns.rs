@@ -159,7 +159,10 @@ fn a_later_shim_does_not_keep_an_earlier_containers_netns() {
             .lines()
             .any(|l| l.contains(" nsfs ") && l.contains(&*a_ns.to_string_lossy()))
     };
-    assert!(held_by_b(), "b's shim starts with a copy of a's netns mount");
+    assert!(
+        held_by_b(),
+        "b's shim starts with a copy of a's netns mount"
+    );
     env.ok(&["rm", "-f", a]);
     env.wait_until(10, "a's netns gone from b's shim", || !held_by_b());
     env.ok(&["rm", "-f", b]);

@@ -43,11 +43,14 @@ impl Shim {
         self.remove_endpoints();
     }
 
-    /// Removes the sockets and the pid file: from here on nobody reaches
-    /// this shim, and a berthd that looks finds no shim and reads the disk.
+    /// Removes the pid file and the sockets: from here on nobody reaches
+    /// this shim, and a berthd that looks finds no shim and reads the
+    /// disk. The pid file goes first: whoever finds a socket gone (or a
+    /// connection closed) then also finds no live shim, never "a shim
+    /// that lives but does not answer".
     pub fn remove_endpoints(&self) {
+        let _ = std::fs::remove_file(self.paths.shim_pid());
         let _ = std::fs::remove_file(self.paths.shim_sock());
         let _ = std::fs::remove_file(self.paths.attach_sock());
-        let _ = std::fs::remove_file(self.paths.shim_pid());
     }
 }

@@ -81,15 +81,17 @@ pub async fn exec(d: &Arc<Daemon>, id: &str, p: ExecRequest) -> Result<ExecResul
         stdin: p.stdin,
         detach: p.detach,
     };
-    let mut c = shim::connect(&paths)
-        .await
-        .map_err(|e| shim::from_call(id, e))?;
     // The exec_start event's time: the process starts during the call.
     let asked_at = runtime_core::time::now_rfc3339();
-    let started: ExecStarted = c
-        .call(shim_methods::EXEC, &params)
-        .await
-        .map_err(|e| shim::from_call(id, e))?;
+    let started = match shim::connect(&paths).await {
+        Ok(mut c) => c.call::<_, ExecStarted>(shim_methods::EXEC, &params).await,
+        Err(e) => Err(e),
+    };
+    let started = match started {
+        Ok(s) => s,
+        // An exited container's shim may have gone meanwhile.
+        Err(e) => return Err(super::reconcile::call_failed(d, id, e).await),
+    };
     log::info!(
         "container {id}: exec {exec_id} started ({:?}, pid {})",
         p.command,

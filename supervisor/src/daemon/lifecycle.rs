@@ -4,7 +4,6 @@ use runtime_core::exit::ExitRecord;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, KillParams, RpcError};
 
 use super::registry::Phase;
-use super::shim::from_call;
 use super::{reconcile, restart, shim, Daemon};
 use crate::api::WaitResult;
 
@@ -19,11 +18,14 @@ pub async fn kill(d: &Daemon, id: &str, signal: i32) -> Result<(), RpcError> {
     }
     restart::user_stopped(d, id);
     let paths = d.root.container(id);
-    let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-    c.call_value(m::KILL, &KillParams { signal })
-        .await
-        .map_err(|e| from_call(id, e))?;
-    Ok(())
+    let sent = match shim::connect(&paths).await {
+        Ok(mut c) => c.call_value(m::KILL, &KillParams { signal }).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) => Err(reconcile::call_failed(d, id, e).await),
+    }
 }
 
 fn not_found(id: &str) -> RpcError {

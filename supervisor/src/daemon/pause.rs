@@ -5,7 +5,7 @@
 use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError, ShimStatus};
 
 use super::registry::Phase;
-use super::shim::{self, from_call};
+use super::shim;
 use super::{reconcile, Daemon};
 
 /// Freezes a running container.
@@ -46,11 +46,14 @@ async fn change(
         ));
     }
     let paths = d.root.container(id);
-    let mut c = shim::connect(&paths).await.map_err(|e| from_call(id, e))?;
-    let done = c
-        .call_value(method, &())
-        .await
-        .map_err(|e| from_call(id, e));
+    let done = match shim::connect(&paths).await {
+        Ok(mut c) => c.call_value(method, &()).await,
+        Err(e) => Err(e),
+    };
+    let done = match done {
+        Ok(v) => Ok(v),
+        Err(e) => Err(reconcile::call_failed(d, id, e).await),
+    };
     reconcile::refresh(d, id).await;
     match done {
         Err(e) if e.code == ErrorCode::UnknownMethod => Err(RpcError::new(

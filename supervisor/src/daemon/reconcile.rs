@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::layout::ContainerPaths;
-use runtime_core::protocol::{shim_methods as m, ShimState, ShimStatus};
+use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError, ShimState, ShimStatus};
 use runtime_core::rootfs;
 
 use super::registry::Phase;
 use super::{shim, Daemon};
+use crate::rpc::CallError;
 
 /// What asking the shim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,25 @@ pub async fn refresh(d: &Daemon, id: &str) -> Refreshed {
     }
     shim_gone(d, id).await;
     Refreshed::Gone
+}
+
+/// What a failed call to a container's shim means. An exited container's
+/// shim exits by itself once the exit is on disk, so a shim that turns
+/// out to be gone (the entry now settled from the record) means the
+/// container is not running: a conflict, as the shim itself would have
+/// answered a moment earlier. Anything else is the call's own error.
+pub async fn call_failed(d: &Daemon, id: &str, e: CallError) -> RpcError {
+    if matches!(e, CallError::Transport(_)) && refresh(d, id).await == Refreshed::Gone {
+        let name = d
+            .registry
+            .get(id)
+            .map_or_else(|| id.to_string(), |e| e.meta.name.clone());
+        return RpcError::new(
+            ErrorCode::Conflict,
+            format!("container {name} is not running"),
+        );
+    }
+    shim::from_call(id, e)
 }
 
 /// Brings a cached "running" entry up to date when the shim has already
