@@ -838,6 +838,24 @@ fn an_exited_container_runs_again_with_its_network() {
     env.assert_clean();
 }
 
+/// A directory with an index.html saying "served by NAME", as a `-v`
+/// argument mounting it read-only at /www.
+fn site(env: &Env, name: &str) -> String {
+    let www = env.dir.path().join(format!("www-{name}"));
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), format!("served by {name}\n")).unwrap();
+    format!("{}:/www:ro", www.display())
+}
+
+/// Waits until the test's port answers with `who`'s site.
+fn serves(env: &Env, who: &str) {
+    let port = env.net.port;
+    let want = format!("served by {who}\n");
+    env.wait_until(10, &format!("{who} to answer on port {port}"), || {
+        http_get(port, "/index.html").as_deref() == Some(want.as_str())
+    });
+}
+
 /// As Docker: a stopped container gives its published port up (with its
 /// address, veth, namespace and rules) and takes it again when it starts;
 /// meanwhile another container may publish the port, and then the start
@@ -848,12 +866,7 @@ fn published_ports_are_released_at_stop_and_taken_again_at_start() {
     let Some(env) = Env::new() else { return };
     let port = env.net.port;
     let publish = format!("127.0.0.1:{port}:80");
-    let site = |name: &str| {
-        let www = env.dir.path().join(format!("www-{name}"));
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), format!("served by {name}\n")).unwrap();
-        format!("{}:/www:ro", www.display())
-    };
+    let site = |name: &str| site(&env, name);
     let run_args = |name: &'static str, volume: &str| -> Vec<String> {
         [
             "run", "-d", "--name", name, "-p", &publish, "-v", volume, "--", "httpd", "-f", "-p",
@@ -863,12 +876,7 @@ fn published_ports_are_released_at_stop_and_taken_again_at_start() {
         .map(|s| s.to_string())
         .collect()
     };
-    let serves = |who: &str| {
-        let want = format!("served by {who}\n");
-        env.wait_until(10, &format!("{who} to answer on port {port}"), || {
-            http_get(port, "/index.html").as_deref() == Some(want.as_str())
-        });
-    };
+    let serves = |who: &str| serves(&env, who);
     let va = site("a");
     let args = run_args("a", &va);
     let a = id_of(&env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
@@ -930,5 +938,90 @@ fn published_ports_are_released_at_stop_and_taken_again_at_start() {
     );
     env.ok(&["rm", "-f", "a"]);
     assert_no_leftovers(&env, &[&a]);
+    env.assert_clean();
+}
+
+/// The port window: an exited container's port mappings (iptables rules)
+/// exist until its network is released, after the exit (or by the
+/// removal of `--rm`), in the background. A `run -p` of the same port
+/// right after the exit waits for that release instead of setting its
+/// own rules up beside the old ones. The release is slowed down here (a
+/// portmap wrapper sleeps before its DEL) so the window is wide open:
+/// without the wait the new `run` returns while the old rules still
+/// exist.
+#[test]
+fn a_port_freed_by_an_exit_is_taken_once_the_old_rules_are_gone() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    let cni = env.dir.path().join("cni");
+    std::fs::create_dir(&cni).unwrap();
+    for e in std::fs::read_dir("/usr/lib/cni").unwrap().flatten() {
+        if e.file_name() != "portmap" {
+            std::os::unix::fs::symlink(e.path(), cni.join(e.file_name())).unwrap();
+        }
+    }
+    let portmap = cni.join("portmap");
+    std::fs::write(
+        &portmap,
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] && sleep 3\nexec /usr/lib/cni/portmap\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&portmap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.berthd_args = vec!["--cni-path".into(), cni.display().to_string()];
+    env.start_berthd();
+
+    let port = env.net.port;
+    let publish = format!("127.0.0.1:{port}:80");
+    let site = |name: &str| site(&env, name);
+    let web = |name: &str| -> String {
+        let volume = site(name);
+        id_of(&env.ok(&[
+            "run", "-d", "--name", name, "-p", &publish, "-v", &volume, "--", "httpd", "-f", "-p",
+            "80", "-h", "/www",
+        ]))
+    };
+    let serves = |who: &str| serves(&env, who);
+    // Rules that name the container (portmap's DNAT chain, the bridge
+    // plugin's masquerade), not the subnet the next container shares.
+    let rules_of = |id: &str| -> Vec<String> {
+        env.net
+            .iptables_rules(&[id])
+            .into_iter()
+            .filter(|r| r.contains(id))
+            .collect()
+    };
+
+    // Stopped: its rules are released in the background.
+    let a = web("a");
+    serves("a");
+    assert!(!rules_of(&a).is_empty(), "a runs without port mappings");
+    env.ok(&["stop", "-t", "1", "a"]);
+    let b = web("b");
+    assert_eq!(
+        rules_of(&a),
+        Vec::<String>::new(),
+        "a's rules outlived b's run"
+    );
+    serves("b");
+    assert_eq!(env.inspect("a")["status"], "exited");
+    env.ok(&["rm", "-f", "b"]);
+
+    // `--rm`: removed (its network with it) after the client has left.
+    env.ok(&["run", "--rm", "--name", "c", "-p", &publish, "--", "true"]);
+    let d = web("d");
+    // Every container's rules carry its ID: only d's may exist now.
+    let others: Vec<String> = env
+        .net
+        .iptables_rules(&[])
+        .into_iter()
+        .filter(|r| r.contains(" id: ") && !r.contains(&d))
+        .collect();
+    assert_eq!(others, Vec::<String>::new(), "c's rules outlived d's run");
+    assert!(!rules_of(&d).is_empty(), "d runs without port mappings");
+    serves("d");
+    env.ok(&["rm", "-f", "d", "a"]);
+    assert_no_leftovers(&env, &[&a, &b, &d]);
     env.assert_clean();
 }

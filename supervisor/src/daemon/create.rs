@@ -224,7 +224,7 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
 
     // Reserve the name, ID and host ports under the lock; the slow work
     // runs outside it.
-    {
+    let releasing = {
         let mut entries = d.registry.lock();
         if entries.values().any(|e| e.meta.name == name) {
             return Err(RpcError::new(
@@ -233,9 +233,10 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
             ));
         }
         // Host ports under the same lock: two creates cannot both pass.
-        netsetup::check_published(&d.root, &entries, &p.options, None)?;
+        let releasing = netsetup::check_published(&d.root, &entries, &p.options, None)?;
         entries.insert(new_id.clone(), Entry::new(meta.clone(), Phase::Creating));
-    }
+        releasing
+    };
     let paths = d.root.container(&new_id);
     let lease = prepared.as_ref().map(|i| &i.lease);
     runtime_core::net::configure_spec(
@@ -245,7 +246,11 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         net_plan.join.as_ref().map(|(ns, _)| ns.as_path()),
     );
     let readonly = readonly || p.options.read_only;
-    let mut made = make_bundle(d, &meta, &mut oci, &rootfs_path, readonly, lease).await;
+    // Exited containers' port mappings go before this one's are made.
+    let mut made = match netsetup::release(d, releasing).await {
+        Ok(()) => make_bundle(d, &meta, &mut oci, &rootfs_path, readonly, lease).await,
+        Err(e) => Err(e),
+    };
     if made.is_ok() && lease.is_some() {
         if let Err(e) = image_command(&meta, &paths, unwrapped).await {
             made = Err(e);

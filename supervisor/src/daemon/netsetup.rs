@@ -59,41 +59,80 @@ pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
 }
 
 /// Fails when a host port of `o` is published by another container that
-/// holds its network: one that has not exited and is not being removed.
-/// As Docker, an exited container gives its ports up (its network is
-/// released when it exits, see [`release_on_exit`]) and takes them again
-/// when it starts. `this`: the container itself, when it runs again.
-/// Called with the registry locked by the caller, in the same critical
-/// section that reserves the container (or claims it to run again).
+/// holds it: one whose process has not exited (running, being created or
+/// run again, being removed while it still runs). As Docker, an exited
+/// container gives its ports up and takes them again when it starts; but
+/// its port mappings (iptables rules) exist until its network is released
+/// (see [`release_on_exit`], or its removal), so an exited container whose
+/// network is still recorded is returned: the caller releases it with
+/// [`release`] before setting up the new network, or the new container's
+/// traffic could still be mapped to the old one's address. `this`: the
+/// container itself, when it runs again. Called with the registry locked
+/// by the caller, in the same critical section that reserves the
+/// container (or claims it to run again).
 pub fn check_published(
     root: &Root,
     entries: &HashMap<String, Entry>,
     o: &RunOptions,
     this: Option<&str>,
-) -> Result<(), RpcError> {
-    // The exit record is the shim's word: berthd's cache may not have
-    // heard of the exit yet when the client already has (`run --rm -p`
-    // back to back).
-    let holds = |e: &Entry| {
-        Some(e.meta.id.as_str()) != this
-            && !e.removing
-            && e.finished().is_none()
-            && !root.container(&e.meta.id).exit().exists()
-    };
-    for p in &o.publish {
-        let taken = entries.values().find(|e| {
+) -> Result<Releasing, RpcError> {
+    let mut releasing = Releasing(Vec::new());
+    for e in entries.values() {
+        if Some(e.meta.id.as_str()) == this {
+            continue;
+        }
+        let Some(p) = o.publish.iter().find(|p| {
             e.meta.options.publish.iter().any(|q| {
                 q.host_port == p.host_port
                     && q.protocol == p.protocol
                     && (q.host_ip == p.host_ip || q.host_ip.is_empty() || p.host_ip.is_empty())
-            }) && holds(e)
-        });
-        if let Some(e) = taken {
+            })
+        }) else {
+            continue;
+        };
+        let paths = root.container(&e.meta.id);
+        // The exit record is the shim's word: berthd's cache may not have
+        // heard of the exit yet when the client already has (`run --rm -p`
+        // back to back).
+        let exited = e.finished().is_some() || paths.exit().exists();
+        if !exited {
             return Err(invalid(format!(
                 "-p {p}: host port {}/{} is already published by container {}",
                 p.host_port, p.protocol, e.meta.name
             )));
         }
+        if paths.dir().join(net::NET_STATE).exists() {
+            releasing.0.push(e.meta.id.clone());
+        }
+    }
+    Ok(releasing)
+}
+
+/// Exited containers whose network still maps a host port that a new
+/// container publishes (from [`check_published`]).
+#[must_use = "the ports count as free only once these are released"]
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Releasing(Vec<String>);
+
+/// Releases the networks [`check_published`] found still in place, each
+/// under its container's network lock: after this, none of their port
+/// mappings exists (a release already running, at the exit or in a
+/// removal, is waited for; one that comes later finds nothing to do).
+/// Such a container cannot run again meanwhile: its own port check sees
+/// the caller's reservation and refuses.
+pub async fn release(d: &Daemon, releasing: Releasing) -> Result<(), RpcError> {
+    for id in releasing.0 {
+        let dir = d.root.container(&id).dir().to_path_buf();
+        let _guard = net_lock(&dir).await;
+        if !dir.join(net::NET_STATE).exists() {
+            continue;
+        }
+        teardown_locked(&dir, &id).await.map_err(|e| {
+            RpcError::new(
+                ErrorCode::Internal,
+                format!("releasing the ports of exited container {id}: {e}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -309,7 +348,8 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
             let _guard = net_lock(&dir).await;
             // Another container may have taken a port while this one was
             // exited, even if its network was not released yet.
-            check_published(&d.root, &d.registry.lock(), o, Some(id))?;
+            let releasing = check_published(&d.root, &d.registry.lock(), o, Some(id))?;
+            release(d, releasing).await?;
             if net::netns::is_mounted(&dir.join(net::NETNS)) {
                 return Ok(());
             }
@@ -408,6 +448,33 @@ mod tests {
         );
         // The container itself, running again, does not conflict with itself.
         assert!(check_published(&root, &entries, &o, Some("a")).is_ok());
+    }
+
+    #[test]
+    fn an_exited_container_frees_its_port_only_once_its_network_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let mut a = with_port("a", "8080:80");
+        a.phase = Phase::Gone {
+            exit: None,
+            reason: None,
+        };
+        let o = a.meta.options.clone();
+        let entries = HashMap::from([("a".to_string(), a)]);
+        // Its network released: the port is free, nothing to wait for.
+        let free = check_published(&root, &entries, &o, None).unwrap();
+        assert_eq!(free, Releasing::default());
+        // Its network (port mappings) still recorded: released first.
+        let a_dir = root.container("a").dir().to_path_buf();
+        std::fs::create_dir_all(&a_dir).unwrap();
+        std::fs::write(a_dir.join(net::NET_STATE), "{}").unwrap();
+        let releasing = check_published(&root, &entries, &o, None).unwrap();
+        assert_eq!(releasing, Releasing(vec!["a".to_string()]));
+        // Another port is not held up by it.
+        let mut other = o.clone();
+        other.publish = vec![PortMapping::parse("8081:80").unwrap()];
+        let free = check_published(&root, &entries, &other, None).unwrap();
+        assert_eq!(free, Releasing::default());
     }
 
     #[test]
