@@ -17,9 +17,14 @@ fn kinds(evs: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-fn run_hog(env: &Env, name: &str) {
-    let out = env.berth(&[
-        "run",
+/// `run [-d] --name NAME` of `sh -c SCRIPT` under a 16 MiB limit
+/// without swap and without a network.
+fn limited<'a>(name: &'a str, detach: bool, script: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["run"];
+    if detach {
+        args.push("-d");
+    }
+    args.extend([
         "--name",
         name,
         "--network",
@@ -31,8 +36,13 @@ fn run_hog(env: &Env, name: &str) {
         "--",
         "sh",
         "-c",
-        HOG,
+        script,
     ]);
+    args
+}
+
+fn run_hog(env: &Env, name: &str) {
+    let out = env.berth(&limited(name, false, HOG));
     assert_eq!(
         out.status.code(),
         Some(137),
@@ -157,4 +167,72 @@ fn an_oom_kill_while_berthd_is_down_is_journaled_once_at_its_time() {
     assert_eq!(evs[3]["time"], record["finished_at"]);
     assert!(evs[2]["reconciled_at"].is_string(), "{evs:?}");
     env.ok(&["rm", "hog"]);
+}
+
+/// Writes /go into a running container (its init's root, from the host).
+fn go(pid: i64) {
+    std::fs::write(format!("/proc/{pid}/root/go"), b"").expect("write /go");
+}
+
+fn init_pid(env: &Env, name: &str) -> i64 {
+    env.inspect(name)["pid"].as_i64().expect("init pid")
+}
+
+fn ooms(env: &Env, name: &str) -> Vec<Value> {
+    env.journal(name)
+        .into_iter()
+        .filter(|e| e["type"] == "oom")
+        .collect()
+}
+
+/// A container whose init forks a process that the OOM killer takes,
+/// and lives on: `oom` events while it runs, one per kill, none
+/// repeated at its exit; kills while berthd was down are journaled when
+/// it returns, once however often it restarts.
+#[test]
+fn an_oom_kill_of_a_non_init_process_is_an_event_while_the_container_runs() {
+    let Some(mut env) = Env::new() else { return };
+    // The child hogs once the file /go appears; the init outlives it.
+    let script = format!(
+        "while [ ! -e /go ]; do sleep 0.05; done; sh -c '{HOG}'; echo child-gone; exec sleep 1000"
+    );
+    for name in ["live", "offline"] {
+        env.ok(&limited(name, true, &script));
+    }
+    go(init_pid(&env, "live"));
+    env.wait_until(20, "an oom event for live", || {
+        !ooms(&env, "live").is_empty()
+    });
+    env.wait_until(10, "the child to be gone", || {
+        env.ok(&["logs", "live"]).contains("child-gone")
+    });
+    let info = env.inspect("live");
+    assert_eq!(info["status"], "running", "{info}");
+    let evs = env.journal("live");
+    assert_eq!(kinds(&evs), ["create", "start", "oom"], "{evs:?}");
+    assert!(evs[2]["reconciled_at"].is_null(), "{evs:?}");
+
+    // While berthd is down (`logs` reads the disk meanwhile).
+    let offline = init_pid(&env, "offline");
+    env.kill_berthd();
+    go(offline);
+    env.wait_until(20, "offline's child to be gone", || {
+        env.ok(&["logs", "offline"]).contains("child-gone")
+    });
+    env.restore_and_crash(2);
+    env.start_berthd();
+    env.wait_restored();
+    assert_eq!(env.inspect("offline")["status"], "running");
+    let evs = env.journal("offline");
+    assert_eq!(
+        kinds(&evs),
+        ["create", "start", "restore", "oom", "restore", "restore"],
+        "{evs:?}"
+    );
+    assert!(evs[3]["reconciled_at"].is_string(), "{evs:?}");
+    // At the exit no second `oom`: the run's kill is journaled already.
+    env.ok(&["rm", "-f", "live", "offline"]);
+    for name in ["live", "offline"] {
+        assert_eq!(ooms(&env, name).len(), 1, "{name}: {:?}", env.journal(name));
+    }
 }

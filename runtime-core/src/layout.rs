@@ -258,6 +258,11 @@ impl ContainerPaths {
     pub fn exit_event_mark(&self) -> PathBuf {
         self.data.join("exit.event")
     }
+    /// The OOM kills of the current run already journaled (so each is
+    /// journaled once, and the exit's `oom` event is not repeated).
+    pub fn oom_event_mark(&self) -> PathBuf {
+        self.data.join("oom.event")
+    }
     /// The shim's own diagnostic log (it has no stderr once daemonized).
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")

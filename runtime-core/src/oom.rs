@@ -22,6 +22,7 @@
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -65,6 +66,11 @@ fn sys_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> O
     }
 }
 
+/// The first look again after a wake-up that counted no kill, doubling
+/// for each of `RECHECKS` looks (630 ms in all).
+const RECHECK_FIRST: Duration = Duration::from_millis(10);
+const RECHECKS: u32 = 6;
+
 /// The notification fd.
 enum Notify {
     V1(EventFd),
@@ -78,6 +84,9 @@ pub struct OomWatcher {
     counter: PathBuf,
     /// Kills already reported by `check`.
     seen: u64,
+    /// A wake-up that counted nothing: when to look again, and how many
+    /// looks so far (see [`OomWatcher::wake`]).
+    recheck: Option<(Instant, u32)>,
 }
 
 /// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
@@ -141,6 +150,7 @@ impl OomWatcher {
             notify: Notify::V1(efd),
             counter,
             seen: 0,
+            recheck: None,
         })
     }
 
@@ -156,6 +166,7 @@ impl OomWatcher {
             notify: Notify::V2(ino),
             counter,
             seen: 0,
+            recheck: None,
         })
     }
 
@@ -184,6 +195,40 @@ impl OomWatcher {
         };
         let new = total.saturating_sub(self.seen);
         self.seen = self.seen.max(total);
+        Ok(new)
+    }
+
+    /// The fd woke the caller's loop: [`OomWatcher::check`], and when it
+    /// counted nothing, look again shortly ([`OomWatcher::recheck_at`]).
+    /// The kernel notifies as its OOM handling begins (v1's eventfd, v2's
+    /// `oom` line of memory.events), before the kill it ends in is
+    /// counted: without the second look a kill would wait for the next
+    /// notification (or the exit) to be seen.
+    pub fn wake(&mut self) -> Result<u64, OomError> {
+        let new = self.check()?;
+        self.recheck = (new == 0).then(|| (Instant::now() + RECHECK_FIRST, 0));
+        Ok(new)
+    }
+
+    /// When the caller must call [`OomWatcher::recheck_if_due`].
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.recheck.map(|(at, _)| at)
+    }
+
+    /// The look again after a wake-up that counted nothing, once it is
+    /// due (10 ms, doubling, `RECHECKS` times at most): new kills.
+    pub fn recheck_if_due(&mut self) -> Result<u64, OomError> {
+        let Some((at, n)) = self.recheck else {
+            return Ok(0);
+        };
+        if Instant::now() < at {
+            return Ok(0);
+        }
+        self.recheck = None;
+        let new = self.check()?;
+        if new == 0 && n + 1 < RECHECKS {
+            self.recheck = Some((Instant::now() + RECHECK_FIRST * 2u32.pow(n + 1), n + 1));
+        }
         Ok(new)
     }
 
@@ -249,6 +294,33 @@ mod tests {
         assert_eq!(w.total(), 3);
         fs::remove_file(&events).unwrap();
         assert_eq!(w.check().unwrap(), 0, "a removed cgroup counts nothing");
+    }
+
+    #[test]
+    fn a_wake_before_the_kill_is_counted_looks_again() {
+        let d = tempfile::tempdir().unwrap();
+        let events = d.path().join("memory.events");
+        fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let mut w = OomWatcher::v2(d.path()).unwrap();
+        // The kernel's order: `oom` first (the wake-up), the kill after.
+        fs::write(&events, "oom 1\noom_kill 0\n").unwrap();
+        assert!(readable(&w, 1000));
+        assert_eq!(w.wake().unwrap(), 0);
+        let at = w.recheck_at().expect("a look again is due");
+        assert_eq!(w.recheck_if_due().unwrap(), 0, "not due yet");
+        fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        assert_eq!(w.recheck_if_due().unwrap(), 1);
+        assert_eq!(w.recheck_at(), None, "found: no more looks");
+        // Nothing ever counted: the looks stop after RECHECKS.
+        assert_eq!(w.wake().unwrap(), 0);
+        let mut looks = 0;
+        while let Some(at) = w.recheck_at() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            assert_eq!(w.recheck_if_due().unwrap(), 0);
+            looks += 1;
+        }
+        assert_eq!(looks, RECHECKS);
     }
 
     /// A child cgroup of our own, removed on drop (after its process).

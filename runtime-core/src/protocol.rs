@@ -18,7 +18,7 @@ use crate::exit::ExitRecord;
 /// Major version: bumped on any incompatible change.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Minor version: bumped when methods or optional fields are added.
-pub const PROTOCOL_MINOR: u32 = 2;
+pub const PROTOCOL_MINOR: u32 = 3;
 
 /// A request frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +183,26 @@ pub struct ShimState {
     /// exited ones (see the shim's retention). Since protocol 1.2.
     #[serde(default)]
     pub execs: Vec<ExecState>,
+    /// OOM kills in the container's memory cgroup during this run, the
+    /// init's or any other process's (the kernel's `oom_kill` counter).
+    /// Since protocol 1.3.
+    #[serde(default)]
+    pub oom_kills: u64,
+    /// When the shim last saw new OOM kills (RFC 3339). Since 1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_at: Option<String>,
+}
+
+/// Parameters of shim `wait` (all optional: a bare `wait` waits for the
+/// exit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WaitParams {
+    /// Also answer (with no exit record) once the OOM kills exceed this
+    /// count: how berthd hears of an OOM kill of a process other than the
+    /// init while the container runs, as containerd's TaskOOM. Since 1.3;
+    /// an older shim ignores it and answers at the exit only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
 }
 
 /// One exec'd process as the shim reports it.
@@ -268,7 +288,8 @@ pub mod shim_methods {
     pub const STATE: &str = "state";
     pub const START: &str = "start";
     pub const KILL: &str = "kill";
-    /// Long poll: answered when the container has exited.
+    /// Long poll: answered when the container has exited (or, with
+    /// `WaitParams::oom_kills`, on a new OOM kill).
     pub const WAIT: &str = "wait";
     /// `runc delete`, then the shim exits.
     pub const DELETE: &str = "delete";

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use runtime_core::frame::{self, Frame};
 use runtime_core::protocol::{
     shim_methods as m, ErrorCode, ExecParams, Hello, KillParams, Request, Response, RpcError,
-    ShimState, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    ShimState, WaitParams, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 
 use crate::conn::{Conn, ReadOutcome};
@@ -186,7 +186,7 @@ impl Shim {
             let _ = c.conn.flush();
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
-        self.waiters.retain(|(t, _)| *t != token);
+        self.waiters.retain(|(t, _, _)| *t != token);
         self.control_rereads.tokens.remove(&token);
     }
 
@@ -209,7 +209,15 @@ impl Shim {
             }
         };
         let id = req.id;
-        if req.method == m::WAIT && self.phase.exit().is_none() {
+        let oom_known = match req.method == m::WAIT {
+            true => serde_json::from_value::<Option<WaitParams>>(req.params.clone())
+                .ok()
+                .flatten()
+                .and_then(|p| p.oom_kills),
+            false => None,
+        };
+        let oom_passed = oom_known.is_some_and(|k| self.oom.seen().0 > k);
+        if req.method == m::WAIT && self.phase.exit().is_none() && !oom_passed {
             let Some(c) = self.controls.get_mut(&token) else {
                 return;
             };
@@ -221,7 +229,7 @@ impl Shim {
                 return self.reply(token, Response::err(id, err));
             }
             c.waits += 1;
-            self.waiters.push((token, id));
+            self.waiters.push((token, id, oom_known));
             return;
         }
         let resp = match self.dispatch(&req) {
@@ -275,6 +283,8 @@ impl Shim {
             exit: self.phase.exit().cloned(),
             shim_pid: std::process::id() as i32,
             execs: self.exec_states(),
+            oom_kills: self.oom.seen().0,
+            oom_at: self.oom.seen().1,
         }
     }
 
@@ -419,8 +429,24 @@ impl Shim {
         for c in self.controls.values_mut() {
             c.waits = 0;
         }
-        for (token, id) in std::mem::take(&mut self.waiters) {
+        for (token, id, _) in std::mem::take(&mut self.waiters) {
             self.reply(token, Response::ok(id, exit.clone()));
+        }
+    }
+
+    /// New OOM kills while the container runs: answers (with no exit
+    /// record) the `wait`s that asked to hear of them.
+    pub fn answer_oom_waiters(&mut self) {
+        let kills = self.oom.seen().0;
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(_, _, known)| known.is_some_and(|k| kills > k));
+        self.waiters = keep;
+        for (token, id, _) in due {
+            if let Some(c) = self.controls.get_mut(&token) {
+                c.waits = c.waits.saturating_sub(1);
+            }
+            self.reply(token, Response::ok(id, Value::Null));
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The shim's OOM hook: the container's memory cgroup watched with
 //! `runtime_core::oom`, its fd on the event loop's `OOM` token, and the
 //! verdict put in the exit record. Kept apart from the event loop so the
-//! loop holds only three calls into it.
+//! loop holds only a few calls into it.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -18,6 +19,8 @@ pub struct Oom {
     watcher: Option<OomWatcher>,
     /// When the first kill was seen.
     first_at: Option<String>,
+    /// When new kills were last seen.
+    last_at: Option<String>,
 }
 
 impl Oom {
@@ -49,37 +52,80 @@ impl Oom {
         self.watcher = Some(watcher);
     }
 
-    /// The watch's fd is readable (or the init exited): count new kills.
-    pub fn check(&mut self) {
+    /// A last look (the init exited): count new kills. True when there
+    /// were new ones.
+    pub fn check(&mut self) -> bool {
+        self.count(OomWatcher::check)
+    }
+
+    /// Counts what `look` finds, with the time it was seen.
+    fn count(
+        &mut self,
+        look: impl FnOnce(&mut OomWatcher) -> Result<u64, runtime_core::oom::OomError>,
+    ) -> bool {
         let Some(w) = self.watcher.as_mut() else {
-            return;
+            return false;
         };
-        match w.check() {
-            Ok(0) => {}
+        match look(w) {
+            Ok(0) => false,
             Ok(n) => {
                 log::info!("{n} OOM kill(s) in the container ({} so far)", w.total());
-                self.first_at
-                    .get_or_insert_with(runtime_core::time::now_rfc3339);
+                let now = runtime_core::time::now_rfc3339();
+                self.first_at.get_or_insert_with(|| now.clone());
+                self.last_at = Some(now);
+                true
             }
-            Err(e) => log::warn!("reading OOM kills: {e}"),
+            Err(e) => {
+                log::warn!("reading OOM kills: {e}");
+                false
+            }
         }
+    }
+
+    /// The watch's fd woke the loop: count new kills (and look again
+    /// shortly when none is counted yet). True when there were new ones.
+    pub fn wake(&mut self) -> bool {
+        self.count(OomWatcher::wake)
+    }
+
+    /// When the loop must call [`Oom::recheck_if_due`].
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.watcher.as_ref().and_then(OomWatcher::recheck_at)
+    }
+
+    /// The watcher's look again after a wake-up that counted nothing,
+    /// when due. True when there were new kills.
+    pub fn recheck_if_due(&mut self) -> bool {
+        self.count(OomWatcher::recheck_if_due)
+    }
+
+    /// Kills so far, and when new ones were last seen (for `state`).
+    pub fn seen(&self) -> (u64, Option<String>) {
+        let kills = self.watcher.as_ref().map_or(0, OomWatcher::total);
+        (kills, self.last_at.clone())
     }
 
     /// The init has exited: a last look at the counter (the cgroup stays
     /// until the runtime's delete, which comes after the exit record),
     /// then the verdict into the record.
     pub fn settle(&mut self, record: &mut ExitRecord) {
-        let seen_before = self.first_at.is_some();
-        self.check();
+        let _ = self.check();
+        // Every kill came before the exit (the init's death ends the
+        // container's processes): one seen after it (a wake-up read late,
+        // or this last look) takes the exit's time, so no `oom` event is
+        // dated after the exit it led to. Both are `time::now_rfc3339`'s
+        // fixed-width UTC form, which orders as the times do.
+        for t in [&mut self.first_at, &mut self.last_at]
+            .into_iter()
+            .flatten()
+        {
+            if *t > record.finished_at {
+                t.clone_from(&record.finished_at);
+            }
+        }
         if let Some(at) = &self.first_at {
             record.oom_killed = true;
-            // Seen only now (the wake-up not read yet): the kill came
-            // before the exit, so it takes the exit's time, not a later one.
-            record.oom_at = Some(if seen_before {
-                at.clone()
-            } else {
-                record.finished_at.clone()
-            });
+            record.oom_at = Some(at.clone());
         }
     }
 }

@@ -93,7 +93,9 @@ pub struct Shim {
     pub controls: HashMap<Token, crate::control::ControlClient>,
     pub attaches: HashMap<Token, AttachClient>,
     /// Control requests (`wait`) to answer when the container exits.
-    pub waiters: Vec<(Token, u64)>,
+    /// Pending `wait`s: client, request id, and the OOM kill count past
+    /// which it is answered early (`WaitParams::oom_kills`).
+    pub waiters: Vec<(Token, u64, Option<u64>)>,
     /// Attach clients with unread input (see `attach`).
     pub rereads: crate::attach::Rereads,
     /// Control clients with unread requests (see `control`).
@@ -117,7 +119,7 @@ pub struct Shim {
     /// Processes started by `exec` (see `exec`).
     pub execs: crate::exec::Execs,
     /// OOM kills in the container's cgroup (see `oom`).
-    oom: crate::oom::Oom,
+    pub oom: crate::oom::Oom,
 }
 
 /// Entry point of `serve`.
@@ -375,6 +377,7 @@ impl Shim {
                     retry,
                     self.housekeeping_deadline(),
                     self.exec_deadline(),
+                    self.oom.recheck_at(),
                 ]
                 .into_iter()
                 .flatten()
@@ -403,7 +406,7 @@ impl Shim {
                     STDOUT => self.drain_output(Stream::Stdout),
                     STDERR => self.drain_output(Stream::Stderr),
                     STDIN => self.flush_stdin(),
-                    OOM => self.oom.check(),
+                    OOM if self.oom.wake() => self.answer_oom_waiters(),
                     token if self.execs.sources.contains_key(&token) => self.on_exec_source(token),
                     token if self.controls.contains_key(&token) => self.on_control(token),
                     token if self.attaches.contains_key(&token) => {
@@ -433,6 +436,9 @@ impl Shim {
             if self.hold_until.is_some_and(|d| Instant::now() >= d) {
                 log::warn!("no client attached within {HOLD_LIMIT:?}; logging output anyway");
                 self.release_output();
+            }
+            if self.oom.recheck_if_due() {
+                self.answer_oom_waiters();
             }
             self.exec_housekeeping();
             self.maybe_finish_exit();

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -537,6 +538,84 @@ fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecor
     write(d, ev);
 }
 
+/// `oom.event`: the OOM kills of one run (the init's PID) journaled
+/// live, and how far a berthd killed mid-way had got.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OomMark {
+    pid: i32,
+    /// Journaled.
+    kills: u64,
+    /// Being journaled (up to this count) when the mark was written.
+    #[serde(default)]
+    pending: u64,
+}
+
+/// The shim's state says its container's cgroup had OOM kills: one
+/// `oom` event per kill not journaled yet, at the time the shim saw it,
+/// while the container still runs (the killed process need not be the
+/// init; containerd's shim publishes TaskOOM the same way). Called on
+/// every state berthd's watcher fetches, which a new kill wakes; kills
+/// from while berthd was down are journaled when it adopts the container,
+/// marked reconciled. Once only: `oom.event` counts what is journaled for
+/// this run, written (pending) before the appends and after them.
+pub fn oom_seen(d: &Daemon, id: &str, state: &ShimState) {
+    if state.oom_kills == 0 {
+        return;
+    }
+    let paths = d.root.container(id);
+    let mark_path = paths.oom_event_mark();
+    let mark = atomic::read_json::<OomMark>(&mark_path)
+        .ok()
+        .filter(|m| m.pid == state.pid)
+        .unwrap_or(OomMark {
+            pid: state.pid,
+            ..OomMark::default()
+        });
+    if state.oom_kills <= mark.kills {
+        return;
+    }
+    let name = name_of(d, id);
+    let pending = OomMark {
+        pid: state.pid,
+        kills: mark.kills,
+        pending: state.oom_kills,
+    };
+    // Until-reboot writes, as the exit marker's: see `exited`.
+    let save = |m: &OomMark| {
+        if let Err(e) = atomic::to_json(&mark_path, m)
+            .and_then(|data| atomic::write_until_reboot(&mark_path, &data))
+        {
+            log::error!("container {id}: {e}");
+        }
+    };
+    save(&pending);
+    for k in mark.kills + 1..=state.oom_kills {
+        let mut ev = base(EventKind::Oom, id, &name);
+        if let Some(at) = &state.oom_at {
+            ev.time = at.clone();
+        }
+        // Killed mid-way last time: the journal says what was written.
+        if k <= mark.pending && journaled(d, &ev) {
+            continue;
+        }
+        if event::event_time(&ev).is_some_and(|t| t < d.journal.started) {
+            ev.reconciled_at = Some(runtime_core::time::now_rfc3339());
+        }
+        write(d, ev);
+    }
+    save(&OomMark {
+        pid: state.pid,
+        kills: state.oom_kills,
+        pending: 0,
+    });
+}
+
+/// The run that ended with `exit` had its OOM kill journaled live.
+fn oom_journaled_live(paths: &runtime_core::layout::ContainerPaths, exit: &ExitRecord) -> bool {
+    atomic::read_json::<OomMark>(&paths.oom_event_mark())
+        .is_ok_and(|m| m.pid == exit.pid && m.kills > 0)
+}
+
 /// The container has ended: journals its exit once, however many times
 /// and from wherever this is called (watcher, removal, a restart). The
 /// time is the shim's; an exit from before this berthd started is marked
@@ -556,8 +635,8 @@ pub fn exited(d: &Daemon, id: &str) {
             ev.time = exit.finished_at.clone();
             ev.exit_code = Some(exit.exit_code);
             ev.signal = exit.signal;
-            ev.reason = exit.reason;
-            if exit.oom_killed {
+            ev.reason = exit.reason.clone();
+            if exit.oom_killed && !oom_journaled_live(&paths, &exit) {
                 let mut o = base(EventKind::Oom, id, &entry.meta.name);
                 o.time = exit.oom_at.unwrap_or_else(|| exit.finished_at.clone());
                 oom = Some(o);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::meta::ContainerMeta;
-use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus};
+use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus, WaitParams};
 
 use super::registry::{Entry, Phase};
 use super::{events, netsetup, reconcile, remove, restart, shim, Daemon};
@@ -27,6 +27,9 @@ pub fn spawn_watcher(d: &Arc<Daemon>, id: String) {
 async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
     let paths = d.root.container(&id);
     let mut backoff = Duration::from_millis(100);
+    // The OOM kills of this run already heard of: the wait asks to be
+    // woken past them.
+    let mut oom_kills;
     loop {
         if d.registry.get(&id).is_none_or(|e| e.removing) {
             return;
@@ -89,6 +92,8 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
                     restart::adopted(&d, &id);
                 }
                 restoring = false;
+                events::oom_seen(&d, &id, &state);
+                oom_kills = state.oom_kills;
                 let exited = state.exit.is_some();
                 d.registry.set_phase(&id, Phase::Live(state));
                 if exited {
@@ -100,8 +105,12 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool) {
             }
             Err(_) => continue,
         }
-        match c.long_call::<_, Option<ExitRecord>>(m::WAIT, &()).await {
-            Ok(_) => continue, // loop: fetch the final state and finish
+        let wait = WaitParams {
+            oom_kills: Some(oom_kills),
+        };
+        match c.long_call::<_, Option<ExitRecord>>(m::WAIT, &wait).await {
+            // The exit, or a new OOM kill: loop to fetch the state.
+            Ok(_) => continue,
             Err(CallError::Remote(e)) => {
                 log::warn!("container {id}: wait: {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;
