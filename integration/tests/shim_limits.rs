@@ -2,16 +2,68 @@
 //! floods on the control socket; and pause/resume through the shim.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use runtime_core::attach::{TAG_ERROR, TAG_EXIT, TAG_STDOUT};
 
 use crate::util::{Env, RawAttach, RawControl};
 
-/// Fills the filesystem holding `dir` with one file; returns its path.
-fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).expect("filler");
+/// Keeps the filesystem holding `dir` full with one file until `free`:
+/// a thread takes any space that comes back (a process holding a deleted
+/// file that dies, a temp file removed after a failed write), so the disk
+/// is full for as long as the test says, not for as long as luck holds.
+struct Filler {
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Filler {
+    fn new(dir: &std::path::Path) -> Filler {
+        let path = dir.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        fill(&mut f);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    fill(&mut f);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        Filler {
+            path,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops taking space and gives it all back.
+    fn free(mut self) {
+        self.stop_filling();
+        std::fs::remove_file(&self.path).expect("free the disk");
+    }
+
+    fn stop_filling(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.stop_filling();
+    }
+}
+
+/// Writes to `f` until the filesystem refuses another byte.
+fn fill(f: &mut std::fs::File) {
     let chunk = vec![0xa5u8; 64 * 1024];
     loop {
         match f.write(&chunk) {
@@ -23,7 +75,6 @@ fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
     }
     // Byte-sized leftovers too, so no page is left for anyone.
     while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
-    path
 }
 
 #[test]
@@ -38,7 +89,7 @@ fn an_exit_on_a_full_disk_is_answered_and_recorded_once_space_returns() {
         .trim()
         .to_string();
     let exit_file = env.root.join("containers").join(&id).join("exit");
-    let filler = fill_disk(&env.root);
+    let filler = Filler::new(&env.root);
     env.ok(&["kill", "-s", "KILL", "victim"]);
     // The exit is known from the shim although no file could be written.
     assert_eq!(env.ok(&["wait", "victim"]), "137\n");
@@ -50,7 +101,7 @@ fn an_exit_on_a_full_disk_is_answered_and_recorded_once_space_returns() {
     let mut state = RawControl::connect(&env, "victim");
     let answer = state.call("state", serde_json::json!({}));
     assert_eq!(answer["result"]["exit"]["exit_code"], 137, "{answer}");
-    std::fs::remove_file(&filler).expect("free the disk");
+    filler.free();
     env.wait_until(20, "the exit record once space returned", || {
         std::fs::read(&exit_file)
             .ok()
