@@ -49,8 +49,18 @@ fn pid_file(env: &Env, id: &str, name: &str) -> i32 {
 fn overlays_stay_out_of_the_host_mount_table() {
     let Some(env) = Env::new() else { return };
     let layout = env.dir.path().join("mountns-layout");
+    let users = crate::imgutil::LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nsvc:x:2345:2346:svc:/tmp:/bin/sh\n",
+        )
+        .file("etc/group", 0o644, b"root:x:0:\nsvcg:x:2346:\n")
+        .dir("tmp", 0o1777)
+        .build();
     crate::imgutil::TestImage::new(
-        vec![crate::imgutil::LayerBuilder::new().busybox().build()],
+        vec![crate::imgutil::LayerBuilder::new().busybox().build(), users],
         serde_json::json!({"Cmd": ["sleep", "300"], "Env": ["PATH=/bin"]}),
     )
     .write_oci_layout(&layout, Some("example.com/mountns:1"));
@@ -60,8 +70,20 @@ fn overlays_stay_out_of_the_host_mount_table() {
         let id = env.ok(&["run", "-d", "--network", "none", "--", "sleep", "300"]);
         ids.push(id.trim().to_string());
     }
-    let id = env.ok(&["run", "-d", "--network", "none", "example.com/mountns:1"]);
-    ids.push(id.trim().to_string());
+    // A name only the image's own /etc/passwd knows, for run and exec.
+    let image = env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-u",
+        "svc",
+        "example.com/mountns:1",
+    ]);
+    let image = image.trim().to_string();
+    assert_eq!(env.ok(&["exec", &image, "id", "-u"]), "2345\n");
+    assert_eq!(env.ok(&["exec", "-u", "root", &image, "id", "-u"]), "0\n");
+    ids.push(image.clone());
     let containers = env.root.join("containers");
     for id in &ids {
         // The container's files are there: it writes to its own upper.
@@ -78,6 +100,26 @@ fn overlays_stay_out_of_the_host_mount_table() {
             "the write of {id} is in its upper dir"
         );
     }
+    assert_eq!(env.ok(&["exec", "-u", "svc", &image, "id", "-g"]), "2346\n");
+    // --read-only: the shim's overlay is mounted, the container's / is not writable.
+    let ro = env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--read-only",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let ro = ro.trim().to_string();
+    let wrote = env.berth(&["exec", &ro, "touch", "/x"]);
+    assert!(!wrote.status.success(), "a read-only rootfs took a write");
+    assert_eq!(
+        env.ok(&["exec", &ro, "cat", "/etc/passwd"]).lines().next(),
+        Some("root:x:0:0:root:/root:/bin/sh")
+    );
+    ids.push(ro);
     assert_eq!(
         mounts_under("self", &containers),
         Vec::<String>::new(),
