@@ -84,8 +84,20 @@ fn an_exit_on_a_full_disk_is_answered_and_recorded_once_space_returns() {
     };
     env.mount_root_tmpfs(64 << 20);
     env.start_berthd();
+    // No network: its release at the exit would free space on the full
+    // disk, and the record would be written (and the shim gone) at once.
     let id = env
-        .ok(&["run", "-d", "--name", "victim", "--", "sleep", "1000"])
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "victim",
+            "--network",
+            "none",
+            "--",
+            "sleep",
+            "1000",
+        ])
         .trim()
         .to_string();
     let exit_file = env.root.join("containers").join(&id).join("exit");
@@ -107,6 +119,14 @@ fn an_exit_on_a_full_disk_is_answered_and_recorded_once_space_returns() {
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v["exit_code"] == 137)
+    });
+    // Only now, with the exit on disk, does the shim go.
+    env.wait_until(10, "the shim to go", || {
+        !env.root
+            .join("containers")
+            .join(&id)
+            .join("shim.pid")
+            .exists()
     });
     env.ok(&["rm", "victim"]);
 }
