@@ -90,3 +90,44 @@ fn stats_of_a_container_that_is_not_running_is_a_clear_error() {
     );
     env.ok(&["rm", "done"]);
 }
+
+/// Without `--no-stream`, one sample per container per refresh (once a
+/// second, as `docker stats`), until the named container stops: then the
+/// stream ends by itself.
+#[test]
+fn stats_stream_until_the_container_stops() {
+    use std::io::{BufRead, BufReader};
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    let mut child = env
+        .cmd(&["stats", "--json", "busy"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth stats");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a sample").expect("read");
+        let row: Value = serde_json::from_str(&line).expect("stats json");
+        assert_eq!(row["name"], "busy", "{row}");
+        assert!(row["cpu_percent"].as_f64().unwrap() > 1.0, "{row}");
+    }
+    env.ok(&["kill", "busy"]);
+    // Drained to its end: the stream stops once busy has exited.
+    for line in lines {
+        line.expect("read");
+    }
+    let status = child.wait().expect("wait berth stats");
+    assert!(status.success(), "{status}");
+    env.ok(&["rm", "busy"]);
+}

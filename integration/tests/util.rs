@@ -134,10 +134,19 @@ impl Env {
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
             };
+            // Only processes that are still ours: an exited container's
+            // pid files may name PIDs reused since.
+            let mentions = |pid: i32, file: &str, what: &str| {
+                std::fs::read(format!("/proc/{pid}/{file}"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
+            };
             if let Some(shim) = read("shim.pid") {
-                let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
+                if mentions(shim, "cmdline", &self.root.to_string_lossy()) {
+                    let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
+                }
             }
-            if let Some(init) = read("init.pid") {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if let Some(init) = read("init.pid").filter(|&p| mentions(p, "cgroup", &id)) {
                 inits.push(init);
             }
         }
