@@ -245,3 +245,45 @@ fn containers_of_the_one_directory_layout_are_found_after_the_split() {
     assert!(data_dirs(&data).is_empty());
     env.assert_clean();
 }
+
+/// With one root on a disk that a reboot does not empty, the pid files
+/// survive it: a shim.pid older than the boot (/proc/stat btime) tells a
+/// reboot from a shim that died. The reboot is no failure for
+/// on-failure; a shim's death is.
+#[test]
+fn with_one_root_a_pid_file_older_than_the_boot_means_a_reboot() {
+    let Some(mut env) = Env::new() else { return };
+    let none = ["--network", "none", "--restart", "on-failure"];
+    run_d(&env, "rebooted", &none, &["sleep", "1000"]);
+    run_d(&env, "shim-died", &none, &["sleep", "1000"]);
+    let id = env.inspect("rebooted")["id"].as_str().unwrap().to_string();
+    env.simulate_reboot(false);
+    // Written before this boot began, as after a real reboot.
+    let pid_file = env.root.join("containers").join(&id).join("shim.pid");
+    let long_ago = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+    nix::sys::stat::utimensat(
+        None,
+        &pid_file,
+        &long_ago,
+        &long_ago,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .expect("age shim.pid");
+    env.start_berthd();
+    env.wait_until(20, "shim-died to run again", || {
+        let i = env.inspect("shim-died");
+        i["restart_count"] == 1 && i["status"] == "running"
+    });
+    let i = env.inspect("rebooted");
+    assert_eq!(i["status"], "exited", "{i}");
+    assert!(i["reason"].as_str().unwrap().contains("rebooted"), "{i}");
+    assert_eq!(i["restart_count"], 0, "{i}");
+    let died = env.journal("shim-died");
+    let exit = of_type(&died, "exit")[0];
+    assert!(
+        exit["reason"].as_str().unwrap().contains("the shim died"),
+        "{exit}"
+    );
+    env.ok(&["rm", "-f", "rebooted", "shim-died"]);
+    env.assert_clean();
+}
