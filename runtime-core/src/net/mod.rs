@@ -131,28 +131,35 @@ impl NetConfig {
         Ok(())
     }
 
-    /// The CNI network configuration list berth uses for `bridge`.
-    pub fn conflist(&self) -> Value {
+    /// The CNI network configuration list berth uses for `bridge`, for a
+    /// container that publishes `ports`. portmap is in it only when there
+    /// are ports: without any it does nothing at ADD but cost a process
+    /// (and its DEL lists the nat chains). The list is recorded in
+    /// `net.json`, so the teardown runs exactly the plugins the setup ran.
+    pub fn conflist(&self, ports: &[PortMapping]) -> Value {
+        let mut plugins = vec![json!({
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": true,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.dir.join("ipam"),
+            }
+        })];
+        if !ports.is_empty() {
+            plugins.push(
+                json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
+            );
+        }
+        plugins.push(json!({"type": "firewall", "backend": "iptables"}));
         json!({
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.bridge,
-                    "isGateway": true,
-                    "ipMasq": true,
-                    "hairpinMode": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.subnet}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": self.dir.join("ipam"),
-                    }
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
-                {"type": "firewall", "backend": "iptables"}
-            ]
+            "plugins": plugins,
         })
     }
 }
@@ -331,7 +338,7 @@ fn prepare_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
     if *s.mode == NetworkMode::Bridge {
         s.config.validate()?;
         check_ports(s.ports)?;
-        state.conflist = Some(s.config.conflist());
+        state.conflist = Some(s.config.conflist(s.ports));
         state.cni_bin = Some(s.config.cni_bin.clone());
         state.bridge = Some(s.config.bridge.clone());
         // The intent first: a crash from here on leaves a record that
@@ -360,20 +367,12 @@ fn connect_inner(s: &Setup<'_>, mut state: NetState) -> Result<NetState, NetErro
         ifname: "lo",
         runtime_config: &none,
     };
-    let mappings: Vec<Value> = s
-        .ports
-        .iter()
-        .map(|p| {
-            json!({
-                "hostPort": p.host_port,
-                "containerPort": p.container_port,
-                "protocol": p.protocol.to_string(),
-                "hostIP": p.host_ip,
-            })
-        })
-        .collect();
-    let rc = json!({"portMappings": mappings});
-    let list = s.config.conflist();
+    let rc = port_mappings(s.ports);
+    // The list recorded by `prepare`: teardown runs the same one.
+    let list = state
+        .conflist
+        .clone()
+        .unwrap_or_else(|| s.config.conflist(s.ports));
     let eth_call = cni::Call {
         bin_dir: &s.config.cni_bin,
         container_id: s.container_id,
@@ -400,6 +399,22 @@ fn connect_inner(s: &Setup<'_>, mut state: NetState) -> Result<NetState, NetErro
     write_state(dir, &state)?;
     write_files(s, &state)?;
     Ok(state)
+}
+
+/// The runtime configuration portmap reads (its `portMappings` capability).
+fn port_mappings(ports: &[PortMapping]) -> Value {
+    let mappings: Vec<Value> = ports
+        .iter()
+        .map(|p| {
+            json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol.to_string(),
+                "hostIP": p.host_ip,
+            })
+        })
+        .collect();
+    json!({ "portMappings": mappings })
 }
 
 fn write_state(dir: &Path, state: &NetState) -> Result<(), NetError> {
@@ -484,12 +499,7 @@ pub fn teardown(container_dir: &Path, container_id: &str) -> Result<(), NetError
     let ns = container_dir.join(NETNS);
     if let Some(state) = read_state(container_dir) {
         if let (Some(list), Some(bin)) = (&state.conflist, &state.cni_bin) {
-            let rc = json!({"portMappings": state.ports.iter().map(|p| json!({
-                "hostPort": p.host_port,
-                "containerPort": p.container_port,
-                "protocol": p.protocol.to_string(),
-                "hostIP": p.host_ip,
-            })).collect::<Vec<_>>()});
+            let rc = port_mappings(&state.ports);
             // A namespace that is not there (never made, or its file left
             // unmounted by a reboot or a crash mid-create) is passed as
             // empty: the plugins then skip the in-namespace part and still
@@ -541,9 +551,20 @@ mod tests {
             dir: "/tmp/x".into(),
         };
         assert!(c.validate().is_ok());
-        let l = c.conflist();
+        let l = c.conflist(&[]);
         assert_eq!(l["plugins"][0]["bridge"], "berth0");
         assert_eq!(l["plugins"][0]["ipam"]["dataDir"], "/tmp/x/ipam");
+        let types = |l: &Value| -> Vec<String> {
+            l["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(types(&l), ["bridge", "firewall"]);
+        let l = c.conflist(&[PortMapping::parse("8080:80").unwrap()]);
+        assert_eq!(types(&l), ["bridge", "portmap", "firewall"]);
         c.bridge = "a-very-long-bridge-name".into();
         assert!(c.validate().is_err());
         c.bridge = "b".into();
