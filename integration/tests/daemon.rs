@@ -39,9 +39,12 @@ fn wait_returns_for_an_exited_container_whose_shim_is_gone() {
         "--",
         "sh",
         "-c",
-        "sleep 0.3; exit 9",
+        "while [ ! -e /go ]; do sleep 0.05; done; exit 9",
     ]);
+    // The shim goes right after the exit: take its pid while the
+    // container waits for the go.
     let shim_pid = env.inspect("nine")["shim_pid"].as_i64().expect("shim pid") as i32;
+    env.ok(&["exec", "nine", "touch", "/go"]);
     env.wait_until(10, "the exit", || env.inspect("nine")["status"] == "exited");
     env.wait_until(10, "the shim to go", || {
         !std::path::Path::new(&format!("/proc/{shim_pid}/cmdline")).exists()
