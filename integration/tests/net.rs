@@ -1025,3 +1025,53 @@ fn a_port_freed_by_an_exit_is_taken_once_the_old_rules_are_gone() {
     assert_no_leftovers(&env, &[&a, &b, &d]);
     env.assert_clean();
 }
+
+/// `--env-file` reaches the process (`-e` wins over the file, as
+/// Docker), and a bridge container's network (mode, address, ports)
+/// shows in inspect the same after berthd is killed and restarted.
+#[test]
+fn env_file_reaches_the_process_and_the_network_survives_a_berthd_restart() {
+    let Some(mut env) = Env::new() else { return };
+    let file = env.dir.path().join("env");
+    std::fs::write(&file, "# comment\nA=from-file\nC=from-file\n").unwrap();
+    let file = file.display().to_string();
+    let publish = format!("127.0.0.1:{}:80", env.net.port);
+    let id = id_of(&env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "e",
+        "--env-file",
+        &file,
+        "-e",
+        "C=from-flag",
+        "-p",
+        &publish,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$A $C\"; sleep 1000",
+    ]));
+    env.wait_until(10, "the environment in the log", || {
+        stdout(&env.berth(&["logs", "e"])).contains("from-file from-flag")
+    });
+    let before = env.inspect("e")["network"].clone();
+    assert_eq!(before["mode"], "bridge", "{before}");
+    assert!(
+        before["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&env.net.prefix)),
+        "{before}"
+    );
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_restored();
+    assert_eq!(env.inspect("e")["network"], before);
+    assert_eq!(
+        env.ok(&["port", "e"]).trim(),
+        format!("80/tcp -> 127.0.0.1:{}", env.net.port)
+    );
+    env.ok(&["rm", "-f", "e"]);
+    assert_no_leftovers(&env, &[&id]);
+    env.assert_clean();
+}
