@@ -440,3 +440,94 @@ fn ctrd_oom_kill_is_a_task_oom_event_and_137() {
     let exit_at = all.find(&exits[0]);
     assert!(oom_at < exit_at, "TaskOOM before TaskExit:\n{all}");
 }
+
+/// Runs `ctr ARGS` with a pipe as its stdin; once `running` says the
+/// process runs, writes `input` and closes the pipe. ctr sends CloseIO when
+/// its stdin ends (its stdin closer is armed only after the task or exec
+/// exists, hence the wait): a process that reads to EOF finishes only if
+/// the shim then lets go of the stdin fifo, so the run has a deadline (and
+/// is killed by the guard on failure). (exit code, stdout, stderr).
+fn ctr_with_stdin(
+    c: &Ctrd,
+    name: &str,
+    args: &[&str],
+    input: &[u8],
+    mut running: impl FnMut() -> bool,
+) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let err = c.dir.path().join(format!("{name}.err"));
+    let out = c.dir.path().join(format!("{name}.out"));
+    let child = c
+        .cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(&err).expect("error file"))
+        .spawn()
+        .expect("spawn ctr");
+    let mut bg = Bg { child, out };
+    c.wait_until(20, "the process to run", &mut running);
+    let mut stdin = bg.child.stdin.take().expect("piped stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    let mut status = None;
+    c.wait_until(
+        30,
+        "the process to see the end of its stdin (CloseIO)",
+        || {
+            if let Ok(Some(s)) = bg.child.try_wait() {
+                status = Some(s);
+            }
+            status.is_some()
+        },
+    );
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    (status.and_then(|s| s.code()), bg.output(), stderr)
+}
+
+#[test]
+fn ctrd_stdin_reaches_the_task_and_closeio_ends_it() {
+    let Some(c) = Ctrd::new() else { return };
+    let rootfs = c.rootfs.to_string_lossy().into_owned();
+    let input = b"line one\nline two\n";
+    // The init: `cat` exits only once CloseIO dropped the shim's end.
+    let (code, out, err) = ctr_with_stdin(
+        &c,
+        "init",
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--rootfs",
+            &rootfs,
+            "i1",
+            "/bin/cat",
+        ],
+        input,
+        || c.task("i1").is_some_and(|(_, s)| s == "RUNNING"),
+    );
+    assert_eq!(out.as_bytes(), input, "stderr: {err}");
+    assert_eq!(code, Some(0), "{err}");
+
+    // An exec: the same through `ctr task exec`.
+    c.run_detached("i2", &["/bin/sleep", "1000"]);
+    let (code, out, err) = ctr_with_stdin(
+        &c,
+        "exec",
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "cat",
+            "i2",
+            "/bin/sh",
+            "-c",
+            "cat; echo done",
+        ],
+        input,
+        || c.ok(&["task", "ps", "i2"]).lines().skip(1).count() >= 2,
+    );
+    assert_eq!(out, "line one\nline two\ndone\n", "stderr: {err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(c.task("i2").expect("listed").1, "RUNNING");
+}
