@@ -12,6 +12,8 @@ use nix::unistd::Pid;
 
 pub const RUNTIME: &str = "io.containerd.berth.v2";
 pub const SHIM: &str = "containerd-shim-berth-v2";
+/// The pod sandbox image of `Ctrd::with_cri` (imported by the test).
+pub const SANDBOX_IMAGE: &str = "berth.test/pause:1";
 
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
@@ -52,6 +54,18 @@ pub struct Ctrd {
 impl Ctrd {
     /// A running private containerd and a busybox rootfs; None when skipped.
     pub fn new() -> Option<Ctrd> {
+        Ctrd::start(false)
+    }
+
+    /// The same with containerd's CRI plugin on: the berth runtime as the
+    /// CRI runtime handler `berth` (README's config), `SANDBOX_IMAGE` as
+    /// the pod sandbox image, CNI config and plugin dirs of its own (pods
+    /// here use the host's network: no CNI call is made).
+    pub fn with_cri() -> Option<Ctrd> {
+        Ctrd::start(true)
+    }
+
+    fn start(cri: bool) -> Option<Ctrd> {
         if !prerequisites() {
             return None;
         }
@@ -69,11 +83,36 @@ impl Ctrd {
         let rootfs = dir.path().join("rootfs");
         crate::util::make_rootfs(&rootfs);
         let d = dir.path().display();
+        let (cri_off, cri_config) = if cri {
+            (
+                "",
+                format!(
+                    r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{SANDBOX_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  # The pod sandbox asks for oom_score_adj -998, which needs
+  # CAP_SYS_RESOURCE; machines like this one's VM deny it to root, so
+  # keep the scores at or above containerd's own (as rootless setups do).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni-bin"
+    conf_dir = "{d}/cni-conf"
+  # containerd's default runtime, as in its default config.
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth]
+    runtime_type = "{RUNTIME}"
+"#
+                ),
+            )
+        } else {
+            ("\"io.containerd.grpc.v1.cri\", ", String::new())
+        };
         let config = format!(
             r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
+disabled_plugins = [{cri_off}"io.containerd.internal.v1.opt",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.aufs"]
@@ -81,7 +120,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
   address = "{d}/c.sock"
 [debug]
   level = "info"
-"#
+{cri_config}"#
         );
         std::fs::write(dir.path().join("config.toml"), config).expect("config");
         let mut c = Ctrd {
@@ -285,6 +324,18 @@ impl Drop for Ctrd {
         }
         for pid in self.shims() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // What containerd itself mounted under its root and state (the
+        // CRI plugin's sandbox /dev/shm), deepest first.
+        let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+            .filter(|p| p.starts_with(self.dir.path()))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in points {
+            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }

@@ -3,5 +3,6 @@
 //! socket and config under the test's temp dir; CRI and other unneeded
 //! plugins off) with the built shim first on its PATH.
 
+mod cri;
 mod harness;
 mod tests;
