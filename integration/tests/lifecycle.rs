@@ -260,11 +260,12 @@ fn idle_shim_stays_under_its_memory_ceiling() {
         idle < busy,
         "idle berth-shim kept {idle} kB anonymous memory (was {busy} kB when busy)"
     );
-    // What stays is its live state and glibc's (~170 kB in a debug build,
+    // What stays is its live state and glibc's (~170-200 kB in a debug
+    // build since the shim also holds its overlay and OOM watcher state,
     // ~145 kB in release): the ceiling catches a shim that keeps a big
     // buffer touched (the log writer's 80 KiB used to be) or grows its
-    // idle state.
-    const PRIVATE_CEILING_KB: u64 = 200;
+    // idle state by more than a few pages.
+    const PRIVATE_CEILING_KB: u64 = 224;
     assert!(
         idle < PRIVATE_CEILING_KB,
         "idle berth-shim keeps {idle} kB anonymous memory, ceiling {PRIVATE_CEILING_KB} kB"
