@@ -6,7 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::util::{stderr, stdout, Env};
+use crate::util::{fill_disk, stderr, stdout, Env};
 
 /// `berth wait` with a timeout, so a hang fails the test instead of CI.
 fn wait_with_timeout(env: &Env, name: &str, secs: u64) -> std::process::Output {
@@ -154,20 +154,6 @@ impl Drop for TmpfsGuard {
     }
 }
 
-/// Writes zeros to `path` until the filesystem is full.
-fn fill(path: &std::path::Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    loop {
-        if f.write_all(&block).is_err() {
-            break;
-        }
-    }
-    // The last partial block may still fit byte by byte.
-    while f.write_all(&[0u8]).is_ok() {}
-}
-
 #[test]
 fn berthd_starts_and_serves_on_a_full_disk() {
     let Some(mut env) = Env::stopped() else {
@@ -194,7 +180,7 @@ fn berthd_starts_and_serves_on_a_full_disk() {
     });
     env.kill_berthd();
     std::fs::remove_file(env.root.join("berthd.pid")).unwrap();
-    fill(&env.root.join("filler"));
+    fill_disk(&mut std::fs::File::create(env.root.join("filler")).expect("filler"));
     env.start_berthd();
     env.wait_restored();
     let log = env.berthd_log();

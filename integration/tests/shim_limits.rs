@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use runtime_core::attach::{TAG_ERROR, TAG_EXIT, TAG_STDOUT};
 
-use crate::util::{Env, RawAttach, RawControl};
+use crate::util::{fill_disk, Env, RawAttach, RawControl};
 
 /// Keeps the filesystem holding `dir` full with one file until `free`:
 /// a thread takes any space that comes back (a process holding a deleted
@@ -24,13 +24,13 @@ impl Filler {
     fn new(dir: &std::path::Path) -> Filler {
         let path = dir.join("filler");
         let mut f = std::fs::File::create(&path).expect("filler");
-        fill(&mut f);
+        fill_disk(&mut f);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({
             let stop = Arc::clone(&stop);
             move || {
                 while !stop.load(Ordering::Relaxed) {
-                    fill(&mut f);
+                    fill_disk(&mut f);
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
@@ -60,21 +60,6 @@ impl Drop for Filler {
     fn drop(&mut self) {
         self.stop_filling();
     }
-}
-
-/// Writes to `f` until the filesystem refuses another byte.
-fn fill(f: &mut std::fs::File) {
-    let chunk = vec![0xa5u8; 64 * 1024];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    // Byte-sized leftovers too, so no page is left for anyone.
-    while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
 }
 
 #[test]

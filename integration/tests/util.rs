@@ -530,6 +530,21 @@ pub fn poll_until(
 }
 
 /// stdout of an output as text.
+/// Writes to `f` until its filesystem refuses another byte (ENOSPC).
+pub fn fill_disk(f: &mut std::fs::File) {
+    let chunk = vec![0xa5u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    // Byte-sized leftovers too, so no page is left for anyone.
+    while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -230,6 +230,17 @@ mod tests {
         )
     }
 
+    /// The call every test makes: container c1's eth0 in a made-up netns.
+    fn call<'a>(bin_dir: &'a Path, runtime_config: &'a Value) -> Call<'a> {
+        Call {
+            bin_dir,
+            container_id: "c1",
+            netns: Path::new("/x"),
+            ifname: "eth0",
+            runtime_config,
+        }
+    }
+
     fn list() -> Value {
         json!({"cniVersion": "1.0.0", "name": "t", "plugins": [
             {"type": "bridge"},
@@ -246,13 +257,7 @@ mod tests {
         plugin(d, "portmap", &rendezvous(d, "portmap", "firewall"));
         plugin(d, "firewall", &rendezvous(d, "firewall", "portmap"));
         let rc = json!({"portMappings": [{"hostPort": 8080}]});
-        let call = Call {
-            bin_dir: d,
-            container_id: "c1",
-            netns: Path::new("/x"),
-            ifname: "eth0",
-            runtime_config: &rc,
-        };
+        let call = call(d, &rc);
         let result = add(&list(), &call).unwrap();
         assert_eq!(result, serde_json::from_str::<Value>(RESULT).unwrap());
         let conf = |name: &str| -> Value {
@@ -277,13 +282,7 @@ mod tests {
         );
         plugin(d, "firewall", "");
         let rc = json!({});
-        let call = Call {
-            bin_dir: d,
-            container_id: "c1",
-            netns: Path::new("/x"),
-            ifname: "eth0",
-            runtime_config: &rc,
-        };
+        let call = call(d, &rc);
         let e = add(&list(), &call).unwrap_err();
         assert!(
             matches!(&e, NetError::Plugin { plugin, .. } if plugin == "portmap"),
