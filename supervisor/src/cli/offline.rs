@@ -15,6 +15,7 @@ use runtime_core::meta::ContainerMeta;
 
 use super::{try_connect, ConnectError, Failure};
 use crate::api::{methods, ContainerInfo, ContainerStatus, Target};
+use crate::rpc::CallError;
 
 /// Why a container could not be found on disk.
 #[derive(Debug, thiserror::Error)]
@@ -134,29 +135,33 @@ pub async fn inspect_anyhow(
     data_root: &Path,
     reference: &str,
 ) -> Result<ContainerInfo, Failure> {
-    match try_connect(root).await {
-        Ok(mut c) => Ok(c
-            .call(
-                methods::INSPECT,
-                &Target {
-                    id: reference.to_string(),
-                },
-            )
-            .await?),
-        Err(ConnectError::Refused(f)) => Err(f),
-        Err(ConnectError::Unreachable(unreachable)) => {
-            log::debug!(
-                "{}; resolving {reference} from the disk",
-                unreachable.message
-            );
-            inspect(&Root::with_data(root, data_root), reference).map_err(|e| match e {
-                // Not even the disk can be read: say why berthd could not
-                // be reached either (usually permission on the root).
-                OfflineError::Io { .. } => unreachable,
-                other => Failure::new(other.to_string()),
-            })
+    let unreachable = match try_connect(root).await {
+        Ok(mut c) => {
+            let target = Target {
+                id: reference.to_string(),
+            };
+            match c.call(methods::INSPECT, &target).await {
+                Ok(info) => return Ok(info),
+                // berthd went away in the middle of the call (killed or
+                // restarted): the disk still knows the container, as when
+                // berthd was not there at all.
+                Err(CallError::Transport(e)) => Failure::new(format!("inspect: {e}")),
+                Err(other) => return Err(other.into()),
+            }
         }
-    }
+        Err(ConnectError::Refused(f)) => return Err(f),
+        Err(ConnectError::Unreachable(unreachable)) => unreachable,
+    };
+    log::debug!(
+        "{}; resolving {reference} from the disk",
+        unreachable.message
+    );
+    inspect(&Root::with_data(root, data_root), reference).map_err(|e| match e {
+        // Not even the disk can be read: say why berthd could not be
+        // reached either (usually permission on the root).
+        OfflineError::Io { .. } => unreachable,
+        other => Failure::new(other.to_string()),
+    })
 }
 
 #[cfg(test)]
