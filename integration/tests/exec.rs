@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::attach::Pty;
-use crate::util::{stderr, stdout, Env};
+use crate::util::{stderr, stdout, Env, RawControl};
 
 /// A running container named `name` that does nothing for a long time.
 fn sleeper(env: &Env, name: &str) {
@@ -305,9 +305,99 @@ fn two_hundred_execs_leave_no_zombie_and_no_fd_in_the_shim() {
         Vec::<i32>::new(),
         "zombies under the shim"
     );
-    // Only the most recent exits are kept.
-    let kept = execs(&env, "c").len();
-    assert!(kept <= 16, "{kept} exec records kept");
+    // The shim lets go of every exit berthd was told of; the records
+    // stay on disk, where inspect finds all of them.
+    env.wait_until(10, "the shim to hold no ended exec", || {
+        let state = RawControl::connect(&env, "c").call("state", serde_json::Value::Null);
+        state["result"]["execs"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    let all = execs(&env, "c");
+    assert_eq!(all.len(), 201, "every exec listed");
+    assert!(
+        all.iter()
+            .skip(1)
+            .all(|e| e["exit"]["exit_code"] == 1 && e["running"] == false),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn forty_execs_ending_while_berthd_is_killed_are_each_journaled_exactly_once() {
+    let Some(mut env) = Env::new() else { return };
+    let trigger = env.dir.path().join("trigger");
+    std::fs::create_dir(&trigger).unwrap();
+    let volume = format!("{}:/trigger", trigger.display());
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    // Far more than the 16 exits the shim used to keep in memory.
+    const N: usize = 40;
+    for i in 0..N {
+        let script = format!("while [ ! -e /trigger/go ]; do sleep 0.05; done; exit {i}");
+        env.ok(&["exec", "-d", "c", "sh", "-c", &script]);
+    }
+    let pids: Vec<i32> = execs(&env, "c")
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(pids.len(), N);
+    env.kill_berthd();
+    std::fs::write(trigger.join("go"), "").unwrap();
+    env.wait_until(20, "every exec to be reaped", || {
+        pids.iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    });
+    env.start_berthd();
+    env.wait_restored();
+    let exits = |env: &Env| -> Vec<serde_json::Value> {
+        env.journal("c")
+            .into_iter()
+            .filter(|e| e["type"] == "exec_exit")
+            .collect()
+    };
+    env.wait_until(20, "every exec's exit event", || exits(&env).len() >= N);
+    // Once more: a berthd killed and started again journals nothing twice.
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_restored();
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = exits(&env);
+    let mut codes: Vec<i64> = all
+        .iter()
+        .map(|e| e["exit_code"].as_i64().unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, (0..N as i64).collect::<Vec<_>>(), "{all:?}");
+    let mut ids: Vec<&str> = all.iter().map(|e| e["exec_id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "each exec once: {all:?}");
+    // With the container ended its shim goes; the codes stay in inspect.
+    let shim = shim_pid(&env, "c");
+    env.ok(&["kill", "c"]);
+    env.wait_until(20, "the shim to exit", || {
+        !std::path::Path::new(&format!("/proc/{shim}")).exists()
+    });
+    let listed = execs(&env, "c");
+    assert_eq!(listed.len(), N, "{listed:?}");
+    let mut codes: Vec<i64> = listed
+        .iter()
+        .map(|e| e["exit"]["exit_code"].as_i64().unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, (0..N as i64).collect::<Vec<_>>());
 }
 
 #[test]
@@ -325,4 +415,65 @@ fn a_background_child_holding_stdout_does_not_hold_the_exec() {
         "the child is gone already: {top}"
     );
     assert_eq!(env.inspect("c")["status"], "running");
+}
+
+#[test]
+fn a_detached_exec_with_a_tty_runs_on_its_own_pty_and_reports_its_code() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    let out = env.berth(&[
+        "exec",
+        "-dt",
+        "c",
+        "sh",
+        "-c",
+        "tty > /tmp/dt.tty; echo output nobody reads; exit 3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "-dt prints nothing");
+    env.wait_until(10, "the detached exec to exit", || {
+        execs(&env, "c")
+            .first()
+            .is_some_and(|e| e["running"] == false)
+    });
+    let list = execs(&env, "c");
+    assert_eq!(list[0]["exit"]["exit_code"], 3, "{list:?}");
+    // It had a terminal of its own (the container has none).
+    let tty = env.ok(&["exec", "c", "cat", "/tmp/dt.tty"]);
+    assert!(tty.starts_with("/dev/pts/"), "{tty:?}");
+}
+
+#[test]
+fn exec_refuses_bad_detach_keys_and_env_in_one_line_and_runs_nothing() {
+    let Some(env) = Env::new() else { return };
+    sleeper(&env, "c");
+    for (args, word) in [
+        (
+            &["exec", "--detach-keys", "ctrl-", "-it", "c", "true"][..],
+            "ctrl-",
+        ),
+        (&["exec", "-e", "=v", "c", "true"][..], "=v"),
+    ] {
+        let out = env.berth(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.contains(word), "{args:?}: {err:?} lacks {word:?}");
+    }
+    assert!(execs(&env, "c").is_empty(), "{:?}", execs(&env, "c"));
+    // -e NAME passes the caller's value on, as Docker.
+    let out = env
+        .cmd(&[
+            "exec",
+            "-e",
+            "BERTH_TEST_PASSED",
+            "c",
+            "sh",
+            "-c",
+            "echo $BERTH_TEST_PASSED",
+        ])
+        .env("BERTH_TEST_PASSED", "from-us")
+        .output()
+        .expect("exec");
+    assert_eq!(stdout(&out), "from-us\n", "{}", stderr(&out));
 }

@@ -245,6 +245,21 @@ impl ContainerPaths {
     pub fn previous_exit(&self) -> PathBuf {
         self.data.join("exit.previous")
     }
+    /// Exit record of one exec'd process, written by the shim (the same
+    /// record as the init's), so no exec's exit is lost with the shim's
+    /// memory. Exec IDs are `[0-9A-Za-z_-]`, so this stays one file name.
+    pub fn exec_exit(&self, exec_id: &str) -> PathBuf {
+        self.data.join(format!("exec-{exec_id}.exit"))
+    }
+    /// berthd's marker that an exec's `exec_exit` was journaled
+    /// ("pending" before the append, "done" after), beside `exit.event`.
+    pub fn exec_event_mark(&self, exec_id: &str) -> PathBuf {
+        self.data.join(format!("exec-{exec_id}.event"))
+    }
+    /// The exec ID of an exec exit record's file name.
+    pub fn exec_id_of_exit(file_name: &str) -> Option<&str> {
+        file_name.strip_prefix("exec-")?.strip_suffix(".exit")
+    }
     /// Written by berthd when the shim died before the container exited:
     /// no exit record will ever come.
     pub fn lost(&self) -> PathBuf {

@@ -220,6 +220,34 @@ pub struct ExecState {
     pub exit: Option<ExitRecord>,
 }
 
+/// The exit records of a container's execs (`exec-<id>.exit`, written by
+/// the shim), in PID order: what berthd lists and journals when the shim
+/// no longer holds an exec (it forgets those already reported) or is
+/// gone. A record that does not parse (a torn write cannot happen: they
+/// are atomic) is skipped with a warning.
+pub fn exec_records(paths: &crate::layout::ContainerPaths) -> Vec<ExecState> {
+    let Ok(dir) = std::fs::read_dir(paths.data_dir()) else {
+        return Vec::new();
+    };
+    let mut records: Vec<ExecState> = dir
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let id = crate::layout::ContainerPaths::exec_id_of_exit(name.to_str()?)?;
+            match crate::atomic::read_json::<ExecState>(&entry.path()) {
+                Ok(state) if state.id == id => Some(state),
+                Ok(_) => None,
+                Err(e) => {
+                    log::warn!("exec record {}: {e}", entry.path().display());
+                    None
+                }
+            }
+        })
+        .collect();
+    records.sort_by_key(|s| s.pid);
+    records
+}
+
 /// Parameters of shim `exec` (since protocol 1.2): run one more process
 /// in the container with `runc exec --detach`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

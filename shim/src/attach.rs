@@ -14,11 +14,17 @@
 //! send its handshake within `HANDSHAKE_LIMIT` is closed, and when all
 //! slots are taken the oldest client that has not handshaken makes room.
 
-use std::collections::HashSet;
+//!
+//! The hub owns its listener and clients and nothing else: what clients
+//! ask of a process (a handshake, input, EOF, a resize) comes back to the
+//! event loop as `AttachEvent`s, and the loop hands output in. A client
+//! is attached to one process: the init (`process::INIT`) or an exec.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use mio::Token;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Registry, Token};
 
 use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
 use runtime_core::exit::ExitRecord;
@@ -26,9 +32,8 @@ use runtime_core::frame::{self, Frame};
 use runtime_core::logfmt::Stream;
 use runtime_core::protocol::PROTOCOL_MAJOR;
 
-use crate::conn::{Conn, ReadOutcome};
-use crate::server::{accept_one, Shim, STDIN_BUFFER_LIMIT};
-use crate::stdio;
+use crate::conn::{accept_one, admit, Conn, ReadOutcome, Tokens};
+use crate::process::{INIT, STDIN_BUFFER_LIMIT};
 
 /// Output queued for one client before the shim stops reading the
 /// container's output to let it catch up.
@@ -101,7 +106,7 @@ impl StallBudget {
 }
 
 /// One attached client.
-pub struct AttachClient {
+struct AttachClient {
     conn: Conn,
     request: Option<AttachRequest>,
     /// Exit sent or cut off: nothing more is queued; close once the
@@ -111,7 +116,7 @@ pub struct AttachClient {
     stall: StallBudget,
     /// When it connected (for the handshake limit).
     accepted: Instant,
-    /// The exec it attached to; `None`: the container's init.
+    /// The process it attached to (its table key), once it said which.
     target: Option<String>,
 }
 
@@ -123,36 +128,79 @@ impl AttachClient {
             (None, _) => false,
         }
     }
+
     fn wants_stdin(&self) -> bool {
         self.request.as_ref().is_some_and(|r| r.stdin)
     }
+
+    fn attached_to(&self, target: &str) -> bool {
+        self.target.as_deref() == Some(target)
+    }
 }
 
-/// Clients whose reads stopped early (input budget) and must be revisited.
-#[derive(Default)]
-pub struct Rereads {
-    pub tokens: HashSet<Token>,
+/// What a client asks of the process it is attached to; the event loop
+/// applies it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachEvent {
+    /// A valid handshake for `target`: the loop answers with
+    /// `AttachHub::welcome` (or `refuse`) and releases held output.
+    Handshake {
+        token: Token,
+        target: String,
+    },
+    Stdin {
+        target: String,
+        data: Vec<u8>,
+    },
+    /// The client's EOF: close the process's stdin once its buffer is written.
+    StdinEof {
+        target: String,
+    },
+    Resize {
+        target: String,
+        rows: u16,
+        cols: u16,
+    },
 }
 
-impl Shim {
-    pub fn accept_attaches(&mut self) {
-        while let Some(stream) = accept_one(&self.attach_listener, "attach") {
-            if self.attaches.len() >= MAX_ATTACH_CLIENTS {
-                self.evict_silent_attach();
+/// The attach socket and its clients.
+pub struct AttachHub {
+    listener: UnixListener,
+    registry: Registry,
+    clients: HashMap<Token, AttachClient>,
+    /// Clients whose reads stopped early (input budget, or their process's
+    /// input buffer full) and must be revisited.
+    rereads: HashSet<Token>,
+}
+
+impl AttachHub {
+    pub fn new(listener: UnixListener, registry: Registry) -> Self {
+        AttachHub {
+            listener,
+            registry,
+            clients: HashMap::new(),
+            rereads: HashSet::new(),
+        }
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.clients.contains_key(&token)
+    }
+
+    pub fn accept(&mut self, tokens: &mut Tokens) {
+        while let Some(stream) = accept_one(&self.listener, "attach") {
+            if self.clients.len() >= MAX_ATTACH_CLIENTS {
+                self.evict_silent();
             }
-            match self.admit(stream, self.attaches.len(), MAX_ATTACH_CLIENTS) {
-                Ok((token, stream)) => {
-                    let now = Instant::now();
-                    let client = AttachClient {
-                        conn: Conn::new(stream),
-                        request: None,
-                        closing: false,
-                        stall: StallBudget::new(now),
-                        accepted: now,
-                        target: None,
-                    };
-                    self.attaches.insert(token, client);
-                }
+            let token = tokens.next();
+            match admit(
+                &self.registry,
+                stream,
+                token,
+                self.clients.len(),
+                MAX_ATTACH_CLIENTS,
+            ) {
+                Ok(stream) => self.add(token, stream),
                 Err((stream, why)) => {
                     log::warn!("attach client {why}");
                     let mut c = Conn::new(stream);
@@ -163,32 +211,53 @@ impl Shim {
         }
     }
 
+    /// Serves a registered connection from now on.
+    fn add(&mut self, token: Token, stream: UnixStream) {
+        let now = Instant::now();
+        let client = AttachClient {
+            conn: Conn::new(stream),
+            request: None,
+            closing: false,
+            stall: StallBudget::new(now),
+            accepted: now,
+            target: None,
+        };
+        self.clients.insert(token, client);
+    }
+
     /// Makes room by closing the oldest client that never handshook, if any.
-    fn evict_silent_attach(&mut self) {
+    fn evict_silent(&mut self) {
         let victim = self
-            .attaches
+            .clients
             .iter()
             .filter(|(_, c)| c.request.is_none())
             .min_by_key(|(_, c)| c.accepted)
             .map(|(t, _)| *t);
         if let Some(token) = victim {
             log::warn!("{MAX_ATTACH_CLIENTS} attach clients connected: closing the oldest that never sent a handshake");
-            self.remove_attach(token);
+            self.remove(token);
         }
     }
 
-    /// Handshake deadlines of clients that have not sent one yet.
-    pub fn attach_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.attaches
+    /// The next moment a client must be looked at: a handshake that is
+    /// due, or a stall that spends the client's budget.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.clients
             .values()
-            .filter(|c| c.request.is_none() && !c.closing)
-            .map(|c| c.accepted + HANDSHAKE_LIMIT)
+            .filter_map(|c| {
+                if c.request.is_none() && !c.closing {
+                    Some(c.accepted + HANDSHAKE_LIMIT)
+                } else {
+                    c.stall.deadline()
+                }
+            })
+            .min()
     }
 
     /// Closes clients that did not handshake in time.
-    pub fn expire_attaches(&mut self, now: Instant) {
+    pub fn expire(&mut self, now: Instant) {
         let late: Vec<Token> = self
-            .attaches
+            .clients
             .iter()
             .filter(|(_, c)| {
                 c.request.is_none() && !c.closing && now >= c.accepted + HANDSHAKE_LIMIT
@@ -201,33 +270,39 @@ impl Shim {
         }
     }
 
-    pub fn on_attach(&mut self, token: Token, readable: bool, writable: bool) {
+    /// An event on a client's connection. `full(target)` says whether
+    /// that process's input buffer is at its bound: such a client's input
+    /// is left unread (backpressure) until `resume_readers`.
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        full: &dyn Fn(&str) -> bool,
+        events: &mut Vec<AttachEvent>,
+    ) {
         if readable {
-            self.read_attach(token);
+            self.read(token, full, events);
         }
         if writable {
-            self.flush_attach(token);
+            self.flush(token);
         }
     }
 
-    /// The process this client feeds has a full input buffer.
-    pub fn stdin_full_for(&self, token: Token) -> bool {
-        let target = self.attaches.get(&token).and_then(|c| c.target.as_deref());
-        let buffered = match target {
-            None => self.stdin_buf.len(),
-            Some(id) => self.execs.table.get(id).map_or(0, |e| e.stdin_buf.len()),
-        };
-        buffered >= STDIN_BUFFER_LIMIT
+    fn input_blocked(&self, token: Token, full: &dyn Fn(&str) -> bool) -> bool {
+        self.clients
+            .get(&token)
+            .and_then(|c| c.target.as_deref())
+            .is_some_and(full)
     }
 
-    fn read_attach(&mut self, token: Token) {
-        if self.stdin_full_for(token) {
-            // Input backpressure: come back when the container has read.
-            self.rereads.tokens.insert(token);
+    fn read(&mut self, token: Token, full: &dyn Fn(&str) -> bool, events: &mut Vec<AttachEvent>) {
+        if self.input_blocked(token, full) {
+            self.rereads.insert(token);
             return;
         }
         let mut frames = Vec::new();
-        let outcome = match self.attaches.get_mut(&token) {
+        let outcome = match self.clients.get_mut(&token) {
             Some(c) if !c.closing => c.conn.read_frames_bounded(&mut frames, STDIN_BUFFER_LIMIT),
             _ => return,
         };
@@ -236,26 +311,22 @@ impl Shim {
             Err(e) => return self.cut_off(token, &format!("berth: bad attach frame: {e}")),
         };
         for f in frames {
-            if !self.attaches.contains_key(&token) {
+            if !self.clients.contains_key(&token) {
                 return;
             }
-            self.attach_frame(token, f);
+            self.frame(token, f, events);
         }
         match outcome {
-            ReadOutcome::Closed => self.remove_attach(token),
+            ReadOutcome::Closed => self.remove(token),
             ReadOutcome::More => {
-                self.rereads.tokens.insert(token);
+                self.rereads.insert(token);
             }
             ReadOutcome::Open => {}
         }
-        match self.attaches.get(&token).and_then(|c| c.target.clone()) {
-            Some(id) => self.flush_exec_stdin(&id),
-            None => self.flush_stdin(),
-        }
     }
 
-    fn attach_frame(&mut self, token: Token, f: Frame) {
-        let Some(client) = self.attaches.get_mut(&token) else {
+    fn frame(&mut self, token: Token, f: Frame, events: &mut Vec<AttachEvent>) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         if client.request.is_none() {
@@ -270,61 +341,31 @@ impl Shim {
                 );
                 return self.cut_off(token, &msg);
             }
-            if let Some(id) = req.exec_id.clone() {
-                return self.attach_exec(token, req, id);
-            }
-            let stdin_open = self.stdio.input.is_some();
-            let reply = AttachReply {
-                error: None,
-                tty: self.cfg.tty,
-                stdin_open,
-                exited: self.phase.exit().is_some(),
-            };
+            let target = req.exec_id.clone().unwrap_or_else(|| INIT.to_string());
             client.request = Some(req);
-            if let Ok(bytes) = serde_json::to_vec(&reply) {
-                client.conn.queue_always(frame::TAG_JSON, &bytes);
-            }
-            if let Some(exit) = self.phase.exit().cloned() {
-                self.send_exit(token, &exit);
-            }
-            self.flush_attach(token);
-            // Output held for this client flows from now on.
-            self.release_output();
+            client.target = Some(target.clone());
+            events.push(AttachEvent::Handshake { token, target });
             return;
         }
-        let target = client.target.clone();
+        let Some(target) = client.target.clone() else {
+            return;
+        };
         match f.tag {
-            proto::TAG_STDIN if client.wants_stdin() => match target {
-                Some(id) => {
-                    if let Some(e) = self.execs.table.get_mut(&id) {
-                        if f.payload.is_empty() {
-                            e.stdin_close_requested = true;
-                        } else if e.stdio.input.is_some() {
-                            e.stdin_buf.extend_from_slice(&f.payload);
-                        }
-                    }
+            proto::TAG_STDIN if client.wants_stdin() => events.push(if f.payload.is_empty() {
+                AttachEvent::StdinEof { target }
+            } else {
+                AttachEvent::Stdin {
+                    target,
+                    data: f.payload,
                 }
-                None => {
-                    if f.payload.is_empty() {
-                        self.stdin_close_requested = true;
-                    } else if self.stdio.input.is_some() {
-                        self.stdin_buf.extend_from_slice(&f.payload);
-                    }
-                }
-            },
+            }),
             proto::TAG_STDIN => {}
             proto::TAG_RESIZE => {
-                let pty = match &target {
-                    Some(id) => self.execs.table.get(id).and_then(|e| e.pty.as_ref()),
-                    None => self.pty.as_ref(),
-                };
-                if let (Some(pty), Some((rows, cols))) = (pty, proto::decode_resize(&f.payload)) {
-                    if let Err(e) = stdio::resize(pty, rows, cols) {
-                        log::warn!("resize: {e}");
-                    }
+                if let Some((rows, cols)) = proto::decode_resize(&f.payload) {
+                    events.push(AttachEvent::Resize { target, rows, cols });
                 }
             }
-            proto::TAG_DETACH => self.remove_attach(token),
+            proto::TAG_DETACH => self.remove(token),
             other => self.cut_off(
                 token,
                 &format!("berth: unexpected attach frame tag {other}"),
@@ -332,49 +373,39 @@ impl Shim {
         }
     }
 
-    /// Handshake of a client of an exec: the exec's own reply, its exit
-    /// at once if it has one, and its held output released.
-    fn attach_exec(&mut self, token: Token, req: AttachRequest, id: String) {
-        let Some(e) = self.execs.table.get(&id) else {
-            let msg = format!("berth: no exec {id} in this container (finished long ago?)");
-            return self.cut_off(token, &msg);
-        };
-        let reply = AttachReply {
-            error: None,
-            tty: e.tty,
-            stdin_open: e.stdio.input.is_some(),
-            exited: e.exit().is_some(),
-        };
-        let exit = e.exit().cloned();
-        let Some(client) = self.attaches.get_mut(&token) else {
+    /// Answers a handshake the loop accepted: the reply, then the exit at
+    /// once for a process that has one.
+    pub fn welcome(&mut self, token: Token, reply: &AttachReply, exit: Option<&ExitRecord>) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        client.request = Some(req);
-        client.target = Some(id.clone());
-        if let Ok(bytes) = serde_json::to_vec(&reply) {
+        if let Ok(bytes) = serde_json::to_vec(reply) {
             client.conn.queue_always(frame::TAG_JSON, &bytes);
         }
         if let Some(exit) = exit {
-            self.send_exit(token, &exit);
+            self.send_exit(token, exit);
         }
-        self.flush_attach(token);
-        self.release_exec(&id);
+        self.flush(token);
     }
 
-    /// Sends output to every client of `target` (an exec ID, or `None`
-    /// for the init) that asked for this stream.
-    pub fn broadcast(&mut self, target: Option<&str>, stream: Stream, data: &[u8]) {
+    /// Refuses a handshake (no such process): the reason, then close.
+    pub fn refuse(&mut self, token: Token, why: &str) {
+        self.cut_off(token, why);
+    }
+
+    /// Sends output to every client of `target` that asked for this stream.
+    pub fn broadcast(&mut self, target: &str, stream: Stream, data: &[u8]) {
         let tag = match stream {
             Stream::Stdout => proto::TAG_STDOUT,
             Stream::Stderr => proto::TAG_STDERR,
         };
         let mut gone = Vec::new();
-        for (token, client) in self.attaches.iter_mut() {
-            if client.closing || !client.wants(stream) || client.target.as_deref() != target {
+        for (token, client) in self.clients.iter_mut() {
+            if client.closing || !client.wants(stream) || !client.attached_to(target) {
                 continue;
             }
             // Never drop what was read: a full queue goes over its limit by
-            // at most one read, and output is paused (`output_paused`).
+            // at most one read, and output is paused (`paused_for`).
             for chunk in data.chunks(proto::MAX_DATA_FRAME) {
                 client.conn.queue_always(tag, chunk);
             }
@@ -385,99 +416,85 @@ impl Shim {
             }
         }
         for token in gone {
-            self.remove_attach(token);
+            self.remove(token);
         }
     }
 
     /// True while some client still has output queued.
-    pub fn attach_output_pending(&self) -> bool {
-        self.attaches.values().any(|c| c.conn.queued() > 0)
+    pub fn output_pending(&self) -> bool {
+        self.clients.values().any(|c| c.conn.queued() > 0)
     }
 
     /// True while some client of `target` is over its queue limit: that
     /// process's output is left in the pipe until it catches up or is cut off.
-    pub fn output_paused_for(&self, target: Option<&str>) -> bool {
-        self.attaches
+    pub fn paused_for(&self, target: &str) -> bool {
+        self.clients
             .values()
-            .any(|c| c.stall.stalled() && c.target.as_deref() == target)
+            .any(|c| c.stall.stalled() && c.attached_to(target))
     }
 
-    /// The earliest moment a stalled client must be cut off.
-    pub fn stall_deadline(&self) -> Option<Instant> {
-        self.attaches
-            .values()
-            .filter_map(|c| c.stall.deadline())
-            .min()
-    }
-
-    /// Cuts off clients that held the output back too long (or all that
-    /// hold the init's back, with `all`); true if any was cut.
-    pub fn cut_stalled(&mut self, all: bool) -> bool {
-        let now = Instant::now();
-        self.cut_stalled_where(|c| {
-            c.stall.stalled()
-                && (all && c.target.is_none() || c.stall.deadline().is_some_and(|d| now >= d))
-        })
+    /// Cuts off clients whose stall outlasted their budget.
+    pub fn cut_stalled(&mut self, now: Instant) {
+        self.cut_stalled_where(|c| c.stall.deadline().is_some_and(|d| now >= d));
     }
 
     /// Cuts off every client that holds `target`'s output back.
-    pub fn cut_stalled_for(&mut self, target: Option<&str>) -> bool {
-        self.cut_stalled_where(|c| c.stall.stalled() && c.target.as_deref() == target)
+    pub fn cut_stalled_for(&mut self, target: &str) {
+        self.cut_stalled_where(|c| c.stall.stalled() && c.attached_to(target));
     }
 
-    fn cut_stalled_where(&mut self, pick: impl Fn(&AttachClient) -> bool) -> bool {
+    fn cut_stalled_where(&mut self, pick: impl Fn(&AttachClient) -> bool) {
         let stalled: Vec<Token> = self
-            .attaches
+            .clients
             .iter()
             .filter(|(_, c)| pick(c))
             .map(|(t, _)| *t)
             .collect();
-        for token in &stalled {
+        for token in stalled {
             let msg = format!(
                 "berth: this client fell {CLIENT_QUEUE_LIMIT} bytes behind the container's output too long or too often (it may hold the output back {STALL_BUDGET_MAX:?} at a time, {STALL_REFILL_PER_SEC:?} per second attached) and was cut off; `berth logs` has everything"
             );
             log::warn!("attach client cut off: too slow");
-            self.cut_off(*token, &msg);
+            self.cut_off(token, &msg);
         }
-        !stalled.is_empty()
     }
 
     /// Queues the exit frame for every client of `target`, after all
     /// their output.
-    pub fn announce_exit_to(&mut self, target: Option<&str>, exit: &ExitRecord) {
-        let tokens: Vec<Token> = self.attaches.keys().copied().collect();
-        for token in tokens {
+    pub fn announce_exit(&mut self, target: &str, exit: &ExitRecord) {
+        let tokens: Vec<Token> = self
+            .clients
+            .iter()
             // A client that was cut off got its error frame as the last
             // word; an exit after it would contradict it.
-            let handshaken = self.attaches.get(&token).is_some_and(|c| {
-                c.request.is_some() && !c.closing && c.target.as_deref() == target
-            });
-            if handshaken {
-                self.send_exit(token, exit);
-                self.flush_attach(token);
-            }
+            .filter(|(_, c)| c.request.is_some() && !c.closing && c.attached_to(target))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.send_exit(token, exit);
+            self.flush(token);
         }
     }
 
     fn send_exit(&mut self, token: Token, exit: &ExitRecord) {
         let payload = serde_json::to_vec(exit).unwrap_or_default();
-        if let Some(c) = self.attaches.get_mut(&token) {
+        if let Some(c) = self.clients.get_mut(&token) {
             c.conn.queue_always(proto::TAG_EXIT, &payload);
             c.closing = true;
         }
     }
 
-    fn flush_attach(&mut self, token: Token) {
-        let Some(c) = self.attaches.get_mut(&token) else {
+    fn flush(&mut self, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
         let failed = c.conn.flush().is_err();
         if c.stall.stalled() && c.conn.queued() <= CLIENT_QUEUE_LIMIT {
-            // Caught up: the event loop resumes reading the container.
+            // Caught up: the event loop resumes reading the process.
             c.stall.caught_up(Instant::now());
         }
         if failed || (c.closing && c.conn.queued() == 0) {
-            self.remove_attach(token);
+            self.remove(token);
         }
     }
 
@@ -486,31 +503,42 @@ impl Shim {
     /// Such a client holds only the reason and the frame it was in the
     /// middle of receiving.
     fn cut_off(&mut self, token: Token, why: &str) {
-        if let Some(c) = self.attaches.get_mut(&token) {
+        if let Some(c) = self.clients.get_mut(&token) {
             c.conn.discard_unsent_frames();
             c.conn.queue_always(proto::TAG_ERROR, why.as_bytes());
             c.closing = true;
             c.stall.caught_up(Instant::now());
         }
-        self.flush_attach(token);
+        self.flush(token);
     }
 
-    fn remove_attach(&mut self, token: Token) {
-        if let Some(mut c) = self.attaches.remove(&token) {
+    fn remove(&mut self, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
             log::debug!(
                 "attach client {token:?} closed with {} bytes unsent",
                 c.conn.queued()
             );
-            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+            let _ = self.registry.deregister(&mut c.conn.stream);
         }
-        self.rereads.tokens.remove(&token);
+        self.rereads.remove(&token);
+        if self.clients.is_empty() {
+            // The shim idles for the container's whole life: give back
+            // what a crowd of clients made the tables grow to.
+            self.clients = HashMap::new();
+            self.rereads = HashSet::new();
+        }
+    }
+
+    /// Some client left input unread that its process now has room for.
+    pub fn rereads_ready(&self, full: &dyn Fn(&str) -> bool) -> bool {
+        self.rereads.iter().any(|t| !self.input_blocked(*t, full))
     }
 
     /// Reads again from clients whose input was held back.
-    pub fn resume_stdin_readers(&mut self) {
-        let tokens: Vec<Token> = self.rereads.tokens.drain().collect();
+    pub fn resume_readers(&mut self, full: &dyn Fn(&str) -> bool, events: &mut Vec<AttachEvent>) {
+        let tokens: Vec<Token> = self.rereads.drain().collect();
         for token in tokens {
-            self.read_attach(token);
+            self.read(token, full, events);
         }
     }
 }
@@ -518,6 +546,251 @@ impl Shim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runtime_core::frame::{read_frame, write_frame};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream as StdStream;
+
+    /// A hub with one connected client; the test holds the client's end.
+    fn hub_with_client() -> (mio::Poll, AttachHub, Token, StdStream) {
+        let poll = mio::Poll::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("a.sock")).unwrap();
+        let mut hub = AttachHub::new(listener, poll.registry().try_clone().unwrap());
+        let (ours, theirs) = StdStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut tokens = Tokens::starting_at(100);
+        let token = tokens.next();
+        let stream = admit(poll.registry(), UnixStream::from_std(ours), token, 0, 1)
+            .map_err(|(_, why)| why)
+            .unwrap();
+        hub.add(token, stream);
+        (poll, hub, token, theirs)
+    }
+
+    fn handshake(peer: &mut StdStream, stdin: bool, exec: Option<&str>) {
+        let req = AttachRequest {
+            major: PROTOCOL_MAJOR,
+            minor: 0,
+            stdin,
+            stdout: true,
+            stderr: true,
+            exec_id: exec.map(str::to_string),
+        };
+        write_frame(peer, frame::TAG_JSON, &serde_json::to_vec(&req).unwrap()).unwrap();
+    }
+
+    /// Reads what the client was sent, until the hub closed it (or the
+    /// socket has nothing more within a moment).
+    fn received(peer: &mut StdStream) -> Vec<Frame> {
+        peer.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut frames = Vec::new();
+        while let Ok(Some(f)) = read_frame(peer) {
+            frames.push(f);
+        }
+        frames
+    }
+
+    fn no_room(_: &str) -> bool {
+        false
+    }
+
+    #[test]
+    fn handshake_input_eof_and_resize_come_back_as_events_for_the_target() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, true, Some("e1"));
+        write_frame(&mut peer, proto::TAG_STDIN, b"abc").unwrap();
+        write_frame(&mut peer, proto::TAG_RESIZE, &proto::encode_resize(24, 80)).unwrap();
+        write_frame(&mut peer, proto::TAG_STDIN, b"").unwrap();
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        let t = || "e1".to_string();
+        assert_eq!(
+            events,
+            vec![
+                AttachEvent::Handshake { token, target: t() },
+                AttachEvent::Stdin {
+                    target: t(),
+                    data: b"abc".to_vec()
+                },
+                AttachEvent::Resize {
+                    target: t(),
+                    rows: 24,
+                    cols: 80
+                },
+                AttachEvent::StdinEof { target: t() },
+            ]
+        );
+    }
+
+    #[test]
+    fn input_from_a_client_that_did_not_ask_for_stdin_is_ignored() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, false, None);
+        write_frame(&mut peer, proto::TAG_STDIN, b"abc").unwrap();
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        assert_eq!(
+            events,
+            vec![AttachEvent::Handshake {
+                token,
+                target: INIT.to_string()
+            }]
+        );
+    }
+
+    #[test]
+    fn detach_ends_the_session_and_nothing_after_it_reaches_the_process() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, true, None);
+        write_frame(&mut peer, proto::TAG_STDIN, b"before").unwrap();
+        write_frame(&mut peer, proto::TAG_DETACH, b"").unwrap();
+        write_frame(&mut peer, proto::TAG_STDIN, b"after").unwrap();
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            events[1],
+            AttachEvent::Stdin {
+                target: INIT.to_string(),
+                data: b"before".to_vec()
+            }
+        );
+        assert!(!hub.owns(token), "the client is gone");
+        // The process keeps running: no EOF, no exit went to anyone.
+        hub.broadcast(INIT, Stream::Stdout, b"still running");
+        let mut rest = Vec::new();
+        assert_eq!(
+            peer.read_to_end(&mut rest).unwrap(),
+            0,
+            "closed, nothing sent"
+        );
+    }
+
+    #[test]
+    fn a_full_input_buffer_leaves_the_client_unread_until_there_is_room() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, true, None);
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        events.clear();
+        write_frame(&mut peer, proto::TAG_STDIN, b"data").unwrap();
+        let full = |_: &str| true;
+        hub.on_event(token, true, false, &full, &mut events);
+        assert!(events.is_empty(), "not read while the buffer is full");
+        assert!(!hub.rereads_ready(&full));
+        assert!(hub.rereads_ready(&no_room));
+        hub.resume_readers(&no_room, &mut events);
+        assert_eq!(
+            events,
+            vec![AttachEvent::Stdin {
+                target: INIT.to_string(),
+                data: b"data".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_slow_client_holds_its_process_back_then_is_cut_off_with_a_reason_and_no_exit() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, false, Some("e1"));
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        let reply = AttachReply {
+            error: None,
+            tty: false,
+            stdin_open: false,
+            exited: false,
+        };
+        hub.welcome(token, &reply, None);
+        // The client reads nothing: past its queue limit it stalls e1's
+        // output, not the init's.
+        let chunk = vec![b'x'; 64 * 1024];
+        while !hub.paused_for("e1") {
+            hub.broadcast("e1", Stream::Stdout, &chunk);
+        }
+        assert!(!hub.paused_for(INIT));
+        let deadline = hub.deadline().expect("the stall has a deadline");
+        hub.cut_stalled(deadline - Duration::from_millis(1));
+        assert!(hub.paused_for("e1"), "within its budget it is waited for");
+        hub.cut_stalled(deadline);
+        assert!(!hub.paused_for("e1"), "cut off: the process goes on");
+        let exit: ExitRecord = serde_json::from_value(serde_json::json!({
+            "pid": 7, "exit_code": 0, "signal": null, "finished_at": "t"
+        }))
+        .unwrap();
+        hub.announce_exit("e1", &exit);
+        // The client reads now: the hub sends what is left as the socket
+        // takes it (writable events), then closes it.
+        let reader = std::thread::spawn(move || {
+            let mut tags = Vec::new();
+            while let Ok(Some(f)) = read_frame(&mut peer) {
+                tags.push(f.tag);
+            }
+            tags
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        while hub.owns(token) && Instant::now() < until {
+            hub.on_event(token, false, true, &no_room, &mut events);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let tags = reader.join().unwrap();
+        assert_eq!(tags.first(), Some(&frame::TAG_JSON), "the reply first");
+        assert_eq!(
+            tags.last(),
+            Some(&proto::TAG_ERROR),
+            "the reason last: {:?}",
+            &tags[tags.len().saturating_sub(3)..]
+        );
+        assert!(!tags.contains(&proto::TAG_EXIT), "no exit after the cut");
+    }
+
+    #[test]
+    fn a_client_that_goes_away_is_dropped_and_holds_nothing_back() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, false, None);
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        drop(peer);
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..4 {
+            hub.broadcast(INIT, Stream::Stdout, &chunk);
+        }
+        assert!(!hub.owns(token));
+        assert!(!hub.paused_for(INIT));
+        assert!(!hub.output_pending());
+    }
+
+    #[test]
+    fn a_client_of_another_process_gets_none_of_this_ones_output() {
+        let (_poll, mut hub, token, mut peer) = hub_with_client();
+        handshake(&mut peer, false, Some("e2"));
+        let mut events = Vec::new();
+        hub.on_event(token, true, false, &no_room, &mut events);
+        let reply = AttachReply {
+            error: None,
+            tty: false,
+            stdin_open: false,
+            exited: false,
+        };
+        hub.welcome(token, &reply, None);
+        hub.broadcast(INIT, Stream::Stdout, b"init's");
+        hub.broadcast("e2", Stream::Stderr, b"e2's");
+        let exit: ExitRecord = serde_json::from_value(serde_json::json!({
+            "pid": 7, "exit_code": 4, "signal": null, "finished_at": "t"
+        }))
+        .unwrap();
+        hub.announce_exit("e2", &exit);
+        let frames = received(&mut peer);
+        let got: Vec<(u8, Vec<u8>)> = frames
+            .into_iter()
+            .skip(1)
+            .map(|f| (f.tag, f.payload))
+            .collect();
+        assert_eq!(got[0], (proto::TAG_STDERR, b"e2's".to_vec()));
+        assert_eq!(got[1].0, proto::TAG_EXIT);
+        assert_eq!(got.len(), 2, "{got:?}");
+    }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 

@@ -14,9 +14,9 @@ use runtime_core::runc::{CreateOpts, Runc};
 use runtime_core::shimcmd::ShimConfig;
 use runtime_core::sockpath;
 
+use crate::process::PIPE_SIZE;
 use crate::reaper::Reaper;
 use crate::runtime::check_status;
-use crate::server::PIPE_SIZE;
 use crate::stdio::{self, ShimStdio};
 
 /// New session, cwd /, child subreaper, and no inherited fds but stdio and `keep`.

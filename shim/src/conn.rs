@@ -9,8 +9,62 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::UnixStream;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
 use runtime_core::frame::{self, Decoder, Frame};
+
+/// Hands out the poll tokens of connections and pipes, never one twice.
+pub struct Tokens(usize);
+
+impl Tokens {
+    /// Tokens from `first` on (those below are the loop's fixed ones).
+    pub fn starting_at(first: usize) -> Self {
+        Tokens(first)
+    }
+
+    pub fn next(&mut self) -> Token {
+        let t = Token(self.0);
+        self.0 += 1;
+        t
+    }
+}
+
+/// The next pending connection on a listener; `None` when there is none
+/// (or accept failed, which is logged).
+pub fn accept_one(listener: &UnixListener, what: &str) -> Option<UnixStream> {
+    match listener.accept() {
+        Ok((stream, _)) => Some(stream),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            log::warn!("accept {what}: {e}");
+            None
+        }
+    }
+}
+
+/// Checks a new client (peer credentials, client limit) and registers it
+/// under `token`; on refusal, the stream and the reason.
+pub fn admit(
+    registry: &Registry,
+    mut stream: UnixStream,
+    token: Token,
+    connected: usize,
+    limit: usize,
+) -> Result<UnixStream, (UnixStream, String)> {
+    if let Err(why) = runtime_core::peercred::check(&stream) {
+        return Err((stream, format!("refused: {why}")));
+    }
+    if connected >= limit {
+        return Err((
+            stream,
+            format!("refused: {limit} clients already connected"),
+        ));
+    }
+    match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+        Ok(()) => Ok(stream),
+        Err(e) => Err((stream, format!("refused: register: {e}"))),
+    }
+}
 
 /// Result of reading from a connection.
 pub enum ReadOutcome {

@@ -1,6 +1,10 @@
 //! The shim's control socket: berthd asks for state, start, kill, wait,
-//! pause, resume and delete. One JSON request per frame, answered in
-//! order; `wait` is a long poll answered when the container has exited.
+//! pause, resume, exec and delete. One JSON request per frame, answered
+//! in order; `wait` is a long poll answered when the container has exited.
+//!
+//! The server owns its listener, clients and parked `wait`s, and nothing
+//! of the container: each decoded request goes back to the event loop,
+//! which answers it (`reply`) or parks it (`park_wait`).
 //!
 //! Every client is bounded: what is read from it per turn of the loop,
 //! its pending `wait`s, its unsent replies, how long it may take to send
@@ -8,21 +12,17 @@
 //! taken a new client evicts the least recently active one (idle ones
 //! first), so berthd can always get in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use mio::Token;
-use serde_json::{json, Value};
+use mio::net::UnixListener;
+use mio::{Registry, Token};
+use serde_json::Value;
 
 use runtime_core::frame::{self, Frame};
-use runtime_core::protocol::{
-    shim_methods as m, ErrorCode, ExecParams, Hello, KillParams, Request, Response, RpcError,
-    ShimState, WaitParams, PROTOCOL_MAJOR, PROTOCOL_MINOR,
-};
+use runtime_core::protocol::{ErrorCode, Request, Response, RpcError};
 
-use crate::conn::{Conn, ReadOutcome};
-use crate::phase::Phase;
-use crate::server::{accept_one, Shim, LINGER_LIMIT};
+use crate::conn::{accept_one, admit, Conn, ReadOutcome, Tokens};
 
 /// Unsent replies a control client may accumulate before it is dropped.
 const CONTROL_QUEUE_LIMIT: usize = 1 << 20;
@@ -41,7 +41,7 @@ pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// One control connection.
-pub struct ControlClient {
+struct ControlClient {
     conn: Conn,
     /// When it connected, or sent its last request.
     last_active: Instant,
@@ -64,27 +64,54 @@ impl ControlClient {
     }
 }
 
-/// Control clients whose input was left unread (read budget).
-#[derive(Default)]
-pub struct ControlRereads {
-    pub tokens: HashSet<Token>,
+/// The control socket and its clients.
+pub struct ControlServer {
+    listener: UnixListener,
+    registry: Registry,
+    clients: HashMap<Token, ControlClient>,
+    /// Pending `wait`s: client, request id, and the OOM kill count past
+    /// which it is answered early (`WaitParams::oom_kills`).
+    waiters: Vec<(Token, u64, Option<u64>)>,
+    /// Clients whose input was left unread (read budget).
+    rereads: HashSet<Token>,
 }
 
-impl Shim {
-    pub fn accept_controls(&mut self) {
-        while let Some(stream) = accept_one(&self.control_listener, "control") {
-            if self.controls.len() >= MAX_CONTROL_CLIENTS {
-                self.evict_control();
+impl ControlServer {
+    pub fn new(listener: UnixListener, registry: Registry) -> Self {
+        ControlServer {
+            listener,
+            registry,
+            clients: HashMap::new(),
+            waiters: Vec::new(),
+            rereads: HashSet::new(),
+        }
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.clients.contains_key(&token)
+    }
+
+    pub fn accept(&mut self, tokens: &mut Tokens) {
+        while let Some(stream) = accept_one(&self.listener, "control") {
+            if self.clients.len() >= MAX_CONTROL_CLIENTS {
+                self.evict();
             }
-            match self.admit(stream, self.controls.len(), MAX_CONTROL_CLIENTS) {
-                Ok((token, stream)) => {
+            let token = tokens.next();
+            match admit(
+                &self.registry,
+                stream,
+                token,
+                self.clients.len(),
+                MAX_CONTROL_CLIENTS,
+            ) {
+                Ok(stream) => {
                     let client = ControlClient {
                         conn: Conn::new(stream),
                         last_active: Instant::now(),
                         greeted: false,
                         waits: 0,
                     };
-                    self.controls.insert(token, client);
+                    self.clients.insert(token, client);
                 }
                 Err((_, why)) => log::warn!("control client {why}"),
             }
@@ -93,55 +120,63 @@ impl Shim {
 
     /// Makes room for one more client: closes the least recently active
     /// one, preferring those that hold no `wait`.
-    fn evict_control(&mut self) {
+    fn evict(&mut self) {
         let victim = self
-            .controls
+            .clients
             .iter()
             .min_by_key(|(_, c)| (c.waits > 0, c.last_active))
             .map(|(t, _)| *t);
         if let Some(token) = victim {
             log::warn!("{MAX_CONTROL_CLIENTS} control clients connected: closing the least recently active one");
-            self.drop_control(token);
+            self.drop_client(token);
         }
     }
 
-    /// The next moment a control or attach client times out.
-    pub fn housekeeping_deadline(&self) -> Option<Instant> {
-        let controls = self.controls.values().filter_map(ControlClient::deadline);
-        controls.chain(self.attach_deadlines()).min()
+    /// The next moment a client times out.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter_map(ControlClient::deadline)
+            .min()
     }
 
     /// Closes clients that never spoke or sat idle past their limits.
-    pub fn housekeeping(&mut self) {
-        let now = Instant::now();
+    pub fn expire(&mut self, now: Instant) {
         let expired: Vec<Token> = self
-            .controls
+            .clients
             .iter()
             .filter(|(_, c)| c.deadline().is_some_and(|d| now >= d))
             .map(|(t, _)| *t)
             .collect();
         for token in expired {
             log::debug!("control client {token:?} timed out");
-            self.drop_control(token);
+            self.drop_client(token);
         }
-        self.expire_attaches(now);
+    }
+
+    /// Some client's input was left for the next turn.
+    pub fn rereads_pending(&self) -> bool {
+        !self.rereads.is_empty()
     }
 
     /// Reads again from clients whose input was left for the next turn.
-    pub fn resume_control_readers(&mut self) {
-        let tokens: Vec<Token> = self.control_rereads.tokens.drain().collect();
+    pub fn resume_readers(&mut self, requests: &mut Vec<(Token, Request)>) {
+        let tokens: Vec<Token> = self.rereads.drain().collect();
         for token in tokens {
-            self.on_control(token);
+            self.on_readable(token, requests);
         }
     }
 
-    pub fn on_control(&mut self, token: Token) {
+    /// Reads a client's requests (within its budget); the ones that
+    /// decode go to `requests` for the loop to answer, the others are
+    /// answered here.
+    pub fn on_readable(&mut self, token: Token, requests: &mut Vec<(Token, Request)>) {
         let mut frames = Vec::new();
-        let outcome = match self.controls.get_mut(&token) {
+        let outcome = match self.clients.get_mut(&token) {
             Some(c) => {
                 // Replies pile up unread past the bound: the client is dropped.
                 if c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT {
-                    return self.drop_control(token);
+                    return self.drop_client(token);
                 }
                 c.conn.read_frames_bounded(&mut frames, CONTROL_READ_BUDGET)
             }
@@ -155,43 +190,95 @@ impl Shim {
                     token,
                     Response::err(0, RpcError::new(ErrorCode::InvalidArgument, e.to_string())),
                 );
-                self.drop_control(token);
+                self.drop_client(token);
                 return;
             }
         };
-        if let Some(c) = self.controls.get_mut(&token) {
+        if let Some(c) = self.clients.get_mut(&token) {
             if !frames.is_empty() {
                 c.last_active = Instant::now();
                 c.greeted = true;
             }
         }
         for f in frames {
-            self.handle_frame(token, f);
+            match decode(&f) {
+                Ok(req) => requests.push((token, req)),
+                Err(err) => self.reply(token, Response::err(0, err)),
+            }
         }
-        // A client that sends requests but never reads the replies is dropped
-        // once they pile up past the bound.
-        let failed = self
-            .controls
-            .get_mut(&token)
-            .is_some_and(|c| c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT);
-        if failed || matches!(outcome, ReadOutcome::Closed) {
-            self.drop_control(token);
+        if matches!(outcome, ReadOutcome::Closed) {
+            // What it asked for still happens; the replies go nowhere.
+            self.drop_client(token);
         } else if matches!(outcome, ReadOutcome::More) {
-            self.control_rereads.tokens.insert(token);
+            self.rereads.insert(token);
         }
     }
 
-    fn drop_control(&mut self, token: Token) {
-        if let Some(mut c) = self.controls.remove(&token) {
-            let _ = c.conn.flush();
-            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+    /// After the loop answered a batch: drops clients that went away or
+    /// do not read their replies.
+    pub fn settle(&mut self) {
+        let gone: Vec<Token> = self
+            .clients
+            .iter_mut()
+            .filter_map(|(t, c)| {
+                let failed = c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT;
+                failed.then_some(*t)
+            })
+            .collect();
+        for token in gone {
+            self.drop_client(token);
         }
-        self.waiters.retain(|(t, _, _)| *t != token);
-        self.control_rereads.tokens.remove(&token);
     }
 
-    fn reply(&mut self, token: Token, resp: Response) {
-        if let Some(c) = self.controls.get_mut(&token) {
+    /// Some client has not yet taken a reply queued for it.
+    pub fn output_pending(&self) -> bool {
+        self.clients.values().any(|c| c.conn.queued() > 0)
+    }
+
+    /// Parks a `wait` until `answer_waiters` (or, with `oom_known`,
+    /// `answer_oom_waiters` once the kills pass it); refused past the bound.
+    pub fn park_wait(&mut self, token: Token, id: u64, oom_known: Option<u64>) {
+        let Some(c) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if c.waits >= MAX_WAITS_PER_CLIENT {
+            let err = RpcError::new(
+                ErrorCode::Conflict,
+                format!("at most {MAX_WAITS_PER_CLIENT} pending waits per connection"),
+            );
+            return self.reply(token, Response::err(id, err));
+        }
+        c.waits += 1;
+        self.waiters.push((token, id, oom_known));
+    }
+
+    /// Answers every pending `wait`.
+    pub fn answer_waiters(&mut self, exit: &Value) {
+        for c in self.clients.values_mut() {
+            c.waits = 0;
+        }
+        for (token, id, _) in std::mem::take(&mut self.waiters) {
+            self.reply(token, Response::ok(id, exit.clone()));
+        }
+    }
+
+    /// New OOM kills while the container runs (`kills` in all): answers,
+    /// with no exit record, the `wait`s that asked to hear of them.
+    pub fn answer_oom_waiters(&mut self, kills: u64) {
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(_, _, known)| known.is_some_and(|k| kills > k));
+        self.waiters = keep;
+        for (token, id, _) in due {
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.waits = c.waits.saturating_sub(1);
+            }
+            self.reply(token, Response::ok(id, Value::Null));
+        }
+    }
+
+    pub fn reply(&mut self, token: Token, resp: Response) {
+        if let Some(c) = self.clients.get_mut(&token) {
             match serde_json::to_vec(&resp) {
                 Ok(bytes) => c.conn.queue_always(frame::TAG_JSON, &bytes),
                 Err(e) => log::error!("encode reply: {e}"),
@@ -200,261 +287,28 @@ impl Shim {
         }
     }
 
-    fn handle_frame(&mut self, token: Token, f: Frame) {
-        let req: Request = match frame::decode_json(&f) {
-            Ok(r) => r,
-            Err(e) => {
-                let err = RpcError::new(ErrorCode::InvalidArgument, e.to_string());
-                return self.reply(token, Response::err(0, err));
-            }
-        };
-        let id = req.id;
-        let oom_known = match req.method == m::WAIT {
-            true => serde_json::from_value::<Option<WaitParams>>(req.params.clone())
-                .ok()
-                .flatten()
-                .and_then(|p| p.oom_kills),
-            false => None,
-        };
-        let oom_passed = oom_known.is_some_and(|k| self.oom.seen().0 > k);
-        if req.method == m::WAIT && self.phase.exit().is_none() && !oom_passed {
-            let Some(c) = self.controls.get_mut(&token) else {
-                return;
-            };
-            if c.waits >= MAX_WAITS_PER_CLIENT {
-                let err = RpcError::new(
-                    ErrorCode::Conflict,
-                    format!("at most {MAX_WAITS_PER_CLIENT} pending waits per connection"),
-                );
-                return self.reply(token, Response::err(id, err));
-            }
-            c.waits += 1;
-            self.waiters.push((token, id, oom_known));
-            return;
+    fn drop_client(&mut self, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
+            let _ = c.conn.flush();
+            let _ = self.registry.deregister(&mut c.conn.stream);
         }
-        let resp = match self.dispatch(&req) {
-            Ok(v) => Response::ok(id, v),
-            Err(e) => Response::err(id, e),
-        };
-        self.reply(token, resp);
-    }
-
-    fn dispatch(&mut self, req: &Request) -> Result<Value, RpcError> {
-        let bad = |e: serde_json::Error| {
-            RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method))
-        };
-        match req.method.as_str() {
-            m::HELLO => {
-                let hello: Hello = serde_json::from_value(req.params.clone()).map_err(bad)?;
-                hello.check_compatible()?;
-                Ok(
-                    json!({ "major": PROTOCOL_MAJOR, "minor": PROTOCOL_MINOR, "agent": format!("berth-shim {}", env!("CARGO_PKG_VERSION")) }),
-                )
-            }
-            m::STATE => Ok(serde_json::to_value(self.state()).unwrap_or(Value::Null)),
-            m::START => self.start().map(|()| Value::Null),
-            m::KILL => {
-                let p: KillParams = serde_json::from_value(req.params.clone()).map_err(bad)?;
-                self.signal(p.signal).map(|()| Value::Null)
-            }
-            m::WAIT => Ok(serde_json::to_value(self.phase.exit()).unwrap_or(Value::Null)),
-            m::DELETE => self.delete().map(|()| Value::Null),
-            m::PAUSE => self.pause().map(|()| Value::Null),
-            m::RESUME => self.resume().map(|()| Value::Null),
-            m::EXEC => {
-                let p: ExecParams = serde_json::from_value(req.params.clone()).map_err(bad)?;
-                let started = self.exec(p)?;
-                Ok(serde_json::to_value(started).unwrap_or(Value::Null))
-            }
-            other => Err(RpcError::new(
-                ErrorCode::UnknownMethod,
-                format!("unknown method {other:?}"),
-            )),
-        }
-    }
-
-    /// The state berthd reconciles against.
-    pub fn state(&self) -> ShimState {
-        ShimState {
-            id: self.cfg.id.clone(),
-            status: self.phase.status(),
-            pid: self.init_pid,
-            started_at: self.started_at.clone(),
-            exit: self.phase.exit().cloned(),
-            shim_pid: std::process::id() as i32,
-            execs: self.exec_states(),
-            oom_kills: self.oom.seen().0,
-            oom_at: self.oom.seen().1,
-        }
-    }
-
-    /// Runs one runtime command to completion through the reaper.
-    fn runtime_call(
-        &mut self,
-        cmd: std::process::Command,
-        op: &'static str,
-    ) -> Result<(), RpcError> {
-        crate::runtime::call(&self.runc, &mut self.reaper, cmd, op)
-    }
-
-    /// Reaped (or never runnable again): no signal or start applies.
-    pub fn stopped(&self) -> bool {
-        self.phase.reaped()
-    }
-
-    fn start(&mut self) -> Result<(), RpcError> {
-        if !matches!(self.phase, Phase::Created) {
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                format!("container {} is not in the created state", self.cfg.id),
-            ));
-        }
-        self.runtime_call(self.runc.start(&self.cfg.id), "start")?;
-        self.phase = Phase::Running;
-        self.started_at = Some(runtime_core::time::now_rfc3339());
-        Ok(())
-    }
-
-    /// Signals the init directly: we are its reaper, so its PID cannot be
-    /// reused before we have collected it. A created (not started) container
-    /// goes through runc, which knows how to stop `runc init`.
-    fn signal(&mut self, signal: i32) -> Result<(), RpcError> {
-        // Real-time signals (SIGRTMIN..SIGRTMAX) too: nix's `Signal` has
-        // only the classic 31, so the range is checked here.
-        if !(1..=libc::SIGRTMAX()).contains(&signal) {
-            return Err(RpcError::new(
-                ErrorCode::InvalidArgument,
-                format!("invalid signal {signal}"),
-            ));
-        }
-        if self.stopped() {
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                format!("container {} is not running", self.cfg.id),
-            ));
-        }
-        if matches!(self.phase, Phase::Created) {
-            return self.runtime_call(self.runc.kill(&self.cfg.id, signal), "kill");
-        }
-        send_signal(self.init_pid, signal).map_err(|e| {
-            RpcError::new(ErrorCode::Internal, format!("kill {}: {e}", self.init_pid))
-        })?;
-        if matches!(self.phase, Phase::Paused) && signal == libc::SIGKILL {
-            // A cgroup v1 freezer holds even SIGKILL until the thaw: thaw,
-            // so kill (and stop's final SIGKILL) work on a paused
-            // container. Other signals wait for `resume`, as in Docker.
-            self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
-            self.phase = Phase::Running;
-        }
-        Ok(())
-    }
-
-    /// Freezes the container (`runc pause`).
-    fn pause(&mut self) -> Result<(), RpcError> {
-        if !matches!(self.phase, Phase::Running) {
-            let why = match self.phase {
-                Phase::Paused => "is already paused",
-                _ => "is not running",
-            };
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                format!("container {} {why}", self.cfg.id),
-            ));
-        }
-        self.runtime_call(self.runc.pause(&self.cfg.id), "pause")?;
-        self.phase = Phase::Paused;
-        Ok(())
-    }
-
-    /// Thaws a paused container (`runc resume`).
-    fn resume(&mut self) -> Result<(), RpcError> {
-        if !matches!(self.phase, Phase::Paused) {
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                format!("container {} is not paused", self.cfg.id),
-            ));
-        }
-        self.runtime_call(self.runc.resume(&self.cfg.id), "resume")?;
-        self.phase = Phase::Running;
-        Ok(())
-    }
-
-    /// Removes the runtime's state and stops the shim. Only a stopped or
-    /// never-started container can be deleted; berthd kills first for -f.
-    fn delete(&mut self) -> Result<(), RpcError> {
-        let force = match self.phase {
-            // Lingering: it exited and the shim is on its way out (see
-            // `retire`), or a delete came first; runc's state may remain.
-            Phase::Exited(_) | Phase::Lingering { .. } => false,
-            Phase::Created => true,
-            _ => {
-                return Err(RpcError::new(
-                    ErrorCode::Conflict,
-                    format!("container {} is running: stop it first", self.cfg.id),
-                ))
-            }
-        };
-        match self.runtime_call(self.runc.delete(&self.cfg.id, force), "delete") {
-            Ok(()) => {}
-            // Someone (an operator's `runc delete`) was first: the state we
-            // would remove is already gone, which is what delete is for.
-            // Decided by looking (runc keeps a container's state in
-            // `<runc root>/<id>`), not by reading runc's message.
-            Err(e) if !self.runc.root.join(&self.cfg.id).exists() => {
-                log::warn!(
-                    "runc delete {}: {}; already deleted",
-                    self.cfg.id,
-                    e.message
-                )
-            }
-            Err(e) => return Err(e),
-        }
-        crate::mountns::release(self.cfg.overlay.as_ref());
-        self.remove_endpoints();
-        self.phase = Phase::Lingering {
-            exit: self.phase.exit().cloned(),
-            until: std::time::Instant::now() + LINGER_LIMIT,
-        };
-        Ok(())
-    }
-
-    /// Some control client has not yet taken a reply queued for it.
-    pub fn control_output_pending(&self) -> bool {
-        self.controls.values().any(|c| c.conn.queued() > 0)
-    }
-
-    /// Answers every pending `wait` with the exit record.
-    pub fn answer_waiters(&mut self) {
-        let exit = serde_json::to_value(self.phase.exit()).unwrap_or(Value::Null);
-        for c in self.controls.values_mut() {
-            c.waits = 0;
-        }
-        for (token, id, _) in std::mem::take(&mut self.waiters) {
-            self.reply(token, Response::ok(id, exit.clone()));
-        }
-    }
-
-    /// New OOM kills while the container runs: answers (with no exit
-    /// record) the `wait`s that asked to hear of them.
-    pub fn answer_oom_waiters(&mut self) {
-        let kills = self.oom.seen().0;
-        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|(_, _, known)| known.is_some_and(|k| kills > k));
-        self.waiters = keep;
-        for (token, id, _) in due {
-            if let Some(c) = self.controls.get_mut(&token) {
-                c.waits = c.waits.saturating_sub(1);
-            }
-            self.reply(token, Response::ok(id, Value::Null));
+        self.waiters.retain(|(t, _, _)| *t != token);
+        self.rereads.remove(&token);
+        if self.clients.is_empty() {
+            // berthd connects per call: give back what a burst grew.
+            self.clients = HashMap::new();
+            self.waiters = Vec::new();
+            self.rereads = HashSet::new();
         }
     }
 }
 
-/// kill(2) with any signal number, real-time ones included.
-fn send_signal(pid: i32, signal: i32) -> nix::Result<()> {
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let r = unsafe { libc::kill(pid, signal) };
-    nix::errno::Errno::result(r).map(drop)
+fn decode(f: &Frame) -> Result<Request, RpcError> {
+    frame::decode_json(f).map_err(|e| RpcError::new(ErrorCode::InvalidArgument, e.to_string()))
+}
+
+/// A request's params, or the error naming the method.
+pub fn params<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
+    serde_json::from_value(req.params.clone())
+        .map_err(|e| RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method)))
 }

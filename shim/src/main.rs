@@ -10,6 +10,7 @@
 mod attach;
 mod bootstrap;
 mod conn;
+mod container;
 mod control;
 mod daemon;
 mod exec;
@@ -17,6 +18,7 @@ mod memory;
 mod mountns;
 mod oom;
 mod phase;
+mod process;
 mod reaper;
 mod retire;
 mod runtime;

@@ -10,116 +10,88 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mio::net::UnixListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use nix::sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use serde_json::{json, Value};
 use signal_hook_mio::v1_0::Signals;
 
 use runtime_core::atomic;
+use runtime_core::attach::AttachReply;
 use runtime_core::exit::ExitRecord;
-use runtime_core::layout::{ContainerPaths, ATTACH_SOCK, SHIM_SOCK};
+use runtime_core::layout::{ATTACH_SOCK, SHIM_SOCK};
 use runtime_core::logfmt::Stream;
 use runtime_core::logwrite::LogWriter;
+use runtime_core::protocol::{
+    shim_methods as m, ErrorCode, ExecParams, ExecStarted, Hello, KillParams, Request, Response,
+    RpcError, WaitParams, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+};
 use runtime_core::runc::Runc;
 use runtime_core::shimcmd::ShimConfig;
 
-use crate::attach::AttachClient;
+use crate::attach::{AttachEvent, AttachHub};
 use crate::bootstrap::{bind, create_container, detach_from_parent};
+use crate::conn::Tokens;
+use crate::container::{Container, Table};
+use crate::control::{params, ControlServer};
 use crate::phase::Phase;
+use crate::process::{Drain, OutputSink, Process, Record, Source, INIT};
 use crate::reaper::Reaper;
-use crate::stdio::ShimStdio;
 
-pub const SIGNALS: Token = Token(0);
-pub const CONTROL_LISTENER: Token = Token(1);
-pub const ATTACH_LISTENER: Token = Token(2);
-pub const STDOUT: Token = Token(3);
-pub const STDERR: Token = Token(4);
-pub const STDIN: Token = Token(5);
-pub const OOM: Token = Token(6);
-const FIRST_CLIENT: usize = 16;
+const SIGNALS: Token = Token(0);
+const CONTROL_LISTENER: Token = Token(1);
+const ATTACH_LISTENER: Token = Token(2);
+const OOM: Token = Token(3);
+/// Clients and pipes get tokens from here on.
+const FIRST_DYNAMIC: usize = 16;
 
-/// How long output is drained after the init exits, in case an escaped
-/// process keeps the pipes open.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
-/// Largest chunk read from the container at once.
+/// Largest chunk read from a process at once.
 const READ_CHUNK: usize = 128 * 1024;
-/// Time spent reading one output pipe per turn of the event loop. A
-/// container that writes without pause keeps its pipe readable forever;
-/// past this the loop serves its other sources (control, attach, signals)
-/// and comes back. Time, not bytes: a chunk of short lines costs twenty
-/// times its size in log records.
-pub const DRAIN_TURN: Duration = Duration::from_millis(5);
-/// How long a deleted shim waits for attach clients to take their output.
-pub const LINGER_LIMIT: Duration = Duration::from_secs(2);
-/// How long output is held for the first attach client (`--wait-attach`).
-pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
-/// Pipe capacity asked for: fewer wake-ups, and room for output held
-/// while the first client attaches.
-pub const PIPE_SIZE: i32 = 1 << 20;
 /// Quiet time after which the shim hands back the memory a burst of work
 /// touched (see `memory`).
 const IDLE_TRIM: Duration = Duration::from_secs(1);
-/// First and longest wait between tries to write an exit record that the
-/// disk refused (ENOSPC, EIO): soon after space returns, and cheap
-/// while it does not.
-const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
-/// Bound on container input buffered while the container is not reading.
-pub const STDIN_BUFFER_LIMIT: usize = 1 << 20;
 
-/// The shim's view of the container.
+/// The shim: the container and everything that talks to it.
 pub struct Shim {
-    pub cfg: ShimConfig,
-    pub paths: ContainerPaths,
-    pub runc: Runc,
-    pub poll: Poll,
+    c: Container,
+    poll: Poll,
     signals: Signals,
-    pub reaper: Reaper,
-    pub control_listener: UnixListener,
-    pub attach_listener: UnixListener,
-    pub stdio: ShimStdio,
-    /// The pty master, kept for resizes (tty containers only).
-    pub pty: Option<OwnedFd>,
+    control: ControlServer,
+    hub: AttachHub,
+    /// Which process and which pipe each stdio token is.
+    sources: HashMap<Token, (String, Source)>,
+    tokens: Tokens,
+    /// The container's log: the init's output (never an exec's).
     log: LogWriter,
-    /// The init's phase (see `phase`).
-    pub phase: Phase,
-    pub init_pid: i32,
-    pub started_at: Option<String>,
-    pub controls: HashMap<Token, crate::control::ControlClient>,
-    pub attaches: HashMap<Token, AttachClient>,
-    /// Control requests (`wait`) to answer when the container exits.
-    /// Pending `wait`s: client, request id, and the OOM kill count past
-    /// which it is answered early (`WaitParams::oom_kills`).
-    pub waiters: Vec<(Token, u64, Option<u64>)>,
-    /// Attach clients with unread input (see `attach`).
-    pub rereads: crate::attach::Rereads,
-    /// Control clients with unread requests (see `control`).
-    pub control_rereads: crate::control::ControlRereads,
-    pub next_token: usize,
-    pub stdin_buf: Vec<u8>,
-    pub stdin_close_requested: bool,
-    pub read_buf: Vec<u8>,
-    /// Output is held (not read) until this deadline or the first attach.
-    pub hold_until: Option<Instant>,
-    /// Reading stopped for a slow client; resume when it catches up.
-    output_was_paused: bool,
-    /// Output left in a pipe when its drain budget ran out (stdout, stderr).
-    output_more: [bool; 2],
-    /// The exit record could not be written (a full disk): when to try
-    /// again, and the wait after that. The exit is known and answered
-    /// meanwhile (`state`, `wait`, attach); only the file is missing.
-    pub record_retry: Option<(Instant, Duration)>,
+    read_buf: Vec<u8>,
     /// Something ran since the last quiet second: give memory back at the next.
-    pub trim_pending: bool,
-    /// Processes started by `exec` (see `exec`).
-    pub execs: crate::exec::Execs,
-    /// OOM kills in the container's cgroup (see `oom`).
-    pub oom: crate::oom::Oom,
+    trim_pending: bool,
+}
+
+/// A process's output: to its attach clients, and the init's to the log.
+struct Sink<'a> {
+    hub: &'a mut AttachHub,
+    target: &'a str,
+    log: Option<&'a mut LogWriter>,
+}
+
+impl OutputSink for Sink<'_> {
+    fn paused(&self) -> bool {
+        self.hub.paused_for(self.target)
+    }
+
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.write(stream, data) {
+                log::error!("{e}");
+            }
+        }
+        self.hub.broadcast(self.target, stream, data);
+    }
 }
 
 /// Entry point of `serve`.
@@ -147,10 +119,10 @@ pub fn serve(config: ShimConfig) -> ExitCode {
         Ok(mut shim) => {
             let ready_report = runtime_core::protocol::ShimReady {
                 pid: std::process::id() as i32,
-                init_pid: shim.init_pid,
-                control: shim.paths.shim_sock(),
-                attach: shim.paths.attach_sock(),
-                state: Some(shim.state()),
+                init_pid: shim.c.procs.init().pid,
+                control: shim.c.paths.shim_sock(),
+                attach: shim.c.paths.attach_sock(),
+                state: Some(shim.c.state()),
             };
             match serde_json::to_string(&ready_report) {
                 Ok(line) => report(format!("ok {line}\n")),
@@ -159,8 +131,8 @@ pub fn serve(config: ShimConfig) -> ExitCode {
             drop(ready);
             log::info!(
                 "container {} created, init pid {}",
-                shim.cfg.id,
-                shim.init_pid
+                shim.c.cfg.id,
+                shim.c.procs.init().pid
             );
             match shim.run() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -174,27 +146,6 @@ pub fn serve(config: ShimConfig) -> ExitCode {
             log::error!("create failed: {msg}");
             report(format!("error {msg}\n"));
             ExitCode::from(1)
-        }
-    }
-}
-
-/// A stream's place in per-stream arrays (stdout, stderr).
-fn output_slot(stream: Stream) -> usize {
-    match stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
-    }
-}
-
-/// The next pending connection on a listener; `None` when there is none
-/// (or accept failed, which is logged).
-pub fn accept_one(listener: &UnixListener, what: &str) -> Option<mio::net::UnixStream> {
-    match listener.accept() {
-        Ok((stream, _)) => Some(stream),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => {
-            log::warn!("accept {what}: {e}");
-            None
         }
     }
 }
@@ -221,8 +172,8 @@ impl Shim {
         // container that never got one.
         atomic::write_until_reboot(&paths.shim_pid(), std::process::id().to_string().as_bytes())
             .map_err(|e| e.to_string())?;
-        let control_listener = bind(&paths, SHIM_SOCK)?;
-        let attach_listener = bind(&paths, ATTACH_SOCK)?;
+        let mut control_listener = bind(&paths, SHIM_SOCK)?;
+        let mut attach_listener = bind(&paths, ATTACH_SOCK)?;
         let mut reaper = Reaper::default();
         let created = crate::mountns::enter(&cfg)
             .and_then(|()| create_container(&cfg, &paths, &runc, &mut reaper));
@@ -236,154 +187,117 @@ impl Shim {
             }
         };
         let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
-        let mut shim = Shim {
-            cfg,
-            paths,
-            runc,
-            poll,
-            signals,
-            reaper,
-            control_listener,
-            attach_listener,
+        let register = |e: io::Error| format!("register: {e}");
+        let reg = poll.registry();
+        reg.register(&mut control_listener, CONTROL_LISTENER, Interest::READABLE)
+            .map_err(register)?;
+        reg.register(&mut attach_listener, ATTACH_LISTENER, Interest::READABLE)
+            .map_err(register)?;
+        let clone = || reg.try_clone().map_err(register);
+        let control = ControlServer::new(control_listener, clone()?);
+        let hub = AttachHub::new(attach_listener, clone()?);
+        let phase = if cfg.start {
+            Phase::Running
+        } else {
+            Phase::Created
+        };
+        let started_at = cfg.start.then(runtime_core::time::now_rfc3339);
+        let init = Process::new(
+            init_pid,
+            Vec::new(),
             stdio,
             pty,
+            phase,
+            cfg.wait_attach,
+            Record::Init(paths.exit()),
+        );
+        let mut shim = Shim {
+            c: Container {
+                cfg,
+                paths,
+                runc,
+                reaper,
+                procs: Table::new(init),
+                started_at,
+                oom: Default::default(),
+            },
+            poll,
+            signals,
+            control,
+            hub,
+            sources: HashMap::new(),
+            tokens: Tokens::starting_at(FIRST_DYNAMIC),
             log,
-            phase: Phase::Created,
-            init_pid,
-            started_at: None,
-            controls: HashMap::new(),
-            attaches: HashMap::new(),
-            waiters: Vec::new(),
-            rereads: Default::default(),
-            control_rereads: Default::default(),
-            next_token: FIRST_CLIENT,
-            stdin_buf: Vec::new(),
-            stdin_close_requested: false,
             read_buf: vec![0u8; READ_CHUNK],
-            hold_until: None,
-            output_was_paused: false,
-            output_more: [false; 2],
-            record_retry: None,
             trim_pending: true,
-            execs: Default::default(),
-            oom: Default::default(),
         };
-        if shim.cfg.start {
-            shim.phase = Phase::Running;
-            shim.started_at = Some(runtime_core::time::now_rfc3339());
-        }
-        if shim.cfg.wait_attach {
-            shim.hold_until = Some(Instant::now() + HOLD_LIMIT);
-        }
-        shim.register_sources()
-            .map_err(|e| format!("register: {e}"))?;
-        let runc_state = shim.runc.root.join(&shim.cfg.id).join("state.json");
-        shim.oom
-            .watch(shim.poll.registry(), OOM, shim.init_pid, &runc_state);
+        shim.register_process(INIT);
+        let runc_state = shim.c.runc.root.join(&shim.c.cfg.id).join("state.json");
+        let init_pid = shim.c.procs.init().pid;
+        shim.c
+            .oom
+            .watch(shim.poll.registry(), OOM, init_pid, &runc_state);
         // The init may already have died (reaped while runc create ran).
         shim.on_sigchld();
         Ok(shim)
     }
 
-    fn register_sources(&mut self) -> io::Result<()> {
-        let reg = self.poll.registry();
-        reg.register(
-            &mut self.control_listener,
-            CONTROL_LISTENER,
-            Interest::READABLE,
-        )?;
-        reg.register(
-            &mut self.attach_listener,
-            ATTACH_LISTENER,
-            Interest::READABLE,
-        )?;
-        if let Some(r) = self.stdio.stdout.as_mut() {
-            reg.register(r, STDOUT, Interest::READABLE)?;
+    /// Puts a process's pipes in the poll under fresh tokens.
+    fn register_process(&mut self, key: &str) {
+        let Shim {
+            c,
+            poll,
+            tokens,
+            sources,
+            ..
+        } = self;
+        let Some(p) = c.procs.get_mut(key) else {
+            return;
+        };
+        for (token, source) in p.register(poll.registry(), || tokens.next()) {
+            sources.insert(token, (key.to_string(), source));
         }
-        if let Some(r) = self.stdio.stderr.as_mut() {
-            reg.register(r, STDERR, Interest::READABLE)?;
-        }
-        if let Some(w) = self.stdio.input.as_mut() {
-            reg.register(w, STDIN, Interest::WRITABLE)?;
-        }
-        Ok(())
     }
 
-    /// Checks a new client (peer credentials, client limit) and registers
-    /// it with the poll; on refusal, the stream and the reason.
-    pub fn admit(
+    /// Runs `f` on a process with what its output needs: the read buffer,
+    /// the registry and its sink (its clients; the log for the init).
+    fn with_process<R>(
         &mut self,
-        mut stream: mio::net::UnixStream,
-        connected: usize,
-        limit: usize,
-    ) -> Result<(Token, mio::net::UnixStream), (mio::net::UnixStream, String)> {
-        if let Err(why) = runtime_core::peercred::check(&stream) {
-            return Err((stream, format!("refused: {why}")));
-        }
-        if connected >= limit {
-            return Err((
-                stream,
-                format!("refused: {limit} clients already connected"),
-            ));
-        }
-        let token = self.token();
-        match self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            Ok(()) => Ok((token, stream)),
-            Err(e) => Err((stream, format!("refused: register: {e}"))),
-        }
-    }
-
-    /// A fresh token for a client connection.
-    pub fn token(&mut self) -> Token {
-        let t = Token(self.next_token);
-        self.next_token += 1;
-        t
+        key: &str,
+        f: impl FnOnce(&mut Process, &mut [u8], &Registry, &mut dyn OutputSink) -> R,
+    ) -> Option<R> {
+        let Shim {
+            c,
+            poll,
+            hub,
+            log,
+            read_buf,
+            ..
+        } = self;
+        let p = c.procs.get_mut(key)?;
+        let log = (key == INIT).then_some(log);
+        let mut sink = Sink {
+            hub,
+            target: key,
+            log,
+        };
+        Some(f(p, read_buf, poll.registry(), &mut sink))
     }
 
     /// The event loop; returns after `delete`.
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(128);
+        let mut requests = Vec::new();
+        let mut attach_events = Vec::new();
         loop {
-            if let Phase::Lingering { until, .. } = self.phase {
+            if let Phase::Lingering { until, .. } = self.c.procs.init().phase {
                 // Deleted: let attach clients take the output still queued
                 // for them (and the exit frame), for a bounded time.
-                if !self.attach_output_pending() || Instant::now() >= until {
+                if !self.hub.output_pending() || Instant::now() >= until {
                     break;
                 }
             }
-            let now = Instant::now();
-            let timeout = if self.rereads_ready()
-                || self.output_more.contains(&true)
-                || !self.control_rereads.tokens.is_empty()
-                || self.exec_output_more()
-            {
-                Some(Duration::ZERO)
-            } else {
-                let (exit, linger_until) = match &self.phase {
-                    Phase::Draining { deadline, .. } => (Some(*deadline), None),
-                    Phase::Lingering { until, .. } => (None, Some(*until)),
-                    _ => (None, None),
-                };
-                let retry = self.record_retry.map(|(at, _)| at);
-                [
-                    exit,
-                    self.hold_until,
-                    self.stall_deadline(),
-                    linger_until,
-                    retry,
-                    self.housekeeping_deadline(),
-                    self.exec_deadline(),
-                    self.oom.recheck_at(),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|d| d.saturating_duration_since(now))
-            };
+            let timeout = self.timeout();
             // Nothing else to wait for: wait a quiet second, then trim.
             let trim_wait = timeout.is_none() && self.trim_pending;
             let timeout = if trim_wait { Some(IDLE_TRIM) } else { timeout };
@@ -401,58 +315,116 @@ impl Shim {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(),
-                    CONTROL_LISTENER => self.accept_controls(),
-                    ATTACH_LISTENER => self.accept_attaches(),
-                    STDOUT => self.drain_output(Stream::Stdout),
-                    STDERR => self.drain_output(Stream::Stderr),
-                    STDIN => self.flush_stdin(),
-                    OOM if self.oom.wake() => self.answer_oom_waiters(),
-                    token if self.execs.sources.contains_key(&token) => self.on_exec_source(token),
-                    token if self.controls.contains_key(&token) => self.on_control(token),
-                    token if self.attaches.contains_key(&token) => {
-                        self.on_attach(token, event.is_readable(), event.is_writable())
+                    CONTROL_LISTENER => self.control.accept(&mut self.tokens),
+                    ATTACH_LISTENER => self.hub.accept(&mut self.tokens),
+                    OOM => {
+                        if self.c.oom.wake() {
+                            self.control.answer_oom_waiters(self.c.oom.seen().0);
+                        }
                     }
-                    _ => {}
+                    token => {
+                        if let Some((key, source)) = self.sources.get(&token).cloned() {
+                            self.on_source(&key, source);
+                        } else if self.control.owns(token) {
+                            self.control.on_readable(token, &mut requests);
+                        } else if self.hub.owns(token) {
+                            let procs = &self.c.procs;
+                            let full = |k: &str| procs.get(k).is_some_and(Process::stdin_full);
+                            self.hub.on_event(
+                                token,
+                                event.is_readable(),
+                                event.is_writable(),
+                                &full,
+                                &mut attach_events,
+                            );
+                        }
+                    }
                 }
+                self.apply_attach_events(&mut attach_events);
+                self.answer(&mut requests);
             }
-            if self.rereads_ready() {
-                self.resume_stdin_readers();
-            }
-            self.resume_control_readers();
-            // Edge-triggered: a pipe left readable will not be reported again.
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                if std::mem::take(&mut self.output_more[output_slot(stream)]) {
-                    self.drain_output(stream);
-                }
-            }
-            self.cut_stalled(false);
-            if self.output_was_paused && !self.output_paused_for(None) {
-                self.output_was_paused = false;
-                // Resume output that a slow client held back (edge-triggered:
-                // nothing else would tell us there is data waiting).
-                self.drain_output(Stream::Stdout);
-                self.drain_output(Stream::Stderr);
-            }
-            if self.hold_until.is_some_and(|d| Instant::now() >= d) {
-                log::warn!("no client attached within {HOLD_LIMIT:?}; logging output anyway");
-                self.release_output();
-            }
-            if self.oom.recheck_if_due() {
-                self.answer_oom_waiters();
-            }
-            self.exec_housekeeping();
-            self.maybe_finish_exit();
-            self.retry_exit_record();
-            self.maybe_retire();
-            self.housekeeping();
+            self.turn();
+            self.answer(&mut requests);
+            self.apply_attach_events(&mut attach_events);
         }
         Ok(())
     }
 
-    /// Some attach client left input unread that its process now has
-    /// room for.
-    fn rereads_ready(&self) -> bool {
-        self.rereads.tokens.iter().any(|t| !self.stdin_full_for(*t))
+    /// How long the loop may sleep: not at all while work was left for
+    /// the next turn, else until the next deadline.
+    fn timeout(&self) -> Option<Duration> {
+        let procs = &self.c.procs;
+        let full = |k: &str| procs.get(k).is_some_and(Process::stdin_full);
+        let more = self.hub.rereads_ready(&full)
+            || self.control.rereads_pending()
+            || procs.iter().any(|(_, p)| p.more());
+        if more {
+            return Some(Duration::ZERO);
+        }
+        let linger = match &procs.init().phase {
+            Phase::Lingering { until, .. } => Some(*until),
+            _ => None,
+        };
+        let now = Instant::now();
+        procs
+            .iter()
+            .filter_map(|(_, p)| p.deadline())
+            .chain(
+                [
+                    linger,
+                    self.hub.deadline(),
+                    self.control.deadline(),
+                    self.c.oom.recheck_at(),
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The work of every turn, after the events: input held back,
+    /// requests left unread, drains cut short, slow clients, finished
+    /// processes, time-outs.
+    fn turn(&mut self) {
+        let mut requests = Vec::new();
+        let mut attach_events = Vec::new();
+        {
+            let procs = &self.c.procs;
+            let full = |k: &str| procs.get(k).is_some_and(Process::stdin_full);
+            if self.hub.rereads_ready(&full) {
+                self.hub.resume_readers(&full, &mut attach_events);
+            }
+        }
+        self.apply_attach_events(&mut attach_events);
+        self.control.resume_readers(&mut requests);
+        self.answer(&mut requests);
+        if self.c.oom.recheck_if_due() {
+            self.control.answer_oom_waiters(self.c.oom.seen().0);
+        }
+        let now = Instant::now();
+        self.hub.cut_stalled(now);
+        for key in self.c.procs.keys() {
+            self.with_process(&key, |p, buf, reg, sink| p.turn(now, buf, reg, sink));
+            self.maybe_finish(&key);
+            if let Some(p) = self.c.procs.get_mut(&key) {
+                p.retry_record(now);
+            }
+        }
+        self.forget_exited();
+        let clients_pending = self.hub.output_pending() || self.control.output_pending();
+        crate::retire::maybe_retire(&mut self.c, clients_pending);
+        self.control.expire(now);
+        self.hub.expire(now);
+        self.control.settle();
+    }
+
+    /// An event on one of a process's pipes.
+    fn on_source(&mut self, key: &str, source: Source) {
+        self.with_process(key, |p, buf, reg, sink| match source {
+            Source::Output(stream) => p.pump(stream, buf, reg, sink),
+            Source::Input => p.flush_stdin(reg),
+        });
     }
 
     fn on_signals(&mut self) {
@@ -469,198 +441,202 @@ impl Shim {
         }
     }
 
-    /// Reaps; when the init is among the dead, starts draining its output.
+    /// Reaps; every process among the dead starts draining its output.
     fn on_sigchld(&mut self) {
-        self.reaper.reap_available();
+        self.c.reaper.reap_available();
         // Execs first: what is left after the init is an orphan's status.
-        self.reap_execs();
-        if self.phase.reaped() {
-            self.reaper.forget_others(-1);
-            return;
+        let mut keys = self.c.procs.keys();
+        keys.rotate_left(1);
+        for key in keys {
+            self.take_status(&key);
         }
-        if let Some(status) = self.reaper.take(self.init_pid) {
-            if let Some(mut record) = ExitRecord::from_wait(self.init_pid, status) {
-                self.oom.settle(&mut record);
-                record.started_at = self.started_at.clone();
-                log::info!("init {} exited: {}", self.init_pid, record.exit_code);
-                self.phase = Phase::Draining {
-                    exit: record,
-                    deadline: Instant::now() + DRAIN_LIMIT,
-                };
-                // Nothing will read input any more.
-                self.close_stdin();
-                // Pick up what is already in the pipes before checking for EOF.
-                self.drain_output(Stream::Stdout);
-                self.drain_output(Stream::Stderr);
-            }
-        }
-        self.reaper.forget_others(self.init_pid);
+        let init = self.c.procs.init();
+        let keep = if init.phase.reaped() { -1 } else { init.pid };
+        self.c.reaper.forget_others(keep);
     }
 
-    /// Starts reading output held for the first attach client.
-    pub fn release_output(&mut self) {
-        if self.hold_until.take().is_none() {
+    /// Takes a process's exit status if the reaper collected it.
+    fn take_status(&mut self, key: &str) {
+        let Some(p) = self.c.procs.get(key) else {
+            return;
+        };
+        if p.phase.reaped() {
             return;
         }
-        if let Phase::Draining { deadline, .. } = &mut self.phase {
-            // The drain limit counts from when we start to drain.
-            *deadline = Instant::now() + DRAIN_LIMIT;
+        let pid = p.pid;
+        let Some(status) = self.c.reaper.take(pid) else {
+            return;
+        };
+        let Some(mut record) = ExitRecord::from_wait(pid, status) else {
+            return;
+        };
+        if key == INIT {
+            self.c.oom.settle(&mut record);
+            record.started_at = self.c.started_at.clone();
+            log::info!("init {pid} exited: {}", record.exit_code);
+        } else {
+            log::info!("exec {key} (pid {pid}) exited: {}", record.exit_code);
         }
-        self.drain_output(Stream::Stdout);
-        self.drain_output(Stream::Stderr);
+        self.with_process(key, |p, buf, reg, sink| p.reaped(record, buf, reg, sink));
     }
 
-    /// Reads a pipe until WouldBlock (or its budget for this turn), logging
-    /// and broadcasting each chunk.
-    pub fn drain_output(&mut self, stream: Stream) {
-        if self.hold_until.is_some() {
+    /// Records a process's exit once its output is drained (or the drain
+    /// timed out): exit record first, then everyone who waits.
+    fn maybe_finish(&mut self, key: &str) {
+        let now = Instant::now();
+        let Some(drain) = self.c.procs.get(key).map(|p| p.drain_state(now)) else {
+            return;
+        };
+        match drain {
+            Drain::Pending => return,
+            Drain::Done => {}
+            Drain::TimedOut => {
+                log::warn!(
+                    "{}: output still open {:?} after it exited (a background child?); reporting its exit",
+                    if key == INIT { "init".to_string() } else { format!("exec {key}") },
+                    crate::process::DRAIN_LIMIT
+                );
+                self.hub.cut_stalled_for(key);
+                // The init's pipes stay: the log keeps what an escaped
+                // process writes. An exec's have nobody left to read them.
+                let close = key != INIT;
+                self.with_process(key, |p, buf, reg, sink| p.last_read(close, buf, reg, sink));
+            }
+        }
+        let registry = self.poll.registry();
+        let Some(exit) = self.c.procs.get_mut(key).and_then(|p| p.finish(registry)) else {
+            return;
+        };
+        if key == INIT {
+            let value = serde_json::to_value(&exit).unwrap_or(Value::Null);
+            self.control.answer_waiters(&value);
+        } else {
+            self.c.procs.exec_exited(key);
+            self.sources.retain(|_, (k, _)| k != key);
+        }
+        self.hub.announce_exit(key, &exit);
+    }
+
+    /// Drops exited execs nobody needs in memory any more.
+    fn forget_exited(&mut self) {
+        let gone = self.c.procs.forget_exited();
+        if gone.is_empty() {
             return;
         }
-        let mut buf = std::mem::take(&mut self.read_buf);
-        let began = Instant::now();
-        for reads in 0u32.. {
-            if reads > 0 && began.elapsed() >= DRAIN_TURN {
-                self.output_more[output_slot(stream)] = true;
-                break;
+        self.sources.retain(|_, (k, _)| !gone.contains(k));
+        if self.sources.capacity() > 4 * self.sources.len().max(4) {
+            self.sources.shrink_to_fit();
+        }
+    }
+
+    /// Applies what attach clients asked of their processes.
+    fn apply_attach_events(&mut self, events: &mut Vec<AttachEvent>) {
+        for ev in events.drain(..) {
+            match ev {
+                AttachEvent::Handshake { token, target } => self.welcome(token, &target),
+                AttachEvent::Stdin { target, data } => {
+                    let reg = self.poll.registry();
+                    if let Some(p) = self.c.procs.get_mut(&target) {
+                        p.push_stdin(&data);
+                        p.flush_stdin(reg);
+                    }
+                }
+                AttachEvent::StdinEof { target } => {
+                    let reg = self.poll.registry();
+                    if let Some(p) = self.c.procs.get_mut(&target) {
+                        p.stdin_eof(reg);
+                    }
+                }
+                AttachEvent::Resize { target, rows, cols } => {
+                    let pty = self.c.procs.get(&target).and_then(Process::pty);
+                    if let Some(pty) = pty {
+                        if let Err(e) = crate::stdio::resize(pty, rows, cols) {
+                            log::warn!("resize: {e}");
+                        }
+                    }
+                }
             }
-            if self.output_paused_for(None) {
-                self.output_was_paused = true;
-                break;
+        }
+    }
+
+    /// Answers a client's handshake: the process's reply, its exit at
+    /// once if it has one, and its held output released.
+    fn welcome(&mut self, token: Token, target: &str) {
+        let Some(p) = self.c.procs.get(target) else {
+            let msg = format!("berth: no exec {target} in this container (finished long ago?)");
+            return self.hub.refuse(token, &msg);
+        };
+        let reply = AttachReply {
+            error: None,
+            tty: p.tty,
+            stdin_open: p.stdin_open(),
+            exited: p.exit().is_some(),
+        };
+        let exit = p.exit().cloned();
+        self.hub.welcome(token, &reply, exit.as_ref());
+        self.c.procs.delivered(target);
+        // Output held for this client flows from now on.
+        self.with_process(target, |p, buf, reg, sink| p.release(buf, reg, sink));
+    }
+
+    /// Answers the control requests read so far.
+    fn answer(&mut self, requests: &mut Vec<(Token, Request)>) {
+        for (token, req) in requests.drain(..) {
+            if req.method == m::WAIT && self.c.procs.init().exit().is_none() {
+                // A bare `wait` waits for the exit; with `oom_kills` it is
+                // also answered (no exit record) once the kills pass it.
+                let oom_known = serde_json::from_value::<Option<WaitParams>>(req.params.clone())
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.oom_kills);
+                if !oom_known.is_some_and(|k| self.c.oom.seen().0 > k) {
+                    self.control.park_wait(token, req.id, oom_known);
+                    continue;
+                }
             }
-            let source = match stream {
-                Stream::Stdout => self.stdio.stdout.as_mut(),
-                Stream::Stderr => self.stdio.stderr.as_mut(),
+            let resp = match self.dispatch(&req) {
+                Ok(v) => Response::ok(req.id, v),
+                Err(e) => Response::err(req.id, e),
             };
-            let Some(pipe) = source else { break };
-            match pipe.read(&mut buf) {
-                Ok(0) => {
-                    self.close_output(stream);
-                    break;
-                }
-                Ok(n) => {
-                    if let Err(e) = self.log.write(stream, &buf[..n]) {
-                        log::error!("{e}");
-                    }
-                    self.broadcast(None, stream, &buf[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // EIO on a pty master: the last slave end closed.
-                Err(_) => {
-                    self.close_output(stream);
-                    break;
-                }
-            }
-        }
-        self.read_buf = buf;
-    }
-
-    fn close_output(&mut self, stream: Stream) {
-        let slot = match stream {
-            Stream::Stdout => &mut self.stdio.stdout,
-            Stream::Stderr => &mut self.stdio.stderr,
-        };
-        if let Some(mut pipe) = slot.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+            self.control.reply(token, resp);
         }
     }
 
-    /// Writes buffered input to the container until WouldBlock.
-    pub fn flush_stdin(&mut self) {
-        let mut written = 0;
-        if let Some(w) = self.stdio.input.as_mut() {
-            while written < self.stdin_buf.len() {
-                match w.write(&self.stdin_buf[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        // The container closed its stdin: drop what it will never read.
-                        written = self.stdin_buf.len();
-                        break;
-                    }
-                }
+    fn dispatch(&mut self, req: &Request) -> Result<Value, RpcError> {
+        let c = &mut self.c;
+        match req.method.as_str() {
+            m::HELLO => {
+                params::<Hello>(req)?.check_compatible()?;
+                Ok(json!({
+                    "major": PROTOCOL_MAJOR,
+                    "minor": PROTOCOL_MINOR,
+                    "agent": format!("berth-shim {}", env!("CARGO_PKG_VERSION")),
+                }))
             }
-        }
-        self.stdin_buf.drain(..written);
-        if self.stdin_buf.is_empty() && self.stdin_close_requested {
-            self.close_stdin();
-        }
-    }
-
-    /// Closes the container's stdin (EOF for it); a pty keeps its master.
-    pub fn close_stdin(&mut self) {
-        if self.cfg.tty {
-            return;
-        }
-        if let Some(mut w) = self.stdio.input.take() {
-            let _ = self.poll.registry().deregister(&mut w);
-        }
-        self.stdin_buf.clear();
-    }
-
-    /// Finishes an exit once output hit EOF or the drain deadline passed:
-    /// exit record first, then everyone who waits.
-    fn maybe_finish_exit(&mut self) {
-        let Phase::Draining { deadline, .. } = &self.phase else {
-            return;
-        };
-        let drained = self.stdio.stdout.is_none() && self.stdio.stderr.is_none();
-        if !drained && Instant::now() < *deadline {
-            return;
-        }
-        if !drained {
-            log::warn!("output still open {DRAIN_LIMIT:?} after init exit (escaped process?); reporting exit");
-            self.cut_stalled(true);
-            self.drain_output(Stream::Stdout);
-            self.drain_output(Stream::Stderr);
-        }
-        let record = match std::mem::replace(&mut self.phase, Phase::Running) {
-            Phase::Draining { exit, .. } => exit,
-            other => {
-                self.phase = other;
-                return;
+            m::STATE => Ok(serde_json::to_value(c.state()).unwrap_or(Value::Null)),
+            m::START => c.start().map(|()| Value::Null),
+            m::KILL => c
+                .signal(params::<KillParams>(req)?.signal)
+                .map(|()| Value::Null),
+            m::WAIT => Ok(serde_json::to_value(c.procs.init().exit()).unwrap_or(Value::Null)),
+            m::DELETE => c.delete().map(|()| Value::Null),
+            m::PAUSE => c.pause().map(|()| Value::Null),
+            m::RESUME => c.resume().map(|()| Value::Null),
+            m::EXEC => {
+                let p: ExecParams = params(req)?;
+                let process = c.exec(&p)?;
+                let started = ExecStarted { pid: process.pid };
+                c.procs.insert_exec(p.exec_id.clone(), process, p.detach);
+                self.register_process(&p.exec_id);
+                // It may have been quick: reaped while runc exec was waited for.
+                self.take_status(&p.exec_id);
+                self.trim_pending = true;
+                Ok(serde_json::to_value(started).unwrap_or(Value::Null))
             }
-        };
-        if let Err(e) = atomic::write_json(&self.paths.exit(), &record) {
-            // Most likely a full disk. Waiting for space would leave
-            // everyone without the exit; the code is known, so it is
-            // answered from memory now and the file is written as soon
-            // as the disk lets us (`retry_exit_record`).
-            log::error!(
-                "writing exit record: {e}; answering from memory and retrying every {RECORD_RETRY_FIRST:?} to {RECORD_RETRY_MAX:?}"
-            );
-            self.record_retry = Some((Instant::now() + RECORD_RETRY_FIRST, RECORD_RETRY_FIRST));
-        }
-        self.phase = Phase::Exited(record.clone());
-        self.answer_waiters();
-        self.announce_exit_to(None, &record);
-    }
-}
-
-impl Shim {
-    /// Tries again to write an exit record that the disk refused.
-    fn retry_exit_record(&mut self) {
-        let Some((at, wait)) = self.record_retry else {
-            return;
-        };
-        if Instant::now() < at || matches!(self.phase, Phase::Lingering { .. }) {
-            return;
-        }
-        let Some(record) = self.phase.exit() else {
-            self.record_retry = None;
-            return;
-        };
-        match atomic::write_json(&self.paths.exit(), record) {
-            Ok(()) => {
-                log::info!("exit record written after an earlier failure");
-                self.record_retry = None;
-            }
-            Err(e) => {
-                let wait = (wait * 2).min(RECORD_RETRY_MAX);
-                log::debug!("writing exit record: {e}; next try in {wait:?}");
-                self.record_retry = Some((Instant::now() + wait, wait));
-            }
+            other => Err(RpcError::new(
+                ErrorCode::UnknownMethod,
+                format!("unknown method {other:?}"),
+            )),
         }
     }
 }

@@ -468,56 +468,72 @@ pub fn exec_started(d: &Arc<Daemon>, id: &str, exec_id: &str, time: String) {
     tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
 }
 
+/// Asks until the exec has ended, then journals its exit. The answer is
+/// the shim's, or the exec's exit record on disk when the shim no longer
+/// holds it (it lets go of an exit once a `state` reply carried it) or
+/// is gone. A shim that does not answer is asked again (a busy shim, a
+/// restart of the connection): only a container that has ended with no
+/// record of the exec, or was removed, ends the following.
 async fn follow_exec(d: &Daemon, id: &str, exec_id: &str) {
+    let paths = d.root.container(id);
     let mut delay = Duration::from_millis(50);
     loop {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
-        let Some(name) = d.registry.get(id).map(|e| e.meta.name) else {
+        let Some((name, ended)) = d
+            .registry
+            .get(id)
+            .map(|e| (e.meta.name.clone(), e.finished().is_some()))
+        else {
             return;
         };
-        let state: ShimState = match shim::connect(&d.root.container(id)).await {
-            Ok(mut c) => match c.call(shim_methods::STATE, &Value::Null).await {
-                Ok(s) => s,
-                Err(e) => {
-                    log::debug!("container {id}: exec {exec_id}: state: {e}");
-                    return;
-                }
-            },
+        let asked = match shim::connect(&paths).await {
+            Ok(mut c) => {
+                c.call::<_, ShimState>(shim_methods::STATE, &Value::Null)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let held = match &asked {
+            Ok(state) => state.execs.iter().find(|e| e.id == exec_id).cloned(),
             Err(e) => {
-                log::debug!("container {id}: exec {exec_id}: connect: {e}");
-                return;
+                log::debug!("container {id}: exec {exec_id}: state: {e}");
+                None
             }
         };
-        let Some(exec) = state.execs.iter().find(|e| e.id == exec_id) else {
-            return;
-        };
-        let Some(exit) = exec.exit.as_ref().filter(|_| !exec.running) else {
-            continue;
-        };
-        exec_exited(d, id, &name, exec_id, exit);
-        return;
+        let exec = held.or_else(|| atomic::read_json(&paths.exec_exit(exec_id)).ok());
+        match exec {
+            Some(e) if !e.running => {
+                if let Some(exit) = &e.exit {
+                    exec_exited(d, id, &name, exec_id, exit);
+                    return;
+                }
+            }
+            Some(_) => {}
+            None if asked.is_err() && ended => {
+                log::warn!("container {id}: exec {exec_id}: the container ended and left no exit record of it");
+                return;
+            }
+            None => {}
+        }
     }
 }
 
 /// berthd adopted a running container after a restart. Its execs as
-/// the shim reports them are picked up too: one that ended while berthd
-/// was down gets its `exec_exit` now (at the shim's time, once: the
-/// journal is asked first), one still running is followed again.
+/// the shim reports them, and those whose exit records the shim left on
+/// disk, are picked up too: one that ended while berthd was down gets
+/// its `exec_exit` now (at the shim's time, once: see `exec_exited`),
+/// one still running is followed again.
 pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
     record(d, EventKind::Restore, id);
-    for exec in &state.execs {
+    let paths = d.root.container(id);
+    let on_disk = runtime_core::protocol::exec_records(&paths)
+        .into_iter()
+        .filter(|r| !state.execs.iter().any(|e| e.id == r.id));
+    let name = name_of(d, id);
+    for exec in state.execs.iter().cloned().chain(on_disk) {
         match exec.exit.as_ref().filter(|_| !exec.running) {
-            Some(exit) => {
-                let done = journaled_where(d, |e| {
-                    e.kind == EventKind::ExecExit
-                        && e.id == id
-                        && e.exec_id.as_deref() == Some(exec.id.as_str())
-                });
-                if !done {
-                    exec_exited(d, id, &name_of(d, id), &exec.id, exit);
-                }
-            }
+            Some(exit) => exec_exited(d, id, &name, &exec.id, exit),
             None => {
                 let (d, id, exec_id) = (Arc::clone(d), id.to_string(), exec.id.clone());
                 tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
@@ -526,7 +542,32 @@ pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
     }
 }
 
+/// Journals an exec's exit once, however many berthds see it: a marker
+/// beside its record (`exec-<id>.event`) says `pending` before the append
+/// and `done` after, as `exit.event` does for the container's exit; only
+/// a `pending` one (a berthd killed in between) is looked up in the journal.
 fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecord) {
+    let mark = d
+        .root
+        .container(id)
+        .dir()
+        .join(format!("exec-{exec_id}.event"));
+    let journaled = || {
+        journaled_where(d, |e| {
+            e.kind == EventKind::ExecExit && e.id == id && e.exec_id.as_deref() == Some(exec_id)
+        })
+    };
+    match fs::read(&mark).as_deref() {
+        Ok(b"done") => return,
+        Ok(b"pending") if journaled() => {
+            let _ = atomic::write_until_reboot(&mark, b"done");
+            return;
+        }
+        _ => {}
+    }
+    if let Err(e) = atomic::write_until_reboot(&mark, b"pending") {
+        log::error!("container {id}: {e}");
+    }
     let mut ev = base(EventKind::ExecExit, id, name);
     ev.exec_id = Some(exec_id.to_string());
     ev.time = exit.finished_at.clone();
@@ -536,6 +577,10 @@ fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecor
         ev.reconciled_at = Some(runtime_core::time::now_rfc3339());
     }
     write(d, ev);
+    // Until-reboot, like the journal's own appends (see `exited`).
+    if let Err(e) = atomic::write_until_reboot(&mark, b"done") {
+        log::error!("container {id}: {e}");
+    }
 }
 
 /// `oom.event`: the OOM kills of one run (the init's PID) journaled

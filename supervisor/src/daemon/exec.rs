@@ -181,28 +181,33 @@ fn check_workdir(spec: &oci_spec::runtime::Spec, root: &Path) -> Result<(), RpcE
     }
 }
 
-/// The container's execs as its shim reports them; empty when it has no
-/// live shim or the shim does not answer (inspect still shows the rest).
+/// The container's execs: those its shim holds (running, or ended and
+/// not yet reported), then those it has let go of or that outlived it,
+/// from their exit records on disk. A shim that does not answer leaves
+/// the disk's list (inspect still shows the rest).
 pub async fn list(d: &Daemon, id: &str) -> Vec<ExecState> {
+    let paths = d.root.container(id);
     let alive = d
         .registry
         .get(id)
         .is_some_and(|e| matches!(&e.phase, Phase::Live(s) if s.status != ShimStatus::Stopped));
-    if !alive {
-        return Vec::new();
-    }
-    let paths = d.root.container(id);
-    let Ok(mut c) = shim::connect(&paths).await else {
-        return Vec::new();
-    };
-    match c
-        .call::<_, runtime_core::protocol::ShimState>(shim_methods::STATE, &Value::Null)
-        .await
-    {
-        Ok(s) => s.execs,
-        Err(e) => {
-            log::debug!("container {id}: state for inspect: {e}");
-            Vec::new()
+    let mut live = Vec::new();
+    if alive {
+        if let Ok(mut c) = shim::connect(&paths).await {
+            match c
+                .call::<_, runtime_core::protocol::ShimState>(shim_methods::STATE, &Value::Null)
+                .await
+            {
+                Ok(s) => live = s.execs,
+                Err(e) => log::debug!("container {id}: state for inspect: {e}"),
+            }
         }
     }
+    let mut all: Vec<ExecState> = runtime_core::protocol::exec_records(&paths)
+        .into_iter()
+        .filter(|r| !live.iter().any(|l| l.id == r.id))
+        .collect();
+    all.extend(live);
+    all.sort_by_key(|s| s.pid);
+    all
 }
