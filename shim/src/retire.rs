@@ -42,10 +42,13 @@ pub fn maybe_retire(c: &mut Container, clients_pending: bool) {
     remove_endpoints(&c.paths);
 }
 
-/// Removes the sockets and the pid file: from here on nobody reaches
+/// Removes the pid file, then the sockets: from here on nobody reaches
 /// this shim, and a berthd that looks finds no shim and reads the disk.
+/// The pid file goes first, so a caller that finds no socket (or whose
+/// connection this exit ends) also finds no shim and does the runtime's
+/// delete itself (berthd's `shim::delete`).
 pub fn remove_endpoints(paths: &ContainerPaths) {
+    let _ = std::fs::remove_file(paths.shim_pid());
     let _ = std::fs::remove_file(paths.shim_sock());
     let _ = std::fs::remove_file(paths.attach_sock());
-    let _ = std::fs::remove_file(paths.shim_pid());
 }

@@ -67,6 +67,8 @@ pub struct Shim {
     tokens: Tokens,
     /// The container's log: the init's output (never an exec's).
     log: LogWriter,
+    /// Where a pump reads into. Above glibc's mmap threshold, so its own
+    /// mapping: only pages a read wrote are resident.
     read_buf: Vec<u8>,
     /// Something ran since the last quiet second: give memory back at the next.
     trim_pending: bool,
@@ -298,8 +300,10 @@ impl Shim {
                 }
             }
             let timeout = self.timeout();
-            // Nothing else to wait for: wait a quiet second, then trim.
-            let trim_wait = timeout.is_none() && self.trim_pending;
+            // After work, a quiet second (nothing due sooner) gives its
+            // memory back; a far deadline (an idle client's) does not
+            // put that off.
+            let trim_wait = self.trim_pending && timeout.is_none_or(|t| t > IDLE_TRIM);
             let timeout = if trim_wait { Some(IDLE_TRIM) } else { timeout };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) if events.is_empty() => {
@@ -589,7 +593,7 @@ impl Shim {
                     .ok()
                     .flatten()
                     .and_then(|p| p.oom_kills);
-                if !oom_known.is_some_and(|k| self.c.oom.seen().0 > k) {
+                if oom_known.is_none_or(|k| self.c.oom.seen().0 <= k) {
                     self.control.park_wait(token, req.id, oom_known);
                     continue;
                 }

@@ -56,6 +56,11 @@ pub async fn start_shim(
     };
     let mut cmd = tokio::process::Command::new(&d.config.shim);
     cmd.arg("start").args(cfg.to_args());
+    let inherited = std::env::var("GLIBC_TUNABLES").ok();
+    cmd.env(
+        "GLIBC_TUNABLES",
+        runtime_core::shimcmd::tunables_env(inherited.as_deref()),
+    );
     cmd.stdin(std::process::Stdio::null());
     let out = cmd
         .output()
