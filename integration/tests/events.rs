@@ -497,3 +497,57 @@ fn exec_exits_while_berthd_is_down_are_journaled_once_when_it_returns() {
 fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// An exec still running when its container's init exits dies with the pid
+/// namespace; the shim then retires at once. Its `exec_exit` is journaled
+/// all the same, exactly once (Docker emits exec_die for it too).
+#[test]
+fn an_exec_killed_by_the_containers_exit_is_journaled_once() {
+    let Some(env) = Env::new() else { return };
+    let trigger = env.dir.path().join("trigger");
+    std::fs::create_dir(&trigger).unwrap();
+    let volume = format!("{}:/trigger", trigger.display());
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--",
+        "sh",
+        "-c",
+        "while [ ! -e /trigger/go ]; do sleep 0.05; done; exit 2",
+    ]);
+    let id = id_of(&env, "c");
+    env.ok(&["exec", "-d", "c", "sleep", "100"]);
+    // Lets berthd's follower of the exec back off to a long poll interval,
+    // so the container's exit (and the shim's retirement) falls between
+    // two polls, as it did when the event was lost.
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(trigger.join("go"), "").unwrap();
+    assert_eq!(env.ok(&["wait", "c"]), "2\n");
+    let exits = |env: &Env| {
+        replay(
+            env,
+            &[
+                "--since",
+                "10m",
+                "--filter",
+                "type=exec_exit",
+                "--filter",
+                &format!("container={id}"),
+            ],
+        )
+    };
+    env.wait_until(10, "the exec's exit event", || !exits(&env).is_empty());
+    // Anything journaled twice would be there by now.
+    std::thread::sleep(Duration::from_millis(300));
+    let all = exits(&env);
+    assert_eq!(all.len(), 1, "{all:?}");
+    // SIGKILLed with the pid namespace: 128 + 9.
+    assert_eq!(all[0]["exit_code"].as_i64(), Some(137), "{all:?}");
+    env.ok(&["rm", "-f", "c"]);
+}

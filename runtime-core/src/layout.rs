@@ -251,6 +251,19 @@ impl ContainerPaths {
     pub fn exec_exit(&self, exec_id: &str) -> PathBuf {
         self.data.join(format!("exec-{exec_id}.exit"))
     }
+    /// The OCI process file `runc exec` reads for one exec; written by
+    /// the shim and removed once runc has run (runtime root).
+    pub fn exec_process_file(&self, exec_id: &str) -> PathBuf {
+        self.dir.join(format!("exec-{exec_id}.json"))
+    }
+    /// Where `runc exec --pid-file` writes the exec's PID (transient).
+    pub fn exec_pid_file(&self, exec_id: &str) -> PathBuf {
+        self.dir.join(format!("exec-{exec_id}.pid"))
+    }
+    /// The console socket runc hands an exec's pty to (transient).
+    pub fn exec_console_socket(&self, exec_id: &str) -> PathBuf {
+        self.dir.join(format!("exec-{exec_id}.console"))
+    }
     /// berthd's marker that an exec's `exec_exit` was journaled
     /// ("pending" before the append, "done" after), beside `exit.event`.
     pub fn exec_event_mark(&self, exec_id: &str) -> PathBuf {

@@ -69,13 +69,10 @@ pub fn spawn(
     p: &ExecParams,
     args: Vec<String>,
 ) -> Result<Process, RpcError> {
-    let dir = paths.dir();
     let opts = ExecOpts {
-        process: dir.join(format!("exec-{}.json", p.exec_id)),
-        pid_file: dir.join(format!("exec-{}.pid", p.exec_id)),
-        console_socket: p
-            .tty
-            .then(|| dir.join(format!("exec-{}.console", p.exec_id))),
+        process: paths.exec_process_file(&p.exec_id),
+        pid_file: paths.exec_pid_file(&p.exec_id),
+        console_socket: p.tty.then(|| paths.exec_console_socket(&p.exec_id)),
     };
     let spawned = run(runc, reaper, container_id, p, &opts);
     for f in [Some(&opts.process), Some(&opts.pid_file)]

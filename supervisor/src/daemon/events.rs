@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::frame;
+use runtime_core::layout::ContainerPaths;
 use runtime_core::protocol::{shim_methods, ErrorCode, Request, Response, RpcError, ShimState};
 
 use super::{shim, Daemon};
@@ -547,11 +548,8 @@ pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
 /// and `done` after, as `exit.event` does for the container's exit; only
 /// a `pending` one (a berthd killed in between) is looked up in the journal.
 fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecord) {
-    let mark = d
-        .root
-        .container(id)
-        .dir()
-        .join(format!("exec-{exec_id}.event"));
+    let paths = d.root.container(id);
+    let mark = paths.exec_event_mark(exec_id);
     let journaled = || {
         journaled_where(d, |e| {
             e.kind == EventKind::ExecExit && e.id == id && e.exec_id.as_deref() == Some(exec_id)
@@ -580,6 +578,41 @@ fn exec_exited(d: &Daemon, id: &str, name: &str, exec_id: &str, exit: &ExitRecor
     // Until-reboot, like the journal's own appends (see `exited`).
     if let Err(e) = atomic::write_until_reboot(&mark, b"done") {
         log::error!("container {id}: {e}");
+    }
+    forget_old_execs(&paths);
+}
+
+/// How many ended execs' records a container keeps on disk (and so in
+/// `inspect`) once their `exec_exit` is journaled: a container that runs
+/// an exec every few seconds for months must not fill its directory.
+const KEEP_ENDED_EXECS: usize = 64;
+
+/// Removes the records (and markers) of the oldest ended execs beyond
+/// [`KEEP_ENDED_EXECS`], only those whose exit is journaled (`done`),
+/// oldest by the time the record was written.
+fn forget_old_execs(paths: &ContainerPaths) {
+    let mut ended: Vec<(SystemTime, String)> = runtime_core::protocol::exec_records(paths)
+        .into_iter()
+        .filter(|r| !r.running)
+        .filter(|r| fs::read(paths.exec_event_mark(&r.id)).is_ok_and(|m| m == b"done"))
+        .filter_map(|r| {
+            let written = fs::metadata(paths.exec_exit(&r.id)).ok()?.modified().ok()?;
+            Some((written, r.id))
+        })
+        .collect();
+    if ended.len() <= KEEP_ENDED_EXECS {
+        return;
+    }
+    ended.sort();
+    let extra = ended.len() - KEEP_ENDED_EXECS;
+    for (_, exec_id) in ended.into_iter().take(extra) {
+        for path in [paths.exec_exit(&exec_id), paths.exec_event_mark(&exec_id)] {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!("remove {}: {e}", path.display());
+                }
+            }
+        }
     }
 }
 
