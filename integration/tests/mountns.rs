@@ -210,3 +210,43 @@ fn a_later_shim_does_not_keep_an_earlier_containers_netns() {
     env.ok(&["rm", "-f", b]);
     env.assert_clean();
 }
+
+/// On a host whose `/` is shared (every systemd host; this VM's is
+/// private, so berthd runs here in a mount namespace of its own with
+/// shared propagation), a namespace pin made after a shim started must
+/// not reach that shim's mount namespace: otherwise N bridge containers
+/// cost N^2 mounts and each start propagates into N namespaces.
+#[test]
+fn a_later_containers_netns_pin_does_not_reach_an_earlier_shim_on_a_shared_host() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    env.berthd_wrapper = ["unshare", "-m", "--propagation", "shared"]
+        .map(String::from)
+        .to_vec();
+    env.start_berthd();
+    let b = env.ok(&["run", "-d", "--", "sleep", "300"]);
+    let b = b.trim().to_string();
+    let b_shim = pid_file(&env, &b, "shim.pid");
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        let a = env.ok(&["run", "-d", "--", "sleep", "300"]);
+        later.push(a.trim().to_string());
+    }
+    let info = std::fs::read_to_string(format!("/proc/{b_shim}/mountinfo")).unwrap();
+    let nsfs: Vec<&str> = info.lines().filter(|l| l.contains(" nsfs ")).collect();
+    // b's own pin is there (runc joined it); no later one is.
+    assert!(nsfs.iter().any(|l| l.contains(b.as_str())), "{nsfs:#?}");
+    for a in &later {
+        assert!(
+            !nsfs.iter().any(|l| l.contains(a.as_str())),
+            "{a}'s netns pin reached b's shim: {nsfs:#?}"
+        );
+    }
+    for id in later.iter().chain([&b]) {
+        env.ok(&["rm", "-f", id]);
+    }
+    env.assert_clean();
+    // Stopped with no container left, berthd leaves nothing mounted.
+    env.stop_berthd();
+}

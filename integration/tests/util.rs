@@ -73,6 +73,9 @@ pub struct Env {
     pub berthd_args: Vec<String>,
     /// Environment overrides for berthd.
     pub berthd_env: Vec<(String, String)>,
+    /// A command berthd runs under (e.g. `unshare -m --propagation
+    /// shared`, which execs it: the PID stays berthd's).
+    pub berthd_wrapper: Vec<String>,
     /// This instance's own bridge and subnet (tests run in parallel).
     pub net: crate::netutil::NetClaim,
     /// The root is a tmpfs of ours (`mount_root_tmpfs`): unmounted on drop.
@@ -105,6 +108,7 @@ impl Env {
             berthd: None,
             berthd_args: Vec::new(),
             berthd_env: Vec::new(),
+            berthd_wrapper: Vec::new(),
             net,
             root_mounted: false,
         })
@@ -161,6 +165,9 @@ impl Env {
                 let id = e.file_name().to_string_lossy().into_owned();
                 runtime_core::net::teardown(&e.path(), &id).expect("network teardown");
             }
+            // A reboot takes every mount with it, berthd's bind mount of
+            // `containers` (the pins' private parent) included.
+            let _ = nix::mount::umount2(&containers, nix::mount::MntFlags::MNT_DETACH);
             std::fs::remove_dir_all(&self.root).expect("empty the runtime root");
         }
     }
@@ -218,7 +225,15 @@ impl Env {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .expect("berthd log");
-        let mut cmd = Command::new(self.bin.join("berthd"));
+        let berthd = self.bin.join("berthd");
+        let mut cmd = match self.berthd_wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&berthd);
+                c
+            }
+            None => Command::new(&berthd),
+        };
         cmd.arg("--root")
             .arg(&self.root)
             .args(&self.berthd_args)
@@ -504,6 +519,9 @@ impl Drop for Env {
                 let _ = runtime_core::rootfs::unmount_if_mounted(&e.path().join("bundle/rootfs"));
             }
         }
+        // berthd's private bind mount for the namespace pins (it stays
+        // after a SIGKILL, as /run/netns's does after `ip netns`).
+        let _ = nix::mount::umount2(&containers, nix::mount::MntFlags::MNT_DETACH);
         if self.root_mounted {
             // Detached: a shim that was slow to die cannot keep it busy.
             let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);

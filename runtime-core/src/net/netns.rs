@@ -59,6 +59,59 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape(mp) == want))
 }
 
+/// Keeps the namespace pins made under `dir` (the runtime root's
+/// `containers`) out of every other mount namespace: `dir` becomes a
+/// bind mount of itself (recursive, so pins made before stay visible)
+/// with private propagation, as `ip netns` does for /run/netns. On a
+/// host whose `/` is shared (every systemd host), a pin made under a
+/// shared mount is otherwise copied into each shim's namespace (a slave
+/// of the host's), so N containers would cost N^2 mounts and every start
+/// would propagate into N namespaces. Idempotent: a `dir` that is a
+/// mount point already (a previous berthd's) is only made private.
+pub fn isolate_pins(dir: &Path) -> Result<(), NetError> {
+    if !is_mounted(dir) {
+        mount(
+            Some(dir),
+            dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| err("bind-mount", dir, e))?;
+    }
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| err("make private", dir, e))
+}
+
+/// Undoes [`isolate_pins`] when no pin (no mount at all) is left under
+/// `dir`, so a stopped berthd with no container leaves nothing mounted.
+/// With pins left it keeps the mount: unmounting it would take them away.
+pub fn release_pins(dir: &Path) -> Result<(), NetError> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let top = dir.to_string_lossy();
+    let under = format!("{top}/");
+    let points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape))
+        .collect();
+    if !points.iter().any(|p| *p == top) || points.iter().any(|p| p.starts_with(&under)) {
+        return Ok(());
+    }
+    // A bind stacked twice (two berthds racing long ago) goes layer by layer.
+    while is_mounted(dir) {
+        umount2(dir, MntFlags::MNT_DETACH).map_err(|e| err("unmount", dir, e))?;
+    }
+    Ok(())
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
     s.replace("\\040", " ")

@@ -118,6 +118,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         false => Some(lock_root(&root.data_dir().join("berthd.lock")).await?),
     };
     write_pid_file(&root);
+    // Network namespace pins live under the runtime root's containers:
+    // keep them from propagating into every shim's mount namespace.
+    if let Err(e) = runtime_core::net::netns::isolate_pins(&root.containers()) {
+        log::warn!("{e}; each container's namespace pin will reach every shim's mount namespace");
+    }
     // The journal must outlive a reboot: under the data root.
     let journal = events::Journal::open(&root.events_dir(), config.events)?;
     let daemon = Arc::new(Daemon {
@@ -135,7 +140,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         daemon.root.api_socket().display()
     );
-    server::serve(daemon, listener).await
+    let served = server::serve(Arc::clone(&daemon), listener).await;
+    if let Err(e) = runtime_core::net::netns::release_pins(&daemon.root.containers()) {
+        log::warn!("{e}");
+    }
+    served
 }
 
 /// Takes a root's `berthd.lock`, waiting up to [`LOCK_GRACE`] for a berthd
