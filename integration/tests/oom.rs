@@ -236,3 +236,61 @@ fn an_oom_kill_of_a_non_init_process_is_an_event_while_the_container_runs() {
         assert_eq!(ooms(&env, name).len(), 1, "{name}: {:?}", env.journal(name));
     }
 }
+
+/// A child is OOM-killed first (journaled live), then the init itself:
+/// the init's kill gets its own `oom` too, numbered 2, before the exit;
+/// both when berthd sees it live and when berthd was down at the time
+/// (the exit record counts the run's kills).
+#[test]
+fn a_later_oom_kill_of_the_init_is_journaled_too_also_while_berthd_is_down() {
+    let Some(mut env) = Env::new() else { return };
+    let script = format!(
+        "while [ ! -e /go ]; do sleep 0.05; done; sh -c '{HOG}'; echo child-gone; \
+         while [ ! -e /go2 ]; do sleep 0.05; done; {HOG}"
+    );
+    for name in ["up", "down"] {
+        env.ok(&limited(name, true, &script));
+    }
+    let up = init_pid(&env, "up");
+    let down = init_pid(&env, "down");
+    let down_shim = env.inspect("down")["shim_pid"].as_i64().expect("shim pid");
+    go(up);
+    go(down);
+    for name in ["up", "down"] {
+        env.wait_until(20, "the child's oom event", || !ooms(&env, name).is_empty());
+    }
+    // The init of "up" hogs while berthd watches.
+    std::fs::write(format!("/proc/{up}/root/go2"), b"").expect("write /go2");
+    assert_eq!(env.ok(&["wait", "up"]), "137\n");
+    // The init of "down" hogs while berthd is down; its shim retires.
+    env.kill_berthd();
+    std::fs::write(format!("/proc/{down}/root/go2"), b"").expect("write /go2");
+    env.wait_until(20, "down's shim to retire", || {
+        !std::path::Path::new(&format!("/proc/{down_shim}")).exists()
+    });
+    env.start_berthd();
+    env.wait_restored();
+    assert_eq!(env.ok(&["wait", "down"]), "137\n");
+    for name in ["up", "down"] {
+        env.wait_until(10, "the exit event", || {
+            kinds(&env.journal(name)).contains(&"exit")
+        });
+        let evs = env.journal(name);
+        let numbers: Vec<_> = ooms(&env, name)
+            .iter()
+            .map(|e| e["oom_kill"].as_u64())
+            .collect();
+        assert_eq!(numbers, [Some(1), Some(2)], "{name}: {evs:?}");
+        // Docker's order: the oom, then the exit.
+        let k = kinds(&evs);
+        assert_eq!(
+            k.iter().rposition(|&k| k == "oom").map(|i| i + 1),
+            k.iter().position(|&k| k == "exit"),
+            "{name}: {k:?}"
+        );
+    }
+    env.ok(&["rm", "-f", "up", "down"]);
+    for name in ["up", "down"] {
+        assert_eq!(ooms(&env, name).len(), 2, "{name}: {:?}", env.journal(name));
+    }
+}

@@ -32,6 +32,15 @@ pub struct ExitRecord {
     /// of the `oom` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_at: Option<String>,
+    /// How many OOM kills the run counted (the init's own among them when
+    /// it was one), so berthd can journal each kill it did not see live.
+    /// Absent in records of older shims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
+    /// When new OOM kills were last seen (RFC 3339): the time of the
+    /// kills after the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_last_at: Option<String>,
 }
 
 impl ExitRecord {
@@ -52,6 +61,8 @@ impl ExitRecord {
             reason: None,
             oom_killed: false,
             oom_at: None,
+            oom_kills: None,
+            oom_last_at: None,
         })
     }
 }

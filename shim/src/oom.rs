@@ -126,6 +126,8 @@ impl Oom {
         if let Some(at) = &self.first_at {
             record.oom_killed = true;
             record.oom_at = Some(at.clone());
+            record.oom_kills = self.watcher.as_ref().map(OomWatcher::total);
+            record.oom_last_at.clone_from(&self.last_at);
         }
     }
 }

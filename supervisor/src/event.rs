@@ -88,6 +88,11 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_count: Option<u32>,
+    /// For `oom`: which kill of the container's run this is (1 for the
+    /// first): one event per kill, told apart even when several share a
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill: Option<u64>,
     /// Set when berthd learned of the event after it happened (it was down):
     /// the time it wrote the record. `time` stays the true time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +114,9 @@ impl Event {
         }
         if let Some(n) = self.restart_count {
             attrs.push(format!("restart_count={n}"));
+        }
+        if let Some(n) = self.oom_kill {
+            attrs.push(format!("oom_kill={n}"));
         }
         if let Some(r) = &self.reason {
             attrs.push(format!("reason={r:?}"));
@@ -261,6 +269,7 @@ mod tests {
             exec_id: None,
             reason: None,
             restart_count: None,
+            oom_kill: None,
             reconciled_at: None,
         }
     }

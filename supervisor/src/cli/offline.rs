@@ -199,6 +199,8 @@ mod tests {
             reason: None,
             oom_killed: false,
             oom_at: None,
+            oom_kills: None,
+            oom_last_at: None,
         };
         let p = Root::new(root).container("abcd000000000001");
         runtime_core::atomic::write_json(&p.exit(), &exit).unwrap();

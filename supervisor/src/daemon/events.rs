@@ -372,6 +372,7 @@ fn base(kind: EventKind, id: &str, name: &str) -> Event {
         exec_id: None,
         reason: None,
         restart_count: None,
+        oom_kill: None,
         reconciled_at: None,
     }
 }
@@ -672,6 +673,7 @@ pub fn oom_seen(d: &Daemon, id: &str, state: &ShimState) {
         if let Some(at) = &state.oom_at {
             ev.time = at.clone();
         }
+        ev.oom_kill = Some(k);
         // Killed mid-way last time: the journal says what was written.
         if k <= mark.pending && journaled(d, &ev) {
             continue;
@@ -688,10 +690,51 @@ pub fn oom_seen(d: &Daemon, id: &str, state: &ShimState) {
     });
 }
 
-/// The run that ended with `exit` had its OOM kill journaled live.
-fn oom_journaled_live(paths: &runtime_core::layout::ContainerPaths, exit: &ExitRecord) -> bool {
-    atomic::read_json::<OomMark>(&paths.oom_event_mark())
-        .is_ok_and(|m| m.pid == exit.pid && m.kills > 0)
+/// The `oom` events the run that ended with `exit` still owes: one per
+/// kill its record counts beyond those journaled live (`oom.event`),
+/// numbered on from them. The first kill takes the time the shim first
+/// saw one, later ones the time it last saw new ones. A record of an
+/// older shim has no count: one event when nothing was journaled live.
+fn oom_owed(paths: &ContainerPaths, exit: &ExitRecord, id: &str, name: &str) -> Vec<Event> {
+    if !exit.oom_killed {
+        return Vec::new();
+    }
+    let live = atomic::read_json::<OomMark>(&paths.oom_event_mark())
+        .ok()
+        .filter(|m| m.pid == exit.pid)
+        .map_or(0, |m| m.kills);
+    let total = exit.oom_kills.unwrap_or(1).max(1);
+    (live + 1..=total)
+        .map(|k| {
+            let mut o = base(EventKind::Oom, id, name);
+            let at = match k {
+                1 => exit.oom_at.as_ref(),
+                _ => exit.oom_last_at.as_ref().or(exit.oom_at.as_ref()),
+            };
+            o.time = at.unwrap_or(&exit.finished_at).clone();
+            o.oom_kill = Some(k);
+            o
+        })
+        .collect()
+}
+
+/// After the exit journaled the kills it owed: `oom.event` counts them,
+/// so a state fetched late (after the exit) journals none twice.
+fn oom_settled(paths: &ContainerPaths, exit: &ExitRecord) {
+    let Some(kills) = exit.oom_kills.filter(|_| exit.oom_killed) else {
+        return;
+    };
+    let path = paths.oom_event_mark();
+    let done = OomMark {
+        pid: exit.pid,
+        kills,
+        pending: 0,
+    };
+    if let Err(e) =
+        atomic::to_json(&path, &done).and_then(|data| atomic::write_until_reboot(&path, &data))
+    {
+        log::error!("{e}");
+    }
 }
 
 /// The container has ended: journals its exit once, however many times
@@ -707,19 +750,18 @@ pub fn exited(d: &Daemon, id: &str) {
     };
     let paths = d.root.container(id);
     let mut ev = base(EventKind::Exit, id, &entry.meta.name);
-    let mut oom = None;
+    let mut oom = Vec::new();
+    let mut record = None;
     let key = match atomic::read_json::<ExitRecord>(&paths.exit()) {
         Ok(exit) => {
             ev.time = exit.finished_at.clone();
             ev.exit_code = Some(exit.exit_code);
             ev.signal = exit.signal;
             ev.reason = exit.reason.clone();
-            if exit.oom_killed && !oom_journaled_live(&paths, &exit) {
-                let mut o = base(EventKind::Oom, id, &entry.meta.name);
-                o.time = exit.oom_at.unwrap_or_else(|| exit.finished_at.clone());
-                oom = Some(o);
-            }
-            format!("{}@{}", exit.pid, exit.finished_at)
+            oom = oom_owed(&paths, &exit, id, &entry.meta.name);
+            let key = format!("{}@{}", exit.pid, exit.finished_at);
+            record = Some(exit);
+            key
         }
         Err(_) => match entry.finished() {
             Some((None, Some(reason))) => {
@@ -753,6 +795,9 @@ pub fn exited(d: &Daemon, id: &str) {
         }
         write(d, ev);
     }
+    if let Some(exit) = &record {
+        oom_settled(&paths, exit);
+    }
     if let Err(e) = atomic::write_until_reboot(&mark, done.as_bytes()) {
         log::error!("container {id}: {e}");
     }
@@ -761,7 +806,11 @@ pub fn exited(d: &Daemon, id: &str) {
 /// True if an event like `ev` (kind, container, time, reason) is on disk.
 fn journaled(d: &Daemon, ev: &Event) -> bool {
     journaled_where(d, |e| {
-        e.kind == ev.kind && e.id == ev.id && e.time == ev.time && e.reason == ev.reason
+        e.kind == ev.kind
+            && e.id == ev.id
+            && e.time == ev.time
+            && e.reason == ev.reason
+            && e.oom_kill == ev.oom_kill
     })
 }
 
