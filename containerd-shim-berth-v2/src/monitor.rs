@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -25,7 +25,10 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
     loop {
         // A clone of the Arc: the fd stays open while we poll it.
-        let oom = shim.lock().oom.poll_fd();
+        let (oom, timeout) = {
+            let st = shim.lock();
+            (st.oom.poll_fd(), st.oom.poll_timeout())
+        };
         let (sig_ready, oom_ready, sources) = {
             let served = server.poll_fds();
             let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
@@ -38,7 +41,7 @@ pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
                 fds.push(fd);
                 kinds.push(src);
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => log::error!("poll: {e}"),
             }
@@ -56,7 +59,9 @@ pub fn run(shim: &Shim, sigfd: &SignalFd, server: &mut Server) {
         }
         settle(shim);
         if oom_ready {
-            crate::oom::check(shim);
+            crate::oom::wake(shim);
+        } else {
+            crate::oom::recheck(shim);
         }
         for src in sources {
             server.ready(shim, src);

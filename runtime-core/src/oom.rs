@@ -247,6 +247,128 @@ impl AsFd for OomWatcher {
     }
 }
 
+/// What a shim keeps of one run's OOM kills: the watch, when kills were
+/// first and last seen, and the verdict for the exit record. berth-shim
+/// and containerd-shim-berth-v2 both keep one, so a wake-up that comes
+/// before its kill is counted (`wake`, `recheck_if_due`) and a kill seen
+/// late is dated no later than the exit (`settle`) in both the same way.
+/// Each `count` method returns the kills new since the last look.
+#[derive(Default)]
+pub struct OomTally {
+    watcher: Option<OomWatcher>,
+    /// When kills were first seen (RFC 3339, `time::now_rfc3339`).
+    first_at: Option<String>,
+    /// When new kills were last seen.
+    last_at: Option<String>,
+}
+
+impl OomTally {
+    /// A watch on the memory cgroup of the container's init: from
+    /// `/proc`, or runc's state file when the init is already gone.
+    pub fn watch_init(init_pid: i32, runc_state: &Path) -> Result<OomWatcher, OomError> {
+        OomWatcher::for_pid(init_pid).or_else(|e| {
+            log::debug!("OOM watch from /proc/{init_pid}: {e}; trying runc's state");
+            OomWatcher::for_runc_state(runc_state)
+        })
+    }
+
+    /// Tallies what `watcher` counts from now on.
+    pub fn new(watcher: OomWatcher) -> OomTally {
+        OomTally {
+            watcher: Some(watcher),
+            first_at: None,
+            last_at: None,
+        }
+    }
+
+    /// The watch, while there is one (its fd goes in the caller's loop).
+    pub fn watcher(&self) -> Option<&OomWatcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Stops watching (the cgroup is going away); the tally stays.
+    pub fn unwatch(&mut self) {
+        self.watcher = None;
+    }
+
+    /// Counts what `look` finds, with the time it was seen. A read that
+    /// fails is logged and counts nothing: the container must not fail
+    /// for it.
+    fn count(&mut self, look: impl FnOnce(&mut OomWatcher) -> Result<u64, OomError>) -> u64 {
+        let Some(w) = self.watcher.as_mut() else {
+            return 0;
+        };
+        match look(w) {
+            Ok(0) => 0,
+            Ok(n) => {
+                log::info!("{n} OOM kill(s) in the container ({} so far)", w.total());
+                let now = crate::time::now_rfc3339();
+                self.first_at.get_or_insert_with(|| now.clone());
+                self.last_at = Some(now);
+                n
+            }
+            Err(e) => {
+                log::warn!("reading OOM kills: {e}");
+                0
+            }
+        }
+    }
+
+    /// A look at the counter now ([`OomWatcher::check`]).
+    pub fn check(&mut self) -> u64 {
+        self.count(OomWatcher::check)
+    }
+
+    /// The watch's fd woke the caller's loop ([`OomWatcher::wake`]).
+    pub fn wake(&mut self) -> u64 {
+        self.count(OomWatcher::wake)
+    }
+
+    /// When the caller must call [`OomTally::recheck_if_due`].
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.watcher.as_ref().and_then(OomWatcher::recheck_at)
+    }
+
+    /// The look again after a wake-up that counted nothing, when due.
+    pub fn recheck_if_due(&mut self) -> u64 {
+        self.count(OomWatcher::recheck_if_due)
+    }
+
+    /// Kills so far, and when new ones were last seen.
+    pub fn seen(&self) -> (u64, Option<String>) {
+        let kills = self.watcher.as_ref().map_or(0, OomWatcher::total);
+        (kills, self.last_at.clone())
+    }
+
+    /// The init has exited: a last look at the counter (the cgroup stays
+    /// until the runtime's delete, which comes after the exit record),
+    /// then the verdict into the record. Returns the kills new in that
+    /// last look.
+    pub fn settle(&mut self, record: &mut crate::exit::ExitRecord) -> u64 {
+        let new = self.check();
+        // Every kill came before the exit (the init's death ends the
+        // container's processes): one seen after it (a wake-up read late,
+        // or this last look) takes the exit's time, so no `oom` event is
+        // dated after the exit it led to. Both are `time::now_rfc3339`'s
+        // fixed-width UTC form, which orders as the times do.
+        for t in [&mut self.first_at, &mut self.last_at]
+            .into_iter()
+            .flatten()
+        {
+            if *t > record.finished_at {
+                t.clone_from(&record.finished_at);
+            }
+        }
+        if let Some(at) = &self.first_at {
+            record.oom_killed = true;
+            record.oom_at = Some(at.clone());
+            record.oom_kills = self.watcher.as_ref().map(OomWatcher::total);
+            record.oom_last_at.clone_from(&self.last_at);
+        }
+        new
+    }
+}
+
 fn read_counter(path: &Path) -> Result<u64, OomError> {
     let text = fs::read_to_string(path).map_err(io_err("read", path))?;
     parse_oom_kill(&text).ok_or_else(|| OomError::Io {
