@@ -373,3 +373,40 @@ fn stop_during_the_delay_cancels_the_restart() {
     assert_eq!(info["restart"]["count"], before["count"]);
     env.ok(&["rm", "loop"]);
 }
+
+/// `rm -f` while the policy is running the container again (its new shim
+/// and network being made: status `creating`) removes it, as Docker's
+/// rm -f of a restarting container: the restart is cancelled, nothing is
+/// left, one `delete` event.
+#[test]
+fn rm_f_while_the_policy_runs_it_again_removes_it() {
+    let Some(env) = Env::new() else { return };
+    // The default bridge: its network setup makes each re-run long
+    // enough to be caught in the act.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "--restart",
+        "always",
+        "--",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    let mut caught = false;
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while !caught && std::time::Instant::now() < give_up {
+        caught = env.inspect("r")["status"] == "creating";
+    }
+    assert!(caught, "never saw the policy re-running r");
+    let out = env.berth(&["rm", "-f", "r"]);
+    assert!(out.status.success(), "rm -f: {}", stderr(&out));
+    let evs = env.journal("r");
+    assert_eq!(of_type(&evs, "delete").len(), 1, "{evs:?}");
+    // No restart comes back after the removal.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(env.ps_all().is_empty(), "{:?}", env.ps_all());
+    env.assert_clean();
+}

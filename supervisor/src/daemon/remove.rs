@@ -24,8 +24,27 @@ pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     {
         reconcile::refresh(d, id).await;
     }
-    if claim_removal(d, id, force)? {
-        return wait_removed(d, id).await;
+    // A restart policy re-running it (or a create) is mid-way: `rm -f`
+    // waits for that step to end, then removes what it made; the policy
+    // stands down once the entry is being removed (Docker's rm -f of a
+    // restarting container). A policy quick enough to begin the next run
+    // in between is waited for again, a few times.
+    let mut tries = 0;
+    loop {
+        match claim_removal(d, id, force)? {
+            Claim::Mine => break,
+            Claim::Another => return wait_removed(d, id).await,
+            Claim::BeingCreated(name) => {
+                tries += 1;
+                if !force || tries > 5 {
+                    return Err(RpcError::new(
+                        ErrorCode::Conflict,
+                        format!("container {name} is still being created"),
+                    ));
+                }
+                wait_created(d, id).await;
+            }
+        }
     }
     let outcome = remove_inner(d, id, force).await;
     if outcome.is_err() {
@@ -34,19 +53,26 @@ pub async fn remove(d: &Daemon, id: &str, force: bool) -> Result<(), RpcError> {
     outcome
 }
 
-/// Marks the entry as being removed, or says another remove already is
-/// (true). Refuses a running container without `force`.
-fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
+/// What [`claim_removal`] found.
+enum Claim {
+    /// The entry is ours to remove now.
+    Mine,
+    /// Another remove already is under way.
+    Another,
+    /// It is being created or re-run (its name).
+    BeingCreated(String),
+}
+
+/// Marks the entry as being removed, or says why not yet. Refuses a
+/// running container without `force`.
+fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<Claim, RpcError> {
     let mut entries = d.registry.lock();
     let entry = entries.get_mut(id).ok_or_else(|| not_found(id))?;
     if entry.removing {
-        return Ok(true);
+        return Ok(Claim::Another);
     }
     if matches!(entry.phase, Phase::Creating) {
-        return Err(RpcError::new(
-            ErrorCode::Conflict,
-            format!("container {} is still being created", entry.meta.name),
-        ));
+        return Ok(Claim::BeingCreated(entry.meta.name.clone()));
     }
     let running = match &entry.phase {
         Phase::Live(s) => s.status.is_alive(),
@@ -66,7 +92,27 @@ fn claim_removal(d: &Daemon, id: &str, force: bool) -> Result<bool, RpcError> {
     drop(entries);
     // Wakes waiters (wait_removed of a concurrent rm) through the registry.
     d.registry.set_removing(id, true);
-    Ok(false)
+    Ok(Claim::Mine)
+}
+
+/// Waits (up to 30 s) while the entry is being created or re-run.
+async fn wait_created(d: &Daemon, id: &str) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(mut changes) = d.registry.subscribe(id) else {
+            return;
+        };
+        match d.registry.get(id) {
+            Some(e) if matches!(e.phase, Phase::Creating) => {}
+            _ => return,
+        }
+        if tokio::time::timeout_at(give_up, changes.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Another remove (e.g. the auto-remove of `--rm`) is under way: succeed
