@@ -287,3 +287,57 @@ fn with_one_root_a_pid_file_older_than_the_boot_means_a_reboot() {
     env.ok(&["rm", "-f", "rebooted", "shim-died"]);
     env.assert_clean();
 }
+
+/// A container made by `create` and never started stays created across a
+/// reboot (as Docker's), with the default bridge and with one root as
+/// with two; `start` then runs it for the first time (restart count 0).
+/// One created and then started is ended by the reboot as any other.
+#[test]
+fn a_created_container_is_still_created_after_a_reboot_and_starts() {
+    let Some(mut env) = Env::stopped() else {
+        return;
+    };
+    env.split_roots();
+    env.start_berthd();
+    env.ok(&[
+        "create",
+        "--name",
+        "fresh",
+        "--",
+        "sh",
+        "-c",
+        "echo first run",
+    ]);
+    env.ok(&[
+        "create",
+        "--name",
+        "begun",
+        "--network",
+        "none",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    env.ok(&["start", "begun"]);
+    env.simulate_reboot(true);
+    env.start_berthd();
+    env.wait_restored();
+    let fresh = env.inspect("fresh");
+    assert_eq!(fresh["status"], "created", "{fresh}");
+    assert!(fresh["reason"].is_null(), "{fresh}");
+    let begun = env.inspect("begun");
+    assert_eq!(begun["status"], "exited", "{begun}");
+    assert!(
+        begun["reason"].as_str().unwrap().contains("rebooted"),
+        "{begun}"
+    );
+    // No exit for the one that never ran.
+    assert!(of_type(&env.journal("fresh"), "exit").is_empty());
+    assert_eq!(env.ok(&["start", "-a", "fresh"]), "first run\n");
+    let fresh = env.inspect("fresh");
+    assert_eq!(fresh["status"], "exited", "{fresh}");
+    assert_eq!(fresh["exit_code"], 0, "{fresh}");
+    assert_eq!(fresh["restart_count"], 0, "{fresh}");
+    env.ok(&["rm", "-f", "fresh", "begun"]);
+    env.assert_clean();
+}

@@ -31,9 +31,10 @@ pub struct ContainerMeta {
     pub log: LogConfig,
     /// The OCI runtime binary.
     pub runtime: String,
-    /// Made by `berth create`, to be started later by `berth start`: a
-    /// berthd restart keeps it while it is created (a `run` interrupted
-    /// between create and start is removed instead).
+    /// Made by `berth create`, to be started later by `berth start`, and
+    /// not started yet (berthd clears it at the first start): a berthd
+    /// restart keeps it while it is created (a `run` interrupted between
+    /// create and start is removed instead), and so does a reboot.
     #[serde(default)]
     pub start_later: bool,
     /// How many times `berth start`/`restart` has run it again after it

@@ -62,7 +62,9 @@ async fn start_attached(root: &Path, name: &str, a: &StartArgs) -> Outcome {
         id: info.id.clone(),
         attach: true,
     };
-    let session = if info.status == ContainerStatus::Created {
+    // A created container's shim is waiting (unless a reboot took it:
+    // then the start makes a new shim, as for an exited one).
+    let session = if info.status == ContainerStatus::Created && info.shim_pid.is_some() {
         // Attached before the start: not a byte is missed.
         let session = attach::connect(Path::new(&info.attach_socket), stdin).await?;
         c.call_value(methods::START, &params).await?;

@@ -109,6 +109,18 @@ pub async fn shim_gone(d: &Daemon, id: &str) -> bool {
         discard(d, id).await;
         return false;
     }
+    // Made by `create`, never started, and a reboot took its runtime
+    // state: still created (it never ran, so nothing ended).
+    if entry.meta.start_later
+        && !paths.exit().exists()
+        && !previous.exists()
+        && runtime_state_gone(&paths)
+    {
+        log::info!("container {id} was created, not started, before a reboot: created still");
+        shim::force_delete_runtime_state(d, &entry.meta).await;
+        d.registry.set_phase(id, Phase::Unstarted);
+        return true;
+    }
     let (exit, reason) = match atomic::read_json::<ExitRecord>(&paths.exit()) {
         Ok(exit) => (Some(exit), None),
         // A start of the exited container was cut short before its new

@@ -26,6 +26,10 @@ pub enum Phase {
     /// container is left alone and the reason shown. `retrying`: a watcher
     /// keeps asking (not answering); false: it never will (other version).
     Unknown { reason: String, retrying: bool },
+    /// Made by `create` and never started, and its runtime state is gone
+    /// (a reboot): no shim, nothing ran. `start` makes it anew, as
+    /// Docker keeps a created container created across a reboot.
+    Unstarted,
     /// The shim is gone; the exit record (if any) says how it ended.
     Gone {
         exit: Option<ExitRecord>,
@@ -80,6 +84,7 @@ impl Entry {
                 ShimStatus::Stopped => ContainerStatus::Exited,
             },
             Phase::Gone { .. } => ContainerStatus::Exited,
+            Phase::Unstarted => ContainerStatus::Created,
         }
     }
 
@@ -92,7 +97,7 @@ impl Entry {
         match &self.phase {
             Phase::Creating | Phase::Restoring | Phase::Unknown { .. } => true,
             Phase::Live(s) => s.status != ShimStatus::Stopped,
-            Phase::Gone { .. } => false,
+            Phase::Gone { .. } | Phase::Unstarted => false,
         }
     }
 
@@ -101,7 +106,7 @@ impl Entry {
         let paths = root.container(&self.meta.id);
         let status = self.info_status();
         let (pid, exit, started_at, reason, shim_pid) = match &self.phase {
-            Phase::Creating | Phase::Restoring => (None, None, None, None, None),
+            Phase::Creating | Phase::Restoring | Phase::Unstarted => (None, None, None, None, None),
             Phase::Unknown { reason, .. } => (None, None, None, Some(reason.clone()), None),
             Phase::Live(s) => (
                 Some(s.pid),
@@ -231,7 +236,8 @@ impl Registry {
         let entry = entries.get_mut(id).ok_or_else(|| {
             RpcError::new(ErrorCode::NotFound, format!("no such container: {id}"))
         })?;
-        if entry.removing || entry.finished().is_none() {
+        let runnable = entry.finished().is_some() || matches!(entry.phase, Phase::Unstarted);
+        if entry.removing || !runnable {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
                 format!(

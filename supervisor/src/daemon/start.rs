@@ -52,6 +52,8 @@ pub async fn start(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<Started, R
         Phase::Live(s) if s.status == ShimStatus::Created => {
             start_created(d, id).await.map(|()| Started::SameShim)
         }
+        // Created before a reboot: a new shim makes it and runs it.
+        Phase::Unstarted => run_again(d, id, attach).await.map(|()| Started::NewShim),
         _ => Err(conflict(format!(
             "container {} is {}: only a created or exited container can be started",
             entry.meta.name,
@@ -67,8 +69,22 @@ async fn start_created(d: &Daemon, id: &str) -> Result<(), RpcError> {
         .await
         .map_err(|e| from_call(id, e))?;
     events::record(d, EventKind::Start, id);
+    started_once(d, id);
     reconcile::refresh(d, id).await;
     Ok(())
+}
+
+/// A container made by `create` has now run: its definition says so
+/// durably, so a reboot later shows it ended rather than still created.
+fn started_once(d: &Daemon, id: &str) {
+    let Some(mut meta) = d.registry.get(id).map(|e| e.meta).filter(|m| m.start_later) else {
+        return;
+    };
+    meta.start_later = false;
+    match atomic::write_json(&d.root.container(id).meta(), &meta) {
+        Ok(()) => d.registry.set_meta(id, meta),
+        Err(e) => log::error!("container {id}: {e}"),
+    }
 }
 
 async fn run_again(d: &Arc<Daemon>, id: &str, attach: bool) -> Result<(), RpcError> {
@@ -131,7 +147,12 @@ async fn rerun_steps(
     let _ = std::fs::remove_file(paths.lost());
     super::netsetup::prepare_rerun(d, id).await?;
     let mut meta = before.meta.clone();
-    meta.restart_count += 1;
+    if matches!(before.phase, Phase::Unstarted) {
+        // Its first run: started, not run again.
+        meta.start_later = false;
+    } else {
+        meta.restart_count += 1;
+    }
     atomic::write_json(&paths.meta(), &meta).map_err(internal)?;
     d.registry.set_meta(id, meta.clone());
     let addr = shim::start_shim(

@@ -45,6 +45,7 @@ pub async fn stop(d: &Daemon, id: &str, signal: i32, timeout: Duration) -> Resul
     }
     match &entry.phase {
         Phase::Live(s) if s.status == ShimStatus::Created => return Ok(()),
+        Phase::Unstarted => return Ok(()),
         Phase::Live(_) => {}
         _ => {
             return Err(RpcError::new(

@@ -134,7 +134,7 @@ async fn on_exit(d: &Arc<Daemon>, id: &str) -> bool {
     let auto_remove = d
         .registry
         .get(id)
-        .is_some_and(|e| e.meta.auto_remove && !e.removing);
+        .is_some_and(|e| e.meta.auto_remove && !e.removing && e.finished().is_some());
     if auto_remove {
         if let Err(e) = remove::remove(d, id, false).await {
             log::debug!("auto-remove {id}: {e}");
