@@ -20,6 +20,7 @@ mod shim;
 mod start;
 mod stats;
 mod stdio;
+mod stopped;
 mod task;
 
 use std::io::Write;

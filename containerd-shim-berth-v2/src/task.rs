@@ -422,9 +422,17 @@ impl Shim {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        if self.runc.root.join(&self.id).exists() {
-            let _spawning = self.spawning();
-            self.run_ok(self.runc.delete(&self.id, false), "delete", None)?;
+        let state_dir = self.runc.root.join(&self.id);
+        if state_dir.exists() {
+            // runc's delete of a stopped container, without runc when its
+            // work is only rmdirs (`stopped`); else runc itself.
+            let done = crate::stopped::Plan::of(&self.bundle.dir.join("config.json"), &state_dir)
+                .and_then(|plan| plan.run());
+            if let Err(why) = done {
+                log::debug!("task {id}: runc delete: {why}");
+                let _spawning = self.spawning();
+                self.run_ok(self.runc.delete(&self.id, false), "delete", None)?;
+            }
         }
         let (pid, unmount) = {
             let mut st = self.lock();

@@ -43,6 +43,13 @@ fn ctrd_detached_exec_pause_resume_ps_metrics_kill_delete() {
     c.run_detached("d1", &["/bin/sh", "-c", "while true; do sleep 1; done"]);
     let (pid, status) = c.task("d1").expect("listed");
     assert_eq!(status, "RUNNING");
+    // The container's cgroup directories, which its delete must remove.
+    let cgroups: Vec<std::path::PathBuf> =
+        match runtime_core::cgroup::of_pid(pid as i32).expect("the task's cgroup") {
+            runtime_core::cgroup::Cgroup::V2(d) => vec![d],
+            runtime_core::cgroup::Cgroup::V1(dirs) => dirs.into_values().collect(),
+        };
+    assert!(cgroups.iter().any(|d| d.ends_with("d1")), "{cgroups:?}");
 
     let out = c.ctr(&[
         "task",
@@ -106,6 +113,11 @@ fn ctrd_detached_exec_pause_resume_ps_metrics_kill_delete() {
         text(&del.stderr)
     );
     assert!(c.task("d1").is_none());
+    // The shim's delete of the stopped task (`stopped`, without runc)
+    // left no cgroup behind.
+    for d in cgroups.iter().filter(|d| d.ends_with("d1")) {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
     c.ok(&["container", "rm", "d1"]);
     c.wait_until(10, "the shim to exit", || c.shims().is_empty());
 }
