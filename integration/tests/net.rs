@@ -1075,3 +1075,39 @@ fn env_file_reaches_the_process_and_the_network_survives_a_berthd_restart() {
     assert_no_leftovers(&env, &[&id]);
     env.assert_clean();
 }
+
+/// The bridge's fixed rules (the subnet's masquerade, FORWARD accepts)
+/// are installed once: a berthd restart does not stack them; a clean stop
+/// with no container left removes them; a running bridge container keeps
+/// them across a stop.
+#[test]
+fn the_bridges_fixed_rules_are_installed_once_and_leave_with_the_last_container() {
+    let Some(mut env) = Env::new() else { return };
+    let tag = runtime_core::net::fixed::comment(&env.net.bridge);
+    let fixed = |env: &Env| -> Vec<String> {
+        env.net
+            .iptables_rules(&[&tag])
+            .into_iter()
+            .filter(|r| r.contains(&tag))
+            .collect()
+    };
+    let id = env
+        .ok(&["run", "-d", "--", "sleep", "300"])
+        .trim()
+        .to_string();
+    assert_eq!(fixed(&env).len(), 3, "{:?}", fixed(&env));
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_restored();
+    env.wait_until(10, "berthd's start-up to settle", || fixed(&env).len() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fixed(&env).len(), 3, "stacked: {:?}", fixed(&env));
+    // Stopped with a bridge container running: the rules stay for it.
+    env.stop_berthd();
+    assert_eq!(fixed(&env).len(), 3, "{:?}", fixed(&env));
+    env.start_berthd();
+    env.wait_restored();
+    env.ok(&["rm", "-f", &id]);
+    env.stop_berthd();
+    assert_eq!(fixed(&env), Vec::<String>::new());
+}

@@ -260,6 +260,17 @@ impl Env {
         self.berthd = Some(child);
     }
 
+    /// The network settings this instance's berthd runs with (its own
+    /// bridge and subnet).
+    pub fn net_config(&self) -> runtime_core::net::NetConfig {
+        runtime_core::net::NetConfig {
+            bridge: self.net.bridge.clone(),
+            subnet: self.net.subnet.clone(),
+            cni_bin: runtime_core::net::DEFAULT_CNI_BIN.into(),
+            dir: self.root.join("net"),
+        }
+    }
+
     /// berthd's PID, if running.
     pub fn berthd_pid(&self) -> Option<i32> {
         self.berthd.as_ref().map(|c| c.id() as i32)
@@ -441,10 +452,14 @@ impl Env {
                 .into_iter()
                 .map(|l| format!("lease {l}")),
         );
+        // The bridge's fixed rules stay while berthd runs (tested on
+        // their own in net.rs): not a container's leftover.
+        let fixed = runtime_core::net::fixed::comment(&self.net.bridge);
         left.extend(
             self.net
                 .iptables_rules(ids)
                 .into_iter()
+                .filter(|r| !r.contains(&fixed))
                 .map(|r| format!("iptables {r}")),
         );
         left
@@ -519,6 +534,9 @@ impl Drop for Env {
                 let _ = runtime_core::rootfs::unmount_if_mounted(&e.path().join("bundle/rootfs"));
             }
         }
+        // The bridge's fixed rules (a SIGKILLed berthd leaves them, as
+        // Docker's stay while its bridge does).
+        let _ = runtime_core::net::fixed::remove(&self.net_config());
         // berthd's private bind mount for the namespace pins (it stays
         // after a SIGKILL, as /run/netns's does after `ip netns`).
         let _ = nix::mount::umount2(&containers, nix::mount::MntFlags::MNT_DETACH);

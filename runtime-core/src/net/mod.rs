@@ -15,6 +15,7 @@
 //! idempotent.
 
 mod cni;
+pub mod fixed;
 mod masq;
 pub mod netns;
 
@@ -134,14 +135,18 @@ impl NetConfig {
     /// The CNI network configuration list berth uses for `bridge`, for a
     /// container that publishes `ports`. portmap is in it only when there
     /// are ports: without any it does nothing at ADD but cost a process
-    /// (and its DEL lists the nat chains). The list is recorded in
-    /// `net.json`, so the teardown runs exactly the plugins the setup ran.
+    /// (and its DEL lists the nat chains). No masquerade and no firewall
+    /// plugin per container: the bridge's fixed rules (`fixed`) do both.
+    /// The list is recorded in `net.json`, so the teardown runs exactly the
+    /// plugins the setup ran (also an older berth's list, with them).
     pub fn conflist(&self, ports: &[PortMapping]) -> Value {
         let mut plugins = vec![json!({
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
-            "ipMasq": true,
+            // The subnet's masquerade is one fixed rule (`fixed`), not a
+            // chain per container.
+            "ipMasq": false,
             "hairpinMode": true,
             "ipam": {
                 "type": "host-local",
@@ -155,7 +160,6 @@ impl NetConfig {
                 json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
             );
         }
-        plugins.push(json!({"type": "firewall", "backend": "iptables"}));
         json!({
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
@@ -356,6 +360,8 @@ fn connect_inner(s: &Setup<'_>, mut state: NetState) -> Result<NetState, NetErro
     if *s.mode != NetworkMode::Bridge {
         return Ok(state);
     }
+    // Once per berthd (at once after the first time).
+    fixed::ensure(s.config)?;
     let dir = s.container_dir;
     let ns = dir.join(NETNS);
     let lo = loopback_list();
@@ -562,9 +568,9 @@ mod tests {
                 .map(|p| p["type"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(types(&l), ["bridge", "firewall"]);
+        assert_eq!(types(&l), ["bridge"]);
         let l = c.conflist(&[PortMapping::parse("8080:80").unwrap()]);
-        assert_eq!(types(&l), ["bridge", "portmap", "firewall"]);
+        assert_eq!(types(&l), ["bridge", "portmap"]);
         c.bridge = "a-very-long-bridge-name".into();
         assert!(c.validate().is_err());
         c.bridge = "b".into();

@@ -132,6 +132,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rootfs_build: tokio::sync::Mutex::new(()),
         journal,
     });
+    // The bridge's fixed rules, off the path of this start (the first
+    // bridge container's setup waits for them if they are not there yet).
+    let net = daemon.config.net.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = runtime_core::net::fixed::ensure(&net) {
+            log::warn!("{e}");
+        }
+    });
     let listener = server::bind(&daemon)?;
     // Serve at once: containers not yet reconciled answer "restoring".
     watch::restore_all(&daemon);
@@ -143,6 +151,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let served = server::serve(Arc::clone(&daemon), listener).await;
     if let Err(e) = runtime_core::net::netns::release_pins(&daemon.root.containers()) {
         log::warn!("{e}");
+    }
+    // With no container holding a network any more, the bridge's fixed
+    // rules go too (running ones keep them across a berthd restart).
+    let networked = daemon.root.container_ids().iter().any(|id| {
+        runtime_core::net::read_state(daemon.root.container(id).dir())
+            .is_some_and(|n| n.conflist.is_some())
+    });
+    if !networked {
+        if let Err(e) = runtime_core::net::fixed::remove(&daemon.config.net) {
+            log::warn!("{e}");
+        }
     }
     served
 }
