@@ -234,6 +234,8 @@ def network_rows(bench, runs):
         return (time.perf_counter() - t0) * 1000
 
     res = {case: {"berth": [], "docker": []} for case in cases}
+    # The machine is shared: the report says the load the rounds ran under.
+    bench.net_load = [os.getloadavg()[0]]
     pairs = [(case, who) for case in cases for who in ("berth", "docker")]
     warmup = 2
     for r in range(warmup + runs):
@@ -241,20 +243,23 @@ def network_rows(bench, runs):
             ms = once(cases[case][who]) - bench.launch_ms
             if r >= warmup:
                 res[case][who].append(ms)
+    bench.net_load.append(os.getloadavg()[0])
     for case, cmds in cases.items():
         for who, cmd in cmds.items():
             bench.commands.append((f"network: {case}", who, " ".join(cmd)))
     return res
 
 
-def report_lines(res, docker_version):
+def report_lines(res, docker_version, load):
     import statistics
     med = statistics.median
     lines = ["", "## Networks against Docker", "",
              f"Start-to-exit of `true`, median ms of interleaved rounds (random order each round), "
              f"berth against a private {docker_version} dockerd (its bridge on {SUBNET}, "
              "default userland proxy, image loaded from berth's busybox). Target: berth at most "
-             "one third of Docker on the bridge rows.", "",
+             "one third of Docker on the bridge rows. Measured "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 1-minute load average "
+             f"{load[0]:.1f} at the first round and {load[-1]:.1f} at the last.", "",
              "| network | berth | Docker | berth/Docker | min-max berth | min-max Docker | runs |",
              "|---|---|---|---|---|---|---|"]
     for case, r in res.items():
