@@ -783,7 +783,7 @@ fn a_half_made_container_whose_teardown_fails_is_kept_for_a_retry() {
     let id = dir.file_name().unwrap().to_string_lossy().into_owned();
 
     // Every CNI plugin its teardown will run fails, saying so.
-    let state_path = dir.join("net.json");
+    let state_path = runtime_core::layout::net_state_in(&dir);
     let good = std::fs::read_to_string(&state_path).unwrap();
     // Whatever happens below, put the working plugins back before `env`
     // drops (locals drop in reverse order), so its teardown can clean up

@@ -189,11 +189,7 @@ fn a_later_shim_does_not_keep_an_earlier_containers_netns() {
     let a = a.trim();
     let b = env.ok(&["run", "-d", "--", "sleep", "300"]);
     let b = b.trim();
-    let a_ns = env
-        .root
-        .join("containers")
-        .join(a)
-        .join(runtime_core::net::NETNS);
+    let a_ns = runtime_core::layout::netns_in(&env.root.join("containers").join(a));
     let b_shim = pid_file(&env, b, "shim.pid");
     let held_by_b = || {
         std::fs::read_to_string(format!("/proc/{b_shim}/mountinfo"))

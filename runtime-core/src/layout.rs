@@ -32,6 +32,26 @@ pub fn default_data_root(root: &Path) -> PathBuf {
     }
 }
 
+/// The OCI runtime config in a bundle directory (a berth container's or
+/// one given with `run --bundle`).
+pub fn bundle_config(bundle: &Path) -> PathBuf {
+    bundle.join("config.json")
+}
+
+/// berth's record of a container's network (address, CNI result, port
+/// mappings), in its runtime directory `dir`: present while the network
+/// is set up, removed once it is torn down.
+pub fn net_state_in(dir: &Path) -> PathBuf {
+    dir.join("net.json")
+}
+
+/// The bind mount that pins a bridge container's network namespace, in
+/// its runtime directory `dir` (it lives as long as the network, not the
+/// process).
+pub fn netns_in(dir: &Path) -> PathBuf {
+    dir.join("netns")
+}
+
 /// Paths of one berth instance.
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -207,6 +227,18 @@ impl ContainerPaths {
     pub fn bundle(&self) -> PathBuf {
         self.data.join("bundle")
     }
+    /// The bundle's OCI runtime config.
+    pub fn bundle_config(&self) -> PathBuf {
+        bundle_config(&self.bundle())
+    }
+    /// The container's network record (see [`net_state_in`]).
+    pub fn net_state(&self) -> PathBuf {
+        net_state_in(&self.dir)
+    }
+    /// The container's network namespace pin (see [`netns_in`]).
+    pub fn netns(&self) -> PathBuf {
+        netns_in(&self.dir)
+    }
     /// Mount point of the default rootfs overlay.
     pub fn bundle_rootfs(&self) -> PathBuf {
         self.bundle().join("rootfs")
@@ -320,6 +352,8 @@ mod tests {
             c.log(),
             c.shim_sock(),
             c.restart_state(),
+            c.net_state(),
+            c.netns(),
         ] {
             assert_eq!(p.parent(), Some(Path::new("/r/containers/c1")), "{p:?}");
         }

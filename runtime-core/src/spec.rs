@@ -27,7 +27,7 @@ pub fn default_spec() -> Spec {
 
 /// Loads `<bundle>/config.json`, naming the file and position of any error.
 pub fn load_bundle_config(bundle: &Path) -> Result<Spec> {
-    let path = bundle.join("config.json");
+    let path = crate::layout::bundle_config(bundle);
     let data = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     serde_json::from_slice(&data).map_err(|e| Error::Config {
         path,
@@ -50,7 +50,7 @@ pub fn check_rootfs(dir: &Path) -> Result<()> {
 /// The host path of a spec's root, resolved against its bundle directory.
 pub fn root_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let root = spec.root().as_ref().ok_or_else(|| Error::Config {
-        path: bundle.join("config.json"),
+        path: crate::layout::bundle_config(bundle),
         message: "has no root".into(),
     })?;
     let p = root.path();
@@ -115,7 +115,7 @@ pub fn apply(spec: &mut Spec, opts: &ProcessOpts) -> Result<()> {
 
 /// Writes the spec as the bundle's config.json, atomically.
 pub fn write_config(spec: &Spec, bundle: &Path) -> Result<()> {
-    let path = bundle.join("config.json");
+    let path = crate::layout::bundle_config(bundle);
     let data = serde_json::to_vec(spec)
         .map_err(|e| crate::Error::Other(format!("serialize {}: {e}", path.display())))?;
     // runc reads it once, now; after a reboot there is nothing to run.

@@ -26,6 +26,7 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::layout::{net_state_in, netns_in};
 use crate::mounts;
 use crate::runopts::{NetworkMode, PortMapping, Protocol};
 
@@ -76,9 +77,8 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Files in a container's directory.
-pub const NET_STATE: &str = "net.json";
-pub const NETNS: &str = "netns";
+/// Files the network setup writes in a container's runtime directory and
+/// binds into it (net.json and the netns pin are named in `layout`).
 const HOSTS: &str = "hosts";
 const HOSTNAME: &str = "hostname";
 const RESOLV: &str = "resolv.conf";
@@ -203,7 +203,7 @@ pub struct NetState {
 
 /// Reads a container's `net.json`, if it has one.
 pub fn read_state(container_dir: &Path) -> Option<NetState> {
-    crate::atomic::read_json(&container_dir.join(NET_STATE)).ok()
+    crate::atomic::read_json(&net_state_in(container_dir)).ok()
 }
 
 /// Points the spec's network namespace where the mode wants it and bind-
@@ -226,7 +226,7 @@ pub fn configure_spec(
     let path = match mode {
         NetworkMode::Host => None,
         NetworkMode::None => Some(None),
-        NetworkMode::Bridge => Some(Some(container_dir.join(NETNS))),
+        NetworkMode::Bridge => Some(Some(netns_in(container_dir))),
         NetworkMode::Container(_) => Some(join.map(Path::to_path_buf)),
     };
     if let Some(path) = path {
@@ -348,7 +348,7 @@ fn prepare_inner(s: &Setup<'_>) -> Result<NetState, NetError> {
         // The intent first: a crash from here on leaves a record that
         // says what to tear down.
         write_state(dir, &state)?;
-        netns::create(&dir.join(NETNS))?;
+        netns::create(&netns_in(dir))?;
     } else {
         write_state(dir, &state)?;
     }
@@ -363,7 +363,7 @@ fn connect_inner(s: &Setup<'_>, mut state: NetState) -> Result<NetState, NetErro
     // Once per berthd (at once after the first time).
     fixed::ensure(s.config)?;
     let dir = s.container_dir;
-    let ns = dir.join(NETNS);
+    let ns = netns_in(dir);
     let lo = loopback_list();
     let none = json!({});
     let lo_call = cni::Call {
@@ -424,7 +424,7 @@ fn port_mappings(ports: &[PortMapping]) -> Value {
 }
 
 fn write_state(dir: &Path, state: &NetState) -> Result<(), NetError> {
-    let path = dir.join(NET_STATE);
+    let path = net_state_in(dir);
     let fail = |source| NetError::State {
         path: path.clone(),
         source,
@@ -502,7 +502,7 @@ fn write_files(s: &Setup<'_>, state: &NetState) -> Result<(), NetError> {
 /// the namespace unmounted and removed. Safe to repeat; a directory
 /// without `net.json` has nothing to undo but a possible namespace file.
 pub fn teardown(container_dir: &Path, container_id: &str) -> Result<(), NetError> {
-    let ns = container_dir.join(NETNS);
+    let ns = netns_in(container_dir);
     if let Some(state) = read_state(container_dir) {
         if let (Some(list), Some(bin)) = (&state.conflist, &state.cni_bin) {
             let rc = port_mappings(&state.ports);
@@ -532,7 +532,7 @@ pub fn teardown(container_dir: &Path, container_id: &str) -> Result<(), NetError
         }
     }
     netns::remove(&ns)?;
-    let state = container_dir.join(NET_STATE);
+    let state = net_state_in(container_dir);
     match std::fs::remove_file(&state) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

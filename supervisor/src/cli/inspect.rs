@@ -73,7 +73,7 @@ fn with_docker_layout(v: Json) -> Json {
     let Json::Object(mut obj) = v else { return v };
     let paths = info.paths();
     let meta: Option<ContainerMeta> = runtime_core::atomic::read_json(&paths.meta()).ok();
-    let spec = oci_spec::runtime::Spec::load(paths.bundle().join("config.json")).ok();
+    let spec = oci_spec::runtime::Spec::load(paths.bundle_config()).ok();
     for (k, val) in docker_view(&info, &obj, meta.as_ref(), spec.as_ref()) {
         obj.insert(k, val);
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use runtime_core::layout::Root;
+use runtime_core::layout::{self, Root};
 use runtime_core::net::{self, NetState, Setup};
 use runtime_core::protocol::{ErrorCode, RpcError};
 use runtime_core::runopts::{NetworkMode, RunOptions};
@@ -101,7 +101,7 @@ pub fn check_published(
                 p.host_port, p.protocol, e.meta.name
             )));
         }
-        if paths.dir().join(net::NET_STATE).exists() {
+        if paths.net_state().exists() {
             releasing.0.push(e.meta.id.clone());
         }
     }
@@ -124,7 +124,7 @@ pub async fn release(d: &Daemon, releasing: Releasing) -> Result<(), RpcError> {
     for id in releasing.0 {
         let dir = d.root.container(&id).dir().to_path_buf();
         let _guard = net_lock(&dir).await;
-        if !dir.join(net::NET_STATE).exists() {
+        if !layout::net_state_in(&dir).exists() {
             continue;
         }
         teardown_locked(&dir, &id).await.map_err(|e| {
@@ -288,7 +288,7 @@ async fn teardown_locked(dir: &Path, id: &str) -> Result<(), String> {
     let (dir, id) = (dir.to_path_buf(), id.to_string());
     tokio::task::spawn_blocking(move || {
         let began = std::time::Instant::now();
-        let had_network = dir.join(net::NET_STATE).exists();
+        let had_network = layout::net_state_in(&dir).exists();
         let done = net::teardown(&dir, &id);
         if done.is_ok() && had_network {
             log::info!(
@@ -321,7 +321,7 @@ pub async fn release_on_exit(d: Arc<Daemon>, id: String) {
             && !e.meta.auto_remove
             && e.finished().is_some()
     });
-    if !exited || !dir.join(net::NET_STATE).exists() {
+    if !exited || !layout::net_state_in(&dir).exists() {
         return;
     }
     if let Err(e) = teardown_locked(&dir, id).await {
@@ -350,7 +350,7 @@ pub async fn prepare_rerun(d: &Daemon, id: &str) -> Result<(), RpcError> {
             // exited, even if its network was not released yet.
             let releasing = check_published(&d.root, &d.registry.lock(), o, Some(id))?;
             release(d, releasing).await?;
-            if net::netns::is_mounted(&dir.join(net::NETNS)) {
+            if net::netns::is_mounted(&paths.netns()) {
                 return Ok(());
             }
             teardown_locked(&dir, id)
@@ -467,7 +467,7 @@ mod tests {
         // Its network (port mappings) still recorded: released first.
         let a_dir = root.container("a").dir().to_path_buf();
         std::fs::create_dir_all(&a_dir).unwrap();
-        std::fs::write(a_dir.join(net::NET_STATE), "{}").unwrap();
+        std::fs::write(root.container("a").net_state(), "{}").unwrap();
         let releasing = check_published(&root, &entries, &o, None).unwrap();
         assert_eq!(releasing, Releasing(vec!["a".to_string()]));
         // Another port is not held up by it.
