@@ -129,42 +129,16 @@ fn accept_backs_off_when_out_of_fds_and_idle_clients_make_room() {
     drop(idle);
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped (after the Env
-/// declared after it has killed everything on it).
-struct TmpfsGuard(std::path::PathBuf);
-
-impl TmpfsGuard {
-    fn mount(at: &std::path::Path, size: &str) -> TmpfsGuard {
-        std::fs::create_dir_all(at).unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={size},mode=0700").as_str()),
-        )
-        .expect("mount tmpfs");
-        TmpfsGuard(at.to_path_buf())
-    }
-}
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[test]
 fn berthd_starts_and_serves_on_a_full_disk() {
     let Some(mut env) = Env::stopped() else {
         return;
     };
-    let _tmpfs = TmpfsGuard::mount(&env.root, "32m");
-    // Declared after the guard, so dropped (everything on it killed) first.
-    let mut env = {
-        env.start_berthd();
-        env
-    };
+    // Unmounted by the Env's drop after everything on it is killed and
+    // before its temp dir goes (a guard dropped after the Env left the
+    // temp dir behind, busy with the mount).
+    env.mount_root_tmpfs(32 << 20);
+    env.start_berthd();
     env.ok(&[
         "run",
         "-d",
