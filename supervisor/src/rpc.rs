@@ -156,17 +156,23 @@ impl RpcClient {
     ) -> Result<Value, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = Request {
-            id,
-            method: method.to_string(),
-            params: serde_json::to_value(params)
-                .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
+        // The request is dropped once sent: berthd keeps one `wait` in
+        // flight per container, so whatever lives across the reply's await
+        // is memory per container.
+        let bytes = {
+            let req = Request {
+                id,
+                method: method.to_string(),
+                params: serde_json::to_value(params)
+                    .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
+            };
+            frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))?
         };
-        let bytes = frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))?;
         self.stream
             .write_all(&bytes)
             .await
             .map_err(|e| CallError::Transport(format!("send {method}: {e}")))?;
+        drop(bytes);
         let frame = read_message(&mut self.stream)
             .await
             .map_err(|e| CallError::Transport(format!("{method}: {e}")))?

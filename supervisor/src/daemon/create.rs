@@ -234,7 +234,10 @@ pub async fn create(d: &Arc<Daemon>, p: CreateParams) -> Result<ContainerInfo, R
         }
         // Host ports under the same lock: two creates cannot both pass.
         let releasing = netsetup::check_published(&d.root, &entries, &p.options, None)?;
-        entries.insert(new_id.clone(), Entry::new(meta.clone(), Phase::Creating));
+        entries.insert(
+            new_id.clone(),
+            Box::new(Entry::new(meta.clone(), Phase::Creating)),
+        );
         releasing
     };
     let paths = d.root.container(&new_id);

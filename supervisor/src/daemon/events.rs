@@ -40,8 +40,10 @@ use crate::event::{self, Event, EventKind, EventsParams, StreamItem};
 
 /// The journal file's name; rotated ones get `.1`, `.2`, ...
 const JOURNAL: &str = "events.log";
-/// Events kept in memory for followers.
-const RECENT: usize = 4096;
+/// Events kept in memory for followers (~400 bytes each): enough for a
+/// follower a burst behind; one further behind reads the files. (4,096 made
+/// the ring alone 1.6 MB of berthd's memory once a busy host had filled it.)
+const RECENT: usize = 256;
 
 /// Size bounds of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

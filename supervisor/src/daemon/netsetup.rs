@@ -72,7 +72,7 @@ pub fn plan(d: &Daemon, o: &RunOptions) -> Result<Plan, RpcError> {
 /// container (or claims it to run again).
 pub fn check_published(
     root: &Root,
-    entries: &HashMap<String, Entry>,
+    entries: &HashMap<String, Box<Entry>>,
     o: &RunOptions,
     this: Option<&str>,
 ) -> Result<Releasing, RpcError> {
@@ -438,7 +438,7 @@ mod tests {
         let a = with_port("a", "8080:80");
         let o = a.meta.options.clone();
         assert!(check_published(&root, &entries, &o, None).is_ok());
-        entries.insert("a".to_string(), a);
+        entries.insert("a".to_string(), Box::new(a));
         let e = check_published(&root, &entries, &o, None).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(
@@ -460,7 +460,7 @@ mod tests {
             reason: None,
         };
         let o = a.meta.options.clone();
-        let entries = HashMap::from([("a".to_string(), a)]);
+        let entries = HashMap::from([("a".to_string(), Box::new(a))]);
         // Its network released: the port is free, nothing to wait for.
         let free = check_published(&root, &entries, &o, None).unwrap();
         assert_eq!(free, Releasing::default());

@@ -46,8 +46,9 @@ pub struct Entry {
     pub removing: bool,
     /// Bumped on every change of `phase` or `removing` (and just before the
     /// entry leaves the table), so `wait` and `wait_removed` sleep until
-    /// something happens instead of polling.
-    changes: Arc<watch::Sender<()>>,
+    /// something happens instead of polling. Made by the first subscriber:
+    /// a channel costs ~350 bytes, and most containers are never waited on.
+    changes: Option<Arc<watch::Sender<()>>>,
 }
 
 impl Entry {
@@ -57,7 +58,7 @@ impl Entry {
             meta,
             phase,
             removing: false,
-            changes: Arc::new(watch::channel(()).0),
+            changes: None,
         }
     }
 
@@ -89,7 +90,9 @@ impl Entry {
     }
 
     fn changed(&self) {
-        self.changes.send_replace(());
+        if let Some(changes) = &self.changes {
+            changes.send_replace(());
+        }
     }
 
     /// True if the container may still run.
@@ -153,16 +156,18 @@ impl Entry {
     }
 }
 
-/// The table of containers, behind one lock held only briefly.
+/// The table of containers, behind one lock held only briefly. Entries
+/// are boxed: the table grows by doubling, so an inline entry (~1 kB)
+/// would cost up to twice that per container in empty slots.
 #[derive(Default)]
 pub struct Registry {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Box<Entry>>>,
 }
 
 impl Registry {
     /// Locks the table; a poisoned lock (a panicked handler) is recovered,
     /// since every entry is rebuilt from disk anyway.
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Box<Entry>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -201,7 +206,7 @@ impl Registry {
 
     /// A copy of one entry.
     pub fn get(&self, id: &str) -> Option<Entry> {
-        self.lock().get(id).cloned()
+        self.lock().get(id).map(|e| Entry::clone(e))
     }
 
     /// Changes one entry's phase, if it still exists, and wakes its waiters.
@@ -247,7 +252,7 @@ impl Registry {
                 ),
             ));
         }
-        let before = entry.clone();
+        let before = Entry::clone(entry);
         entry.phase = Phase::Creating;
         entry.changed();
         Ok(before)
@@ -263,6 +268,10 @@ impl Registry {
     /// A receiver woken on every change of the entry: take it before
     /// looking at the entry, so no change between the two is missed.
     pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<()>> {
-        self.lock().get(id).map(|e| e.changes.subscribe())
+        self.lock().get_mut(id).map(|e| {
+            e.changes
+                .get_or_insert_with(|| Arc::new(watch::channel(()).0))
+                .subscribe()
+        })
     }
 }
