@@ -92,6 +92,7 @@ class ScaleBench:
         self.points = []        # one dict per count
         self.limits = []        # (what, limit, per container, max count, note)
         self.rm = None
+        self.verb_ms = []        # (verb, ms) at the largest count
         self.lifecycle = None
 
     # ---- helpers ------------------------------------------------------
@@ -175,6 +176,7 @@ class ScaleBench:
                   f"berthd RSS {p['rss_kb'] / 1024:.1f} MiB, {p['fds']} fds, ps --json {ps:.1f} ms, "
                   f"restart {p['restart_ms']:.0f} ms", file=sys.stderr)
         self.find_limits(have)
+        self.verbs(have)
         # rm -f of every container at once (the ids from ps -aq).
         ids = b.berth("ps", "-aq", stdout=subprocess.PIPE, text=True, check=True).stdout.split()
         t0 = time.perf_counter()
@@ -193,6 +195,44 @@ class ScaleBench:
         if r.returncode != 0 or left:
             raise SystemExit(f"bench: rm -f of {len(ids)} containers: exit {r.returncode}, "
                              f"{left} left: {self.rm['err']}")
+
+    def verbs(self, n):
+        """Every verb once at the largest count, on one of the N containers
+        (its state put back by the end) and on a new one: each must succeed;
+        the wall times go into the report."""
+        b = self.b
+        ids = b.berth("ps", "-q", stdout=subprocess.PIPE, text=True, check=True).stdout.split()
+        if len(ids) != n:
+            raise SystemExit(f"bench: ps -q listed {len(ids)} containers, expected {n}")
+        c = ids[len(ids) // 2]
+        name = f"verbs{os.getpid()}"
+        steps = [
+            ("ps", ["ps"]), ("ps -a", ["ps", "-a"]), ("ps -q", ["ps", "-q"]), ("info", ["info"]),
+            ("inspect", ["inspect", c]), ("logs", ["logs", c]), ("port", ["port", c]),
+            ("top", ["top", c]), ("stats --no-stream", ["stats", "--no-stream", c]),
+            ("exec true", ["exec", c, "true"]), ("pause", ["pause", c]), ("unpause", ["unpause", c]),
+            ("update -m 64m --cpus 0.5", ["update", "-m", "64m", "--cpus", "0.5", c]),
+            ("stop -t 1", ["stop", "-t", "1", c]), ("start", ["start", c]),
+            ("restart -t 1", ["restart", "-t", "1", c]), ("kill", ["kill", c]), ("wait", ["wait", c]),
+            ("start (again)", ["start", c]),
+            ("events --since 5m --until 0s", ["events", "--since", "5m", "--until", "0s"]),
+            ("run --rm -- true", ["run", "--rm", "--network", "none", "--", "true"]),
+            ("create", ["create", "--network", "none", "--name", name, "--", "sleep", "1000000"]),
+            ("start (created)", ["start", name]), ("rm -f", ["rm", "-f", name]),
+        ]
+        self.verb_ms = []
+        for label, args in steps:
+            t0 = time.perf_counter()
+            r = b.berth(*args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, text=True)
+            ms = (time.perf_counter() - t0) * 1000 - b.launch_ms
+            if r.returncode != 0:
+                raise SystemExit(f"bench: `berth {' '.join(args)}` with {n} containers: "
+                                 f"exit {r.returncode}: {r.stderr.strip()[:300]}")
+            self.verb_ms.append((label, ms))
+        running = sum(1 for x in self.ps_ms(1, expect=n)[1] if x["status"] == "running")
+        if running != n:
+            raise SystemExit(f"bench: {running} of {n} running after the verbs")
 
     def find_limits(self, n):
         """What this machine allows, from what the largest count used."""
@@ -383,6 +423,10 @@ class ScaleBench:
                       + ", ".join(f"{k} {v:.2f}" for k, v in g if v is not None)
                       + ". RSS grows slower than linear because of its fixed base; the per-container "
                       f"part is {(z['rss_kb'] - a['rss_kb']) / (z['n'] - a['n']):.2f} kB."]
+        if self.verb_ms:
+            lines += ["", f"Every verb with {z['n']} containers, once each (one of them stopped, started, "
+                      "paused, killed and started again, and a new one made and removed), all exit 0, ms: "
+                      + ", ".join(f"{label} {ms:.0f}" for label, ms in self.verb_ms) + "."]
         if self.rm:
             r = self.rm
             lines += ["", f"`berth rm -f $(berth ps -aq)` of all {r['n']}: {r['s']:.1f} s, exit {r['rc']}, "
