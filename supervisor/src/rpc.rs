@@ -46,6 +46,45 @@ impl CallError {
 impl RpcClient {
     /// Connects (through a short path when needed) and exchanges hellos.
     pub async fn connect(path: &Path, agent: &str) -> Result<Self, CallError> {
+        let mut client = Self::open(path).await?;
+        let reply: Hello = client.call("hello", &Hello::current(agent)).await?;
+        reply.check_compatible().map_err(CallError::Remote)?;
+        Ok(client)
+    }
+
+    /// Connects and makes a first call, its request written together with
+    /// the hello: the peer reads both in one turn and answers both, so it
+    /// is woken once, not twice. The call's reply is used only once the
+    /// hello's says the versions are compatible; a peer of another major
+    /// version answers a request it may not know with an error at worst,
+    /// so only methods that change nothing belong here (berthd adopting
+    /// its shims at start-up asks `state` this way: thousands of shims,
+    /// each woken once less).
+    pub async fn connect_and_call<P: Serialize, R: DeserializeOwned>(
+        path: &Path,
+        agent: &str,
+        method: &str,
+        params: &P,
+    ) -> Result<(Self, R), CallError> {
+        let mut client = Self::open(path).await?;
+        let mut bytes = client.encode_request("hello", &Hello::current(agent))?;
+        bytes.extend_from_slice(&client.encode_request(method, params)?);
+        client
+            .stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| CallError::Transport(format!("send hello: {e}")))?;
+        drop(bytes);
+        let hello = client.read_reply("hello").await?;
+        let hello: Hello = decode_reply("hello", &hello)?;
+        hello.check_compatible().map_err(CallError::Remote)?;
+        let reply = client.read_reply(method).await?;
+        let result = decode_reply(method, &reply)?;
+        Ok((client, result))
+    }
+
+    /// Connects and checks the peer's credentials.
+    async fn open(path: &Path) -> Result<Self, CallError> {
         let (short, _handle) =
             sockpath::short(path).map_err(|e| CallError::Transport(e.to_string()))?;
         let stream = UnixStream::connect(&short)
@@ -59,14 +98,11 @@ impl RpcClient {
                 path.display()
             ))
         })?;
-        let mut client = RpcClient {
+        Ok(RpcClient {
             stream,
             next_id: 1,
             timeout: None,
-        };
-        let reply: Hello = client.call("hello", &Hello::current(agent)).await?;
-        reply.check_compatible().map_err(CallError::Remote)?;
-        Ok(client)
+        })
     }
 
     /// Bounds every later call (but `long_call`) by `timeout`.
@@ -92,9 +128,17 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<R, CallError> {
-        let value = self.call_value(method, params).await?;
-        serde_json::from_value(value)
-            .map_err(|e| CallError::Transport(format!("bad {method} reply: {e}")))
+        let frame = match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.round_trip(method, params))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CallError::Transport(format!(
+                        "{method}: no answer within {t:?}"
+                    )))
+                })?,
+            None => self.round_trip(method, params).await?,
+        };
+        decode_reply(method, &frame)
     }
 
     /// Like `call`, returning the raw JSON result.
@@ -103,16 +147,7 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<Value, CallError> {
-        match self.timeout {
-            Some(t) => tokio::time::timeout(t, self.round_trip(method, params))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(CallError::Transport(format!(
-                        "{method}: no answer within {t:?}"
-                    )))
-                }),
-            None => self.round_trip(method, params).await,
-        }
+        self.call(method, params).await
     }
 
     /// Sends a request without waiting for its reply: the server carries
@@ -123,14 +158,7 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<(), CallError> {
-        let req = Request {
-            id: self.next_id,
-            method: method.to_string(),
-            params: serde_json::to_value(params)
-                .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
-        };
-        self.next_id += 1;
-        let bytes = frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))?;
+        let bytes = self.encode_request(method, params)?;
         self.stream
             .write_all(&bytes)
             .await
@@ -149,37 +177,72 @@ impl RpcClient {
         resp.into_result().map_err(CallError::Remote)
     }
 
+    /// Sends one request and reads its reply's frame.
     async fn round_trip<P: Serialize>(
         &mut self,
         method: &str,
         params: &P,
-    ) -> Result<Value, CallError> {
-        let id = self.next_id;
-        self.next_id += 1;
+    ) -> Result<Frame, CallError> {
         // The request is dropped once sent: berthd keeps one `wait` in
         // flight per container, so whatever lives across the reply's await
         // is memory per container.
-        let bytes = {
-            let req = Request {
-                id,
-                method: method.to_string(),
-                params: serde_json::to_value(params)
-                    .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
-            };
-            frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))?
-        };
+        let bytes = self.encode_request(method, params)?;
         self.stream
             .write_all(&bytes)
             .await
             .map_err(|e| CallError::Transport(format!("send {method}: {e}")))?;
         drop(bytes);
-        let frame = read_message(&mut self.stream)
+        self.read_reply(method).await
+    }
+
+    /// The next request's frame, under the next id.
+    fn encode_request<P: Serialize>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<Vec<u8>, CallError> {
+        let req = Request {
+            id: self.next_id,
+            method: method.to_string(),
+            params: serde_json::to_value(params)
+                .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
+        };
+        self.next_id += 1;
+        frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))
+    }
+
+    /// Reads the reply to the oldest request not yet answered.
+    async fn read_reply(&mut self, method: &str) -> Result<Frame, CallError> {
+        read_message(&mut self.stream)
             .await
             .map_err(|e| CallError::Transport(format!("{method}: {e}")))?
-            .ok_or_else(|| CallError::Transport(format!("{method}: connection closed")))?;
-        let resp: Response =
-            frame::decode_json(&frame).map_err(|e| CallError::Transport(e.to_string()))?;
-        resp.into_result().map_err(CallError::Remote)
+            .ok_or_else(|| CallError::Transport(format!("{method}: connection closed")))
+    }
+}
+
+/// A reply as `Response` has it, its result decoded straight into `R`:
+/// a `list` of thousands of containers decoded into a
+/// `serde_json::Value` first and then copied into `R` cost the CLI as
+/// much as berthd's whole answer.
+#[derive(serde::Deserialize)]
+#[serde(bound = "R: DeserializeOwned")]
+struct Reply<R> {
+    #[serde(default)]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<RpcError>,
+}
+
+/// The result (or the peer's error) of one reply frame. A reply with
+/// neither is a null result, as [`Response::into_result`] reads it.
+fn decode_reply<R: DeserializeOwned>(method: &str, frame: &Frame) -> Result<R, CallError> {
+    let reply: Reply<R> = frame::decode_json(frame)
+        .map_err(|e| CallError::Transport(format!("bad {method} reply: {e}")))?;
+    match (reply.error, reply.result) {
+        (Some(e), _) => Err(CallError::Remote(e)),
+        (None, Some(r)) => Ok(r),
+        (None, None) => serde_json::from_value(Value::Null)
+            .map_err(|e| CallError::Transport(format!("bad {method} reply: {e}"))),
     }
 }
 
@@ -290,6 +353,87 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<Fra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runtime_core::protocol::PROTOCOL_MAJOR;
+    use serde_json::json;
+
+    /// A peer that answers nothing until it holds two requests, then
+    /// answers hello (as `major`) and the second request; it returns the
+    /// methods it got.
+    async fn peer_wanting_two(listener: tokio::net::UnixListener, major: u32) -> Vec<String> {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let f = read_frame(&mut s).await.unwrap().unwrap();
+            got.push(frame::decode_json::<Request>(&f).unwrap());
+        }
+        let hello = json!({"major": major, "minor": 0, "agent": "peer"});
+        let state = json!({"status": "running"});
+        for (req, result) in got.iter().zip([hello, state]) {
+            write_message(&mut s, &Response::ok(req.id, result))
+                .await
+                .unwrap();
+        }
+        got.into_iter().map(|r| r.method).collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_and_call_sends_the_call_with_the_hello() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let peer = tokio::spawn(peer_wanting_two(listener, PROTOCOL_MAJOR));
+        // A client that waited for the hello's reply before sending its
+        // call would wait forever here.
+        let call = RpcClient::connect_and_call::<_, Value>(&path, "test", "state", &());
+        let (_client, state) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("the peer got both requests without answering the first")
+            .unwrap();
+        assert_eq!(state, json!({"status": "running"}));
+        assert_eq!(peer.await.unwrap(), ["hello", "state"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_and_call_refuses_another_major_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let peer = tokio::spawn(peer_wanting_two(listener, PROTOCOL_MAJOR + 1));
+        let err = RpcClient::connect_and_call::<_, Value>(&path, "test", "state", &())
+            .await
+            .err()
+            .expect("a peer of another major version is refused");
+        assert_eq!(err.code(), Some(ErrorCode::VersionMismatch), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("{}.0", PROTOCOL_MAJOR + 1)),
+            "{err}"
+        );
+        peer.await.unwrap();
+    }
+
+    #[test]
+    fn a_typed_reply_reads_as_response_does() {
+        let f = |v: Value| Frame {
+            tag: frame::TAG_JSON,
+            payload: serde_json::to_vec(&v).unwrap(),
+        };
+        let ok: Vec<u32> = decode_reply("list", &f(json!({"id": 1, "result": [1, 2]}))).unwrap();
+        assert_eq!(ok, [1, 2]);
+        // No result at all: null, as `Response::into_result` has it.
+        let none: Option<u32> = decode_reply("wait", &f(json!({"id": 2}))).unwrap();
+        assert_eq!(none, None);
+        let err = decode_reply::<Value>(
+            "kill",
+            &f(json!({"id": 3, "error": {"code": "not_found", "message": "no such container: x"}})),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NotFound));
+        assert_eq!(err.to_string(), "no such container: x");
+        let bad =
+            decode_reply::<Vec<u32>>("list", &f(json!({"id": 4, "result": "x"}))).unwrap_err();
+        assert!(bad.to_string().starts_with("bad list reply: "), "{bad}");
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_message_larger_than_a_frame_arrives_whole() {

@@ -129,15 +129,10 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     let list: Vec<Json> = c.call(methods::LIST, &ListParams { all }).await?;
     let mut list: Vec<Json> = list.into_iter().filter(|c| filters.keep(c)).collect();
     // Newest first; RFC 3339 times in UTC sort as text.
-    list.sort_by(|x, y| {
-        let t = |c: &Json| {
-            c.get("created_at")
-                .and_then(Json::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        t(y).cmp(&t(x))
-    });
+    fn created(c: &Json) -> &str {
+        c.get("created_at").and_then(Json::as_str).unwrap_or("")
+    }
+    list.sort_by(|x, y| created(y).cmp(created(x)));
     if let Some(n) = if a.latest { Some(1) } else { a.last } {
         list.truncate(n);
     }

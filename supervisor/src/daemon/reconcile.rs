@@ -14,7 +14,7 @@ use runtime_core::layout::ContainerPaths;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, RpcError, ShimState, ShimStatus};
 use runtime_core::rootfs;
 
-use super::registry::Phase;
+use super::registry::{Entry, Phase};
 use super::{shim, Daemon};
 use crate::rpc::CallError;
 
@@ -70,13 +70,33 @@ pub async fn call_failed(d: &Daemon, id: &str, e: CallError) -> RpcError {
 /// written its exit record (the record comes before anyone is told, so a
 /// client that saw the exit can ask berthd at once and get the truth).
 pub async fn settle(d: &Daemon, id: &str) {
-    let stale = d.registry.get(id).is_some_and(|e| match &e.phase {
-        Phase::Live(s) => s.status != ShimStatus::Stopped,
-        _ => false,
-    }) && d.root.container(id).exit().exists();
-    if stale {
+    let cached_running = d.registry.lock().get(id).is_some_and(|e| cached_running(e));
+    if cached_running && d.root.container(id).exit().exists() {
         refresh(d, id).await;
     }
+}
+
+/// [`settle`] for every container (`list`): the entries cached as running
+/// are picked in one pass over the table, copying nothing but their IDs,
+/// and only their exit records are looked for.
+pub async fn settle_all(d: &Daemon) {
+    let running: Vec<String> = d
+        .registry
+        .lock()
+        .iter()
+        .filter(|(_, e)| cached_running(e))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in running {
+        if d.root.container(&id).exit().exists() {
+            refresh(d, &id).await;
+        }
+    }
+}
+
+/// The entry says the shim answered that the container runs.
+fn cached_running(e: &Entry) -> bool {
+    matches!(&e.phase, Phase::Live(s) if s.status != ShimStatus::Stopped)
 }
 
 /// The shim is gone. Its exit record, if written, has the truth; if not,

@@ -7,7 +7,7 @@ use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 use runtime_core::shimcmd::ShimConfig;
 
-use runtime_core::protocol::{ErrorCode, RpcError};
+use runtime_core::protocol::{shim_methods, ErrorCode, RpcError, ShimState};
 
 use super::Daemon;
 use crate::rpc::{CallError, RpcClient};
@@ -95,6 +95,26 @@ pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
         Err(_) => Err(CallError::Transport(format!(
             "shim at {} did not answer within {SHIM_TIMEOUT:?}",
             paths.shim_sock().display()
+        ))),
+    }
+}
+
+/// Connects to a shim's control socket and asks its `state`, the request
+/// sent with the hello (one wake of the shim instead of two: at start-up
+/// berthd adopts every shim at once), both within [`SHIM_TIMEOUT`].
+pub async fn connect_state(paths: &ContainerPaths) -> Result<(RpcClient, ShimState), CallError> {
+    let agent = concat!("berthd ", env!("CARGO_PKG_VERSION"));
+    let sock = paths.shim_sock();
+    let call = RpcClient::connect_and_call(&sock, agent, shim_methods::STATE, &());
+    match tokio::time::timeout(SHIM_TIMEOUT, call).await {
+        Ok(Ok((mut c, state))) => {
+            c.set_timeout(SHIM_CALL_TIMEOUT);
+            Ok((c, state))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(CallError::Transport(format!(
+            "shim at {} did not answer within {SHIM_TIMEOUT:?}",
+            sock.display()
         ))),
     }
 }

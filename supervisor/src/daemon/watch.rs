@@ -9,7 +9,7 @@ use runtime_core::atomic;
 use runtime_core::exit::ExitRecord;
 use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
-use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimState, ShimStatus, WaitParams};
+use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimStatus, WaitParams};
 
 use super::registry::{Entry, Phase};
 use super::{events, netsetup, reconcile, remove, restart, shim, Daemon};
@@ -85,11 +85,11 @@ async fn adopt(
     restoring: &mut bool,
     backoff: &mut Duration,
 ) -> Step {
-    if d.registry.get(id).is_none_or(|e| e.removing) {
+    if d.registry.lock().get(id).is_none_or(|e| e.removing) {
         return Step::Done;
     }
-    let mut c = match shim::connect(paths).await {
-        Ok(c) => c,
+    let (c, state) = match shim::connect_state(paths).await {
+        Ok(answer) => answer,
         Err(CallError::Remote(e)) if e.code == ErrorCode::VersionMismatch => {
             // Never kill what we cannot speak to: leave it, say why.
             let reason = format!("cannot adopt this container's shim: {e}; it keeps running, manage it with the berthd that started it");
@@ -127,9 +127,6 @@ async fn adopt(
         }
     };
     *backoff = Duration::from_millis(100);
-    let Ok(state) = c.call::<_, ShimState>(m::STATE, &()).await else {
-        return Step::Again;
-    };
     if *restoring
         && state.status == ShimStatus::Created
         && d.registry.get(id).is_some_and(|e| !e.meta.start_later)
