@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 
 use super::format::{print_rows, Format};
@@ -103,6 +104,13 @@ impl Filters {
         Ok(f)
     }
 
+    fn is_empty(&self) -> bool {
+        self.status.is_empty()
+            && self.name.is_empty()
+            && self.id.is_empty()
+            && self.label.is_empty()
+    }
+
     fn keep(&self, c: &Json) -> bool {
         let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("");
         let labels = labels_of(c);
@@ -126,6 +134,29 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     // -n, -l and a status filter look at every container, as Docker's do.
     let all = a.all || a.latest || a.last.is_some() || !filters.status.is_empty();
     let mut c = connect(root).await?;
+    if a.json {
+        // berthd's own objects, as it encoded them: each is parsed only
+        // when a filter must look at it, and printed by re-indenting its
+        // text (at thousands of containers, building a `Value` of each to
+        // print it was most of the CLI's time). berthd lists newest first.
+        let list: Vec<Box<RawValue>> = c.call(methods::LIST, &ListParams { all }).await?;
+        let mut kept = Vec::with_capacity(list.len());
+        for raw in list {
+            if !filters.is_empty() {
+                let c: Json = serde_json::from_str(raw.get())
+                    .map_err(|e| Failure::new(format!("bad list reply from berthd: {e}")))?;
+                if !filters.keep(&c) {
+                    continue;
+                }
+            }
+            kept.push(raw);
+        }
+        if let Some(n) = if a.latest { Some(1) } else { a.last } {
+            kept.truncate(n);
+        }
+        say(&pretty_list(&kept))?;
+        return Ok(0);
+    }
     let list: Vec<Json> = c.call(methods::LIST, &ListParams { all }).await?;
     let mut list: Vec<Json> = list.into_iter().filter(|c| filters.keep(c)).collect();
     // Newest first; RFC 3339 times in UTC sort as text.
@@ -135,11 +166,6 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     list.sort_by(|x, y| created(y).cmp(created(x)));
     if let Some(n) = if a.latest { Some(1) } else { a.last } {
         list.truncate(n);
-    }
-    if a.json {
-        let text = serde_json::to_string_pretty(&list).map_err(|e| Failure::new(e.to_string()))?;
-        say(&text)?;
-        return Ok(0);
     }
     let now = SystemTime::now();
     let rows: Vec<Json> = list
@@ -165,6 +191,89 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
         out.push(format.render(r)?);
     }
     print_rows(&out, format.is_table()).map(|()| 0)
+}
+
+/// A JSON array of `items` as `serde_json::to_string_pretty` prints one,
+/// each item's text re-indented as it stands (its keys in berthd's order).
+fn pretty_list(items: &[Box<RawValue>]) -> String {
+    if items.is_empty() {
+        return "[]".to_string();
+    }
+    let mut out = String::with_capacity(items.iter().map(|i| i.get().len() * 2).sum());
+    out.push('[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        newline(&mut out, 1);
+        reindent(&mut out, item.get(), 1);
+    }
+    out.push_str("\n]");
+    out
+}
+
+/// Appends JSON text `raw` (already checked by serde_json) as its pretty
+/// printer writes it at nesting `depth`: two spaces per level, `"key":
+/// value`, empty arrays and objects as `[]` and `{}`. Strings are copied
+/// as they are, escapes included.
+fn reindent(out: &mut String, raw: &str, mut depth: usize) {
+    let b = raw.as_bytes();
+    let next_solid = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_whitespace) {
+            j += 1;
+        }
+        j
+    };
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while let Some(&s) = b.get(i) {
+                    match s {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                out.push_str(raw.get(start..=i).unwrap_or(&raw[start..]));
+            }
+            b'{' | b'[' => {
+                let close = if c == b'{' { b'}' } else { b']' };
+                let j = next_solid(i + 1);
+                out.push(char::from(c));
+                if b.get(j) == Some(&close) {
+                    out.push(char::from(close));
+                    i = j;
+                } else {
+                    depth += 1;
+                    newline(out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(out, depth);
+                out.push(char::from(c));
+            }
+            b',' => {
+                out.push(',');
+                newline(out, depth);
+            }
+            b':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            // Numbers, true, false, null: ASCII outside strings.
+            c => out.push(char::from(c)),
+        }
+        i += 1;
+    }
+}
+
+fn newline(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
 }
 
 /// Column titles, as Docker derives them from the field names.
@@ -318,6 +427,36 @@ fn ellipsis(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_raw_list_prints_as_serde_json_pretty_prints_it() {
+        let items = vec![
+            json!({"a": [], "b": {}, "c": {"d": [1, -2.5, null, true, false], "e": {"f": "g"}},
+                   "h": "quote \" back\\slash [x] {y} a,b c:d \u{1f600} \n\t\u{1}", "z": 0}),
+            json!({"only": [{"x": []}, {}]}),
+            json!([]),
+            json!("text"),
+        ];
+        let raw: Vec<Box<RawValue>> = items
+            .iter()
+            .map(|v| RawValue::from_string(serde_json::to_string(v).unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            pretty_list(&raw),
+            serde_json::to_string_pretty(&items).unwrap()
+        );
+        assert_eq!(
+            pretty_list(&[]),
+            serde_json::to_string_pretty(&Vec::<Json>::new()).unwrap()
+        );
+        // Text that came with spaces of its own is indented the same way.
+        let spaced = RawValue::from_string("{ \"a\" : [ 1 , 2 ] , \"b\" : { } }".into()).unwrap();
+        let value: Json = serde_json::from_str(spaced.get()).unwrap();
+        assert_eq!(
+            pretty_list(&[spaced]),
+            serde_json::to_string_pretty(&[value]).unwrap()
+        );
+    }
+
     use super::*;
 
     #[test]
