@@ -116,7 +116,11 @@ impl Entry {
                 s.exit.clone(),
                 s.started_at.clone(),
                 None,
-                Some(s.shim_pid),
+                // A shim that answered with the exit retires by itself
+                // (an exited container holds no process): whether its
+                // pid still lives is a race with the caller, so only the
+                // shim of a container not yet exited is shown.
+                (s.status != ShimStatus::Stopped).then_some(s.shim_pid),
             ),
             Phase::Gone { exit, reason } => (
                 exit.as_ref().map(|e| e.pid),
@@ -273,5 +277,40 @@ impl Registry {
                 .get_or_insert_with(|| Arc::new(watch::channel(()).0))
                 .subscribe()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shim_pid_is_shown_until_the_shim_answers_with_the_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let meta: ContainerMeta = serde_json::from_value(serde_json::json!({
+            "id": "a", "name": "a", "created_at": "", "command": [], "rootfs": "",
+            "log": {"max_size": 0, "max_files": 1}, "runtime": "runc",
+        }))
+        .unwrap();
+        let state = |status: &str, exit: serde_json::Value| -> ShimState {
+            serde_json::from_value(serde_json::json!({
+                "id": "a", "status": status, "pid": 10, "shim_pid": 9, "exit": exit,
+            }))
+            .unwrap()
+        };
+        let running = Entry::new(
+            meta.clone(),
+            Phase::Live(state("running", serde_json::Value::Null)),
+        );
+        assert_eq!(running.info(&root).shim_pid, Some(9));
+        let exit = serde_json::json!({"pid": 10, "exit_code": 3, "signal": null, "finished_at": "2026-01-01T00:00:00Z"});
+        let exited = Entry::new(meta, Phase::Live(state("stopped", exit)));
+        let info = exited.info(&root);
+        assert_eq!(info.shim_pid, None);
+        assert_eq!(
+            (info.status, info.exit_code),
+            (ContainerStatus::Exited, Some(3))
+        );
     }
 }
