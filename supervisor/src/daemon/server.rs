@@ -250,6 +250,8 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// Every method but `events` (a stream) and `list` (encoded without a
+/// `Value`), which `connection` answers itself.
 async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
     match req.method.as_str() {
         m::HELLO => {
@@ -295,7 +297,6 @@ async fn dispatch(d: &Arc<Daemon>, req: Request) -> Result<Value, RpcError> {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
             to_value(top::top(d, &id).await?)
         }
-        m::LIST => to_value(list(d, &req).await?),
         m::STATS => {
             let id = d.registry.resolve(&params::<Target>(&req)?.id)?;
             to_value(stats::stats(d, &id).await?)

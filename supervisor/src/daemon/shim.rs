@@ -84,39 +84,39 @@ pub async fn start_shim(
 
 /// Connects to a shim's control socket with a timeout.
 pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
-    let agent = concat!("berthd ", env!("CARGO_PKG_VERSION"));
-    match tokio::time::timeout(SHIM_TIMEOUT, RpcClient::connect(&paths.shim_sock(), agent)).await {
-        Ok(Ok(mut c)) => {
-            // runc start/kill/delete run inside the shim: allow for them.
-            c.set_timeout(SHIM_CALL_TIMEOUT);
-            Ok(c)
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(CallError::Transport(format!(
-            "shim at {} did not answer within {SHIM_TIMEOUT:?}",
-            paths.shim_sock().display()
-        ))),
-    }
+    let mut c = within_shim_timeout(paths, RpcClient::connect(&paths.shim_sock(), AGENT)).await?;
+    // runc start/kill/delete run inside the shim: allow for them.
+    c.set_timeout(SHIM_CALL_TIMEOUT);
+    Ok(c)
 }
 
 /// Connects to a shim's control socket and asks its `state`, the request
 /// sent with the hello (one wake of the shim instead of two: at start-up
 /// berthd adopts every shim at once), both within [`SHIM_TIMEOUT`].
 pub async fn connect_state(paths: &ContainerPaths) -> Result<(RpcClient, ShimState), CallError> {
-    let agent = concat!("berthd ", env!("CARGO_PKG_VERSION"));
     let sock = paths.shim_sock();
-    let call = RpcClient::connect_and_call(&sock, agent, shim_methods::STATE, &());
-    match tokio::time::timeout(SHIM_TIMEOUT, call).await {
-        Ok(Ok((mut c, state))) => {
-            c.set_timeout(SHIM_CALL_TIMEOUT);
-            Ok((c, state))
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(CallError::Transport(format!(
-            "shim at {} did not answer within {SHIM_TIMEOUT:?}",
-            sock.display()
-        ))),
-    }
+    let call = RpcClient::connect_and_call(&sock, AGENT, shim_methods::STATE, &());
+    let (mut c, state) = within_shim_timeout(paths, call).await?;
+    c.set_timeout(SHIM_CALL_TIMEOUT);
+    Ok((c, state))
+}
+
+/// How berthd introduces itself to a shim.
+const AGENT: &str = concat!("berthd ", env!("CARGO_PKG_VERSION"));
+
+/// `connecting`, given [`SHIM_TIMEOUT`] to answer.
+async fn within_shim_timeout<T>(
+    paths: &ContainerPaths,
+    connecting: impl std::future::Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    tokio::time::timeout(SHIM_TIMEOUT, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallError::Transport(format!(
+                "shim at {} did not answer within {SHIM_TIMEOUT:?}",
+                paths.shim_sock().display()
+            )))
+        })
 }
 
 /// Finds the runtime binary: a path as is, a bare name through PATH.
