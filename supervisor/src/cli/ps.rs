@@ -154,7 +154,9 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
         if let Some(n) = if a.latest { Some(1) } else { a.last } {
             kept.truncate(n);
         }
-        say(&pretty_list(&kept))?;
+        let text = pretty_list(&kept)
+            .map_err(|e| Failure::new(format!("bad list reply from berthd: {e}")))?;
+        say(&text)?;
         return Ok(0);
     }
     let list: Vec<Json> = c.call(methods::LIST, &ListParams { all }).await?;
@@ -194,86 +196,25 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
 }
 
 /// A JSON array of `items` as `serde_json::to_string_pretty` prints one,
-/// each item's text re-indented as it stands (its keys in berthd's order).
-fn pretty_list(items: &[Box<RawValue>]) -> String {
-    if items.is_empty() {
-        return "[]".to_string();
-    }
-    let mut out = String::with_capacity(items.iter().map(|i| i.get().len() * 2).sum());
-    out.push('[');
+/// each item's keys in berthd's order: the items' text is streamed through
+/// serde_json's pretty printer (serde-transcode), never built into `Value`s.
+fn pretty_list(items: &[Box<RawValue>]) -> Result<String, serde_json::Error> {
+    let mut joined =
+        String::with_capacity(items.iter().map(|i| i.get().len() + 1).sum::<usize>() + 2);
+    joined.push('[');
     for (n, item) in items.iter().enumerate() {
         if n > 0 {
-            out.push(',');
+            joined.push(',');
         }
-        newline(&mut out, 1);
-        reindent(&mut out, item.get(), 1);
+        joined.push_str(item.get());
     }
-    out.push_str("\n]");
-    out
-}
-
-/// Appends JSON text `raw` (already checked by serde_json) as its pretty
-/// printer writes it at nesting `depth`: two spaces per level, `"key":
-/// value`, empty arrays and objects as `[]` and `{}`. Strings are copied
-/// as they are, escapes included.
-fn reindent(out: &mut String, raw: &str, mut depth: usize) {
-    let b = raw.as_bytes();
-    let next_solid = |mut j: usize| {
-        while b.get(j).is_some_and(u8::is_ascii_whitespace) {
-            j += 1;
-        }
-        j
-    };
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => {
-                let start = i;
-                i += 1;
-                while let Some(&s) = b.get(i) {
-                    match s {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-                out.push_str(raw.get(start..=i).unwrap_or(&raw[start..]));
-            }
-            b'{' | b'[' => {
-                let close = if c == b'{' { b'}' } else { b']' };
-                let j = next_solid(i + 1);
-                out.push(char::from(c));
-                if b.get(j) == Some(&close) {
-                    out.push(char::from(close));
-                    i = j;
-                } else {
-                    depth += 1;
-                    newline(out, depth);
-                }
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(out, depth);
-                out.push(char::from(c));
-            }
-            b',' => {
-                out.push(',');
-                newline(out, depth);
-            }
-            b':' => out.push_str(": "),
-            c if c.is_ascii_whitespace() => {}
-            // Numbers, true, false, null: ASCII outside strings.
-            c => out.push(char::from(c)),
-        }
-        i += 1;
-    }
-}
-
-fn newline(out: &mut String, depth: usize) {
-    out.push('\n');
-    for _ in 0..depth {
-        out.push_str("  ");
-    }
+    joined.push(']');
+    let mut out = Vec::with_capacity(joined.len() * 2);
+    let mut ser = serde_json::Serializer::pretty(&mut out);
+    serde_transcode::transcode(&mut serde_json::Deserializer::from_str(&joined), &mut ser)?;
+    // serde_json writes UTF-8; the lossy path is never taken.
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Column titles, as Docker derives them from the field names.
@@ -441,18 +382,18 @@ mod tests {
             .map(|v| RawValue::from_string(serde_json::to_string(v).unwrap()).unwrap())
             .collect();
         assert_eq!(
-            pretty_list(&raw),
+            pretty_list(&raw).unwrap(),
             serde_json::to_string_pretty(&items).unwrap()
         );
         assert_eq!(
-            pretty_list(&[]),
+            pretty_list(&[]).unwrap(),
             serde_json::to_string_pretty(&Vec::<Json>::new()).unwrap()
         );
         // Text that came with spaces of its own is indented the same way.
         let spaced = RawValue::from_string("{ \"a\" : [ 1 , 2 ] , \"b\" : { } }".into()).unwrap();
         let value: Json = serde_json::from_str(spaced.get()).unwrap();
         assert_eq!(
-            pretty_list(&[spaced]),
+            pretty_list(&[spaced]).unwrap(),
             serde_json::to_string_pretty(&[value]).unwrap()
         );
     }
