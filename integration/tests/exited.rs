@@ -35,7 +35,10 @@ fn run_to_exit(env: &Env, first: bool) -> i64 {
     let shim = env.inspect("ex")["shim_pid"]
         .as_i64()
         .expect("a running container's shim pid");
-    env.ok(&["exec", "ex", "touch", "/go"]);
+    // Detached: the container exits as soon as /go exists, and its exit
+    // kills whatever still runs in it, possibly `touch` itself before it
+    // returns (exit 137, seen under CI load). The exec is only the trigger.
+    env.ok(&["exec", "-d", "ex", "touch", "/go"]);
     env.wait_until(10, "the exited container's shim to go", || gone(shim));
     shim
 }
