@@ -90,8 +90,9 @@ pub fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Parses a JSON payload, saying what was wrong with it.
-pub fn decode_json<T: serde::de::DeserializeOwned>(frame: &Frame) -> Result<T> {
+/// Parses a JSON payload (which `T` may borrow from), saying what was
+/// wrong with it.
+pub fn decode_json<'de, T: serde::Deserialize<'de>>(frame: &'de Frame) -> Result<T> {
     if frame.tag != TAG_JSON {
         return Err(Error::Protocol(format!(
             "expected a JSON frame, got tag {}",

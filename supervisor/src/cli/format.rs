@@ -53,8 +53,13 @@ impl Format {
 
     /// Renders one item.
     pub fn render(&self, item: &Json) -> Result<String, Failure> {
+        self.render_value(to_gtmpl(item))
+    }
+
+    /// Renders one item given as the template engine's value.
+    pub fn render_value(&self, item: Value) -> Result<String, Failure> {
         self.tmpl
-            .render(&Context::from(to_gtmpl(item)))
+            .render(&Context::from(item))
             .map_err(|e| Failure::new(format!("--format: {e}")))
     }
 }
@@ -62,19 +67,19 @@ impl Format {
 /// Prints rendered rows, each followed by a newline; a table's columns are
 /// aligned (tab-separated cells, padded by 3 as Docker's tabwriter, widths
 /// counted in displayed characters). A reader that went away ends the
-/// output quietly.
-pub fn print_rows(rows: &[String], table: bool) -> Result<(), Failure> {
-    let stdout = std::io::stdout();
-    let out = stdout.lock();
+/// output quietly. Written through a buffer: stdout alone makes a write
+/// of each line, thousands of them for `ps` at thousands of containers.
+pub fn print_rows<R: AsRef<str>>(rows: &[R], table: bool) -> Result<(), Failure> {
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let result = if table {
         let mut tw = tabwriter::TabWriter::new(out).minwidth(10).padding(3);
         rows.iter()
-            .try_for_each(|r| writeln!(tw, "{r}"))
+            .try_for_each(|r| writeln!(tw, "{}", r.as_ref()))
             .and_then(|()| tw.flush())
     } else {
         let mut out = out;
         rows.iter()
-            .try_for_each(|r| writeln!(out, "{r}"))
+            .try_for_each(|r| writeln!(out, "{}", r.as_ref()))
             .and_then(|()| out.flush())
     };
     match result {

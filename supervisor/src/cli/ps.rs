@@ -4,16 +4,23 @@
 //! label=`, `--format` (a Go template, `table ...`, or `json`), and
 //! berth's own `--json` (the API's objects, unchanged). Newest first.
 
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use serde::de::IntoDeserializer;
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use super::format::{print_rows, Format};
-use super::{connect, say, Failure, Outcome};
+use super::{connect, Failure, Outcome};
 use crate::api::{methods, ContainerStatus, ListParams};
+use crate::rpc;
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -43,8 +50,109 @@ pub struct PsArgs {
     json: bool,
 }
 
-/// Docker's default `ps` table, less IMAGE and PORTS until containers have them.
+/// Docker's default `ps` table, less IMAGE and PORTS until containers
+/// have them: what [`Row::default_line`] lays out without the template
+/// engine.
+#[cfg(test)]
 const DEFAULT_TABLE: &str = "table {{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}";
+
+/// Text of berthd's reply, borrowed from it when it has no escapes.
+#[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One container of berthd's `list`: the fields `ps` shows or filters
+/// by, decoded straight from the reply (building a `serde_json::Value`
+/// of each container first was most of the CLI's time at thousands).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Listed<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    status: Text<'a>,
+    exit_code: Option<i64>,
+    #[serde(borrow)]
+    created_at: Text<'a>,
+    #[serde(borrow)]
+    started_at: Option<Text<'a>>,
+    #[serde(borrow)]
+    finished_at: Option<Text<'a>>,
+    #[serde(borrow)]
+    command: Vec<Text<'a>>,
+    #[serde(borrow)]
+    image: Option<Text<'a>>,
+    #[serde(borrow)]
+    options: ListedOptions<'a>,
+    /// `{"mode": ...}` when berthd sends it (`inspect` does, `list` not).
+    network: Option<Json>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ListedOptions<'a> {
+    #[serde(borrow)]
+    labels: BTreeMap<Text<'a>, Text<'a>>,
+    #[serde(borrow)]
+    publish: Vec<ListedPort<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ListedPort<'a> {
+    #[serde(borrow)]
+    host_ip: Option<Text<'a>>,
+    host_port: u64,
+    container_port: u64,
+    #[serde(borrow)]
+    protocol: Option<Text<'a>>,
+}
+
+impl Listed<'_> {
+    /// The status as this build knows it; `None` for a word of a newer
+    /// berthd.
+    fn known_status(&self) -> Option<ContainerStatus> {
+        let word: serde::de::value::StrDeserializer<serde::de::value::Error> =
+            (*self.status).into_deserializer();
+        ContainerStatus::deserialize(word).ok()
+    }
+}
 
 /// Parsed `--filter`s: values of one key are alternatives, keys combine.
 #[derive(Debug, Default)]
@@ -111,20 +219,19 @@ impl Filters {
             && self.label.is_empty()
     }
 
-    fn keep(&self, c: &Json) -> bool {
-        let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("");
-        let labels = labels_of(c);
-        (self.status.is_empty() || self.status.iter().any(|v| v == s("status")))
-            && (self.name.is_empty() || self.name.iter().any(|v| s("name").contains(v.as_str())))
-            && (self.id.is_empty() || self.id.iter().any(|v| s("id").starts_with(v.as_str())))
-            && self.label.iter().all(|(k, v)| {
-                let have = labels.and_then(|l| l.get(k)).and_then(Json::as_str);
-                match (have, v) {
-                    (Some(h), Some(v)) => h == v,
+    fn keep(&self, c: &Listed) -> bool {
+        let labels = &c.options.labels;
+        (self.status.is_empty() || self.status.iter().any(|v| **v == *c.status))
+            && (self.name.is_empty() || self.name.iter().any(|v| c.name.contains(v.as_str())))
+            && (self.id.is_empty() || self.id.iter().any(|v| c.id.starts_with(v.as_str())))
+            && self
+                .label
+                .iter()
+                .all(|(k, v)| match (labels.get(k.as_str()), v) {
+                    (Some(h), Some(v)) => **h == **v,
                     (Some(_), None) => true,
                     (None, _) => false,
-                }
-            })
+                })
     }
 }
 
@@ -133,159 +240,222 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     let format = a.format.as_deref().map(Format::parse).transpose()?;
     // -n, -l and a status filter look at every container, as Docker's do.
     let all = a.all || a.latest || a.last.is_some() || !filters.status.is_empty();
+    let last = if a.latest { Some(1) } else { a.last };
     let mut c = connect(root).await?;
+    // The reply is decoded in place: its containers' text is borrowed.
+    let frame = c.call_frame(methods::LIST, &ListParams { all }).await?;
+    let bad = |e: serde_json::Error| Failure::new(format!("bad list reply from berthd: {e}"));
     if a.json {
-        // berthd's own objects, as it encoded them: each is parsed only
-        // when a filter must look at it, and printed by re-indenting its
-        // text (at thousands of containers, building a `Value` of each to
-        // print it was most of the CLI's time). berthd lists newest first.
-        let list: Vec<Box<RawValue>> = c.call(methods::LIST, &ListParams { all }).await?;
+        // berthd's own objects, as it encoded them (newest first): each
+        // is decoded only when a filter must look at it, and printed by
+        // streaming its text through serde_json's pretty printer.
+        let list: Vec<&RawValue> = rpc::decode_reply(methods::LIST, &frame)?;
         let mut kept = Vec::with_capacity(list.len());
         for raw in list {
-            if !filters.is_empty() {
-                let c: Json = serde_json::from_str(raw.get())
-                    .map_err(|e| Failure::new(format!("bad list reply from berthd: {e}")))?;
-                if !filters.keep(&c) {
-                    continue;
-                }
+            if !filters.is_empty() && !filters.keep(&serde_json::from_str(raw.get()).map_err(bad)?)
+            {
+                continue;
             }
             kept.push(raw);
         }
-        if let Some(n) = if a.latest { Some(1) } else { a.last } {
+        if let Some(n) = last {
             kept.truncate(n);
         }
-        let text = pretty_list(&kept)
-            .map_err(|e| Failure::new(format!("bad list reply from berthd: {e}")))?;
-        say(&text)?;
-        return Ok(0);
+        return print_pretty(&kept).map(|()| 0);
     }
-    let list: Vec<Json> = c.call(methods::LIST, &ListParams { all }).await?;
-    let mut list: Vec<Json> = list.into_iter().filter(|c| filters.keep(c)).collect();
+    let list: Vec<Listed> = rpc::decode_reply(methods::LIST, &frame)?;
+    let mut list: Vec<Listed> = list.into_iter().filter(|c| filters.keep(c)).collect();
     // Newest first; RFC 3339 times in UTC sort as text.
-    fn created(c: &Json) -> &str {
-        c.get("created_at").and_then(Json::as_str).unwrap_or("")
-    }
-    list.sort_by(|x, y| created(y).cmp(created(x)));
-    if let Some(n) = if a.latest { Some(1) } else { a.last } {
+    list.sort_by(|x, y| y.created_at.cmp(&x.created_at));
+    if let Some(n) = last {
         list.truncate(n);
     }
-    let now = SystemTime::now();
-    let rows: Vec<Json> = list
-        .iter()
-        .map(|c| docker_row(c, now, a.no_trunc))
-        .collect();
     if a.quiet {
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r["ID"].as_str().unwrap_or("").to_string())
-            .collect();
+        let ids: Vec<&str> = list.iter().map(|c| short_id(&c.id, a.no_trunc)).collect();
         return print_rows(&ids, false).map(|()| 0);
     }
-    let format = match format {
-        Some(f) => f,
-        None => Format::parse(DEFAULT_TABLE)?,
+    let now = SystemTime::now();
+    let rows = list.iter().map(|c| Row::of(c, now, a.no_trunc));
+    let out: Vec<String> = match format {
+        // Docker's default table, laid out directly: the same text its
+        // template renders (a unit test holds the two together).
+        None => std::iter::once(Row::header().default_line())
+            .chain(rows.map(|r| r.default_line()))
+            .collect(),
+        Some(format) => {
+            let mut out = Vec::with_capacity(list.len() + 1);
+            if format.is_table() {
+                out.push(format.render_value(Row::header().to_gtmpl())?);
+            }
+            for r in rows {
+                out.push(format.render_value(r.to_gtmpl())?);
+            }
+            return print_rows(&out, format.is_table()).map(|()| 0);
+        }
     };
-    let mut out = Vec::with_capacity(rows.len() + 1);
-    if format.is_table() {
-        out.push(format.render(&header())?);
+    print_rows(&out, true).map(|()| 0)
+}
+
+/// The ID as `ps` shows it: 12 characters unless `--no-trunc`.
+fn short_id(id: &str, no_trunc: bool) -> &str {
+    match id.char_indices().nth(12) {
+        Some((at, _)) if !no_trunc => &id[..at],
+        _ => id,
     }
-    for r in &rows {
-        out.push(format.render(r)?);
-    }
-    print_rows(&out, format.is_table()).map(|()| 0)
 }
 
 /// A JSON array of `items` as `serde_json::to_string_pretty` prints one,
-/// each item's keys in berthd's order: the items' text is streamed through
-/// serde_json's pretty printer (serde-transcode), never built into `Value`s.
-fn pretty_list(items: &[Box<RawValue>]) -> Result<String, serde_json::Error> {
-    let mut joined =
-        String::with_capacity(items.iter().map(|i| i.get().len() + 1).sum::<usize>() + 2);
-    joined.push('[');
-    for (n, item) in items.iter().enumerate() {
-        if n > 0 {
-            joined.push(',');
+/// each item's keys in berthd's order, and a newline, on stdout.
+fn print_pretty(items: &[&RawValue]) -> Result<(), Failure> {
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match write_pretty(out, items) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(format!("cannot write to stdout: {e}")))
         }
-        joined.push_str(item.get());
+        _ => Ok(()),
     }
-    joined.push(']');
-    let mut out = Vec::with_capacity(joined.len() * 2);
-    let mut ser = serde_json::Serializer::pretty(&mut out);
-    serde_transcode::transcode(&mut serde_json::Deserializer::from_str(&joined), &mut ser)?;
-    // serde_json writes UTF-8; the lossy path is never taken.
-    Ok(String::from_utf8(out)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// Column titles, as Docker derives them from the field names.
-fn header() -> Json {
-    json!({
-        "ID": "CONTAINER ID", "Names": "NAMES", "Command": "COMMAND",
-        "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "State": "STATE",
-        "Status": "STATUS", "Image": "IMAGE", "Ports": "PORTS",
-        "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Size": "SIZE",
-    })
+/// [`print_pretty`] to `out`: the items' text is streamed through
+/// serde_json's pretty printer (serde-transcode), never built into
+/// `Value`s or copied into one string first.
+fn write_pretty<W: Write>(out: W, items: &[&RawValue]) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::pretty(out);
+    Items(items)
+        .serialize(&mut ser)
+        .map_err(std::io::Error::from)?;
+    let mut out = ser.into_inner();
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
-/// One container as `docker ps --format` sees it.
-fn docker_row(c: &Json, now: SystemTime, no_trunc: bool) -> Json {
-    let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("").to_string();
-    let id = s("id");
-    let command: Vec<String> = c
-        .get("command")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let command =
-        shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
-    let labels = labels_of(c)
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    json!({
-        "ID": if no_trunc { id.clone() } else { id.chars().take(12).collect() },
-        "Names": s("name"),
-        "Command": format!("\"{}\"", if no_trunc { command } else { ellipsis(&command, 20) }),
-        "CreatedAt": docker_time(&s("created_at")),
-        "RunningFor": since(&s("created_at"), now).map(|d| format!("{d} ago")).unwrap_or_default(),
-        "State": s("status"),
-        "Status": status_text_at(c, now),
-        "Image": c.get("image").and_then(Json::as_str).unwrap_or(""),
-        "Ports": c.pointer("/options/publish").map(port_text).unwrap_or_default(),
-        "Labels": labels,
-        "Mounts": "",
-        "Networks": c.pointer("/network/mode").map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string())).unwrap_or_default(),
-        "Size": "",
-    })
+/// Raw JSON values serialized as a sequence, each transcoded from its text.
+struct Items<'a>(&'a [&'a RawValue]);
+
+impl Serialize for Items<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            let mut de = serde_json::Deserializer::from_str(item.get());
+            seq.serialize_element(&serde_transcode::Transcoder::new(&mut de))?;
+        }
+        seq.end()
+    }
 }
 
-/// The container's labels (`run -l K=V`), as berthd reports them.
-fn labels_of(c: &Json) -> Option<&serde_json::Map<String, Json>> {
-    c.pointer("/options/labels").and_then(Json::as_object)
+/// Docker's `ps --format` fields, in one place: the key a template
+/// names and the header title Docker derives from it.
+const COLUMNS: [(&str, &str); 13] = [
+    ("ID", "CONTAINER ID"),
+    ("Names", "NAMES"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Image", "IMAGE"),
+    ("Ports", "PORTS"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("Size", "SIZE"),
+];
+const ID: usize = 0;
+const NAMES: usize = 1;
+const COMMAND: usize = 2;
+const RUNNING_FOR: usize = 4;
+const STATUS: usize = 6;
+
+/// One container as `docker ps --format` sees it: the text of each of
+/// `COLUMNS`, in order.
+#[derive(Debug)]
+struct Row([String; 13]);
+
+impl Row {
+    /// The column titles.
+    fn header() -> Row {
+        Row(COLUMNS.map(|(_, title)| title.to_string()))
+    }
+
+    fn of(c: &Listed, now: SystemTime, no_trunc: bool) -> Row {
+        let command: Vec<&str> = c.command.iter().map(|a| &**a).collect();
+        let command =
+            shlex::try_join(command.iter().copied()).unwrap_or_else(|_| command.join(" "));
+        let labels = c
+            .options
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", &**k, &**v))
+            .collect::<Vec<_>>()
+            .join(",");
+        let network = c
+            .network
+            .as_ref()
+            .and_then(|n| n.get("mode"))
+            .map(|m| {
+                m.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| m.to_string())
+            })
+            .unwrap_or_default();
+        Row([
+            short_id(&c.id, no_trunc).to_string(),
+            c.name.to_string(),
+            format!(
+                "\"{}\"",
+                if no_trunc {
+                    command
+                } else {
+                    ellipsis(&command, 20)
+                }
+            ),
+            docker_time(&c.created_at),
+            since(&c.created_at, now)
+                .map(|d| format!("{d} ago"))
+                .unwrap_or_default(),
+            c.status.to_string(),
+            status_text_at(c, now),
+            c.image.as_deref().unwrap_or("").to_string(),
+            port_text(&c.options.publish),
+            labels,
+            String::new(),
+            network,
+            String::new(),
+        ])
+    }
+
+    /// The line `DEFAULT_TABLE` renders.
+    fn default_line(&self) -> String {
+        let c = &self.0;
+        [ID, COMMAND, RUNNING_FOR, STATUS, NAMES]
+            .map(|i| c[i].as_str())
+            .join("\t")
+    }
+
+    /// The row as the template engine's value: an object of `COLUMNS`.
+    fn to_gtmpl(&self) -> gtmpl::Value {
+        gtmpl::Value::Object(
+            COLUMNS
+                .iter()
+                .zip(&self.0)
+                .map(|((key, _), v)| (key.to_string(), gtmpl::Value::String(v.clone())))
+                .collect(),
+        )
+    }
 }
 
 /// Docker's PORTS: "0.0.0.0:8080->80/tcp, ...".
-fn port_text(v: &Json) -> String {
-    let Some(ports) = v.as_array() else {
-        return String::new();
-    };
+fn port_text(ports: &[ListedPort]) -> String {
     ports
         .iter()
         .map(|p| {
             let ip = p
-                .get("host_ip")
-                .and_then(Json::as_str)
+                .host_ip
+                .as_deref()
                 .filter(|s| !s.is_empty())
                 .unwrap_or("0.0.0.0");
-            let proto = p.get("protocol").and_then(Json::as_str).unwrap_or("tcp");
-            format!(
-                "{ip}:{}->{}/{proto}",
-                p.get("host_port").and_then(Json::as_u64).unwrap_or(0),
-                p.get("container_port").and_then(Json::as_u64).unwrap_or(0)
-            )
+            let proto = p.protocol.as_deref().unwrap_or("tcp");
+            format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -293,30 +463,28 @@ fn port_text(v: &Json) -> String {
 
 /// `docker ps`'s STATUS: "Up 3 minutes", "Exited (3) 2 minutes ago",
 /// "Created", "Up 5 seconds (Paused)"; other states capitalized.
-fn status_text_at(c: &Json, now: SystemTime) -> String {
-    let s = |k: &str| c.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+fn status_text_at(c: &Listed, now: SystemTime) -> String {
     let up = || {
-        since(&s("started_at"), now)
+        c.started_at
+            .as_deref()
+            .and_then(|t| since(t, now))
             .map(|d| format!("Up {d}"))
             .unwrap_or_else(|| "Up".into())
     };
-    match ContainerStatus::of(c) {
+    match c.known_status() {
         Some(ContainerStatus::Running) => up(),
         Some(ContainerStatus::Paused) => format!("{} (Paused)", up()),
         Some(ContainerStatus::Created) => "Created".into(),
         Some(ContainerStatus::Exited) => {
-            let code = c
-                .get("exit_code")
-                .and_then(Json::as_i64)
-                .map_or("?".to_string(), |c| c.to_string());
-            match since(&s("finished_at"), now) {
+            let code = c.exit_code.map_or("?".to_string(), |c| c.to_string());
+            match c.finished_at.as_deref().and_then(|t| since(t, now)) {
                 Some(d) => format!("Exited ({code}) {d} ago"),
                 None => format!("Exited ({code})"),
             }
         }
         // Creating, Restoring, Unknown, or a word a newer berthd sent.
         _ => {
-            let mut w = s("status");
+            let mut w = c.status.to_string();
             if let Some(f) = w.get_mut(0..1) {
                 f.make_ascii_uppercase();
             }
@@ -368,6 +536,15 @@ fn ellipsis(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pretty(items: &[&RawValue]) -> String {
+        let mut out = Vec::new();
+        write_pretty(&mut out, items).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn a_raw_list_prints_as_serde_json_pretty_prints_it() {
         let items = vec![
@@ -377,33 +554,47 @@ mod tests {
             json!([]),
             json!("text"),
         ];
-        let raw: Vec<Box<RawValue>> = items
+        let texts: Vec<String> = items
             .iter()
-            .map(|v| RawValue::from_string(serde_json::to_string(v).unwrap()).unwrap())
+            .map(|v| serde_json::to_string(v).unwrap())
+            .collect();
+        let raw: Vec<&RawValue> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
             .collect();
         assert_eq!(
-            pretty_list(&raw).unwrap(),
-            serde_json::to_string_pretty(&items).unwrap()
+            pretty(&raw),
+            serde_json::to_string_pretty(&items).unwrap() + "\n"
         );
         assert_eq!(
-            pretty_list(&[]).unwrap(),
-            serde_json::to_string_pretty(&Vec::<Json>::new()).unwrap()
+            pretty(&[]),
+            serde_json::to_string_pretty(&Vec::<Json>::new()).unwrap() + "\n"
         );
         // Text that came with spaces of its own is indented the same way.
-        let spaced = RawValue::from_string("{ \"a\" : [ 1 , 2 ] , \"b\" : { } }".into()).unwrap();
-        let value: Json = serde_json::from_str(spaced.get()).unwrap();
+        let text = "{ \"a\" : [ 1 , 2 ] , \"b\" : { } }";
+        let spaced: &RawValue = serde_json::from_str(text).unwrap();
+        let value: Json = serde_json::from_str(text).unwrap();
         assert_eq!(
-            pretty_list(&[spaced]).unwrap(),
-            serde_json::to_string_pretty(&[value]).unwrap()
+            pretty(&[spaced]),
+            serde_json::to_string_pretty(&[value]).unwrap() + "\n"
         );
     }
 
-    use super::*;
+    /// `c` as `ps` decodes it from berthd's reply.
+    fn with_listed<T>(c: &Json, f: impl FnOnce(&Listed) -> T) -> T {
+        let text = c.to_string();
+        f(&serde_json::from_str(&text).unwrap())
+    }
+
+    fn cell<'a>(r: &'a Row, key: &str) -> &'a str {
+        let i = COLUMNS.iter().position(|(k, _)| *k == key).unwrap();
+        &r.0[i]
+    }
 
     #[test]
     fn status_words_like_docker() {
         let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
-        let c = |v: Json| status_text_at(&v, now);
+        let c = |v: Json| with_listed(&v, |l| status_text_at(l, now));
         assert_eq!(
             c(json!({"status": "running", "started_at": "2026-11-28T11:57:00Z"})),
             "Up 3 minutes"
@@ -416,6 +607,7 @@ mod tests {
             c(json!({"status": "running", "started_at": "2026-11-28T11:59:59.6Z"})),
             "Up Less than a second"
         );
+        assert_eq!(c(json!({"status": "running", "started_at": null})), "Up");
         assert_eq!(
             c(json!({"status": "exited", "exit_code": 3, "finished_at": "2026-11-28T11:58:00Z"})),
             "Exited (3) 2 minutes ago"
@@ -424,41 +616,122 @@ mod tests {
             c(json!({"status": "exited", "exit_code": 0, "finished_at": "2026-11-28T11:00:00Z"})),
             "Exited (0) 1 hour ago"
         );
+        assert_eq!(
+            c(json!({"status": "exited", "exit_code": null})),
+            "Exited (?)"
+        );
         assert_eq!(c(json!({"status": "created"})), "Created");
         assert_eq!(
             c(json!({"status": "paused", "started_at": "2026-11-28T11:59:58Z"})),
             "Up 2 seconds (Paused)"
         );
         assert_eq!(c(json!({"status": "unknown"})), "Unknown");
+        assert_eq!(c(json!({"status": "hibernating"})), "Hibernating");
+    }
+
+    fn info() -> Json {
+        json!({"id": "0123456789abcdef", "name": "web", "status": "running",
+            "created_at": "2026-11-28T11:00:00Z", "command": ["sh", "-c", "echo a; exit 3"],
+            "exit_code": null, "started_at": "2026-11-28T11:30:00Z",
+            "options": {"labels": {"tier": "db", "a": "x=y"}, "publish": [
+                {"host_ip": "", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
+                {"host_ip": "127.0.0.1", "host_port": 53, "container_port": 5353, "protocol": "udp"}]}})
     }
 
     #[test]
     fn rows_quote_and_cut_commands_and_filters_combine() {
         let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
-        let info = json!({"id": "0123456789abcdef", "name": "web", "status": "running",
-            "created_at": "2026-11-28T11:00:00Z", "command": ["sh", "-c", "echo a; exit 3"],
-            "options": {"labels": {"tier": "db"}, "publish": [
-                {"host_ip": "", "host_port": 8080, "container_port": 80, "protocol": "tcp"}]}});
-        let r = docker_row(&info, now, false);
-        assert_eq!(r["ID"], "0123456789ab");
-        assert_eq!(r["Command"], "\"sh -c 'echo a; exit…\"");
-        assert_eq!(r["RunningFor"], "1 hour ago");
-        assert_eq!(r["Ports"], "0.0.0.0:8080->80/tcp");
-        assert_eq!(r["Labels"], "tier=db");
-        assert_eq!(r["CreatedAt"], "2026-11-28 11:00:00 +0000 UTC");
-        let r = docker_row(&info, now, true);
-        assert_eq!(r["ID"], "0123456789abcdef");
-        assert_eq!(r["Command"], "\"sh -c 'echo a; exit 3'\"");
+        let info = info();
+        let r = with_listed(&info, |l| Row::of(l, now, false));
+        assert_eq!(cell(&r, "ID"), "0123456789ab");
+        assert_eq!(cell(&r, "Names"), "web");
+        assert_eq!(cell(&r, "Command"), "\"sh -c 'echo a; exit…\"");
+        assert_eq!(cell(&r, "RunningFor"), "1 hour ago");
+        assert_eq!(cell(&r, "Status"), "Up 30 minutes");
+        assert_eq!(cell(&r, "State"), "running");
+        assert_eq!(
+            cell(&r, "Ports"),
+            "0.0.0.0:8080->80/tcp, 127.0.0.1:53->5353/udp"
+        );
+        assert_eq!(cell(&r, "Labels"), "a=x=y,tier=db");
+        assert_eq!(cell(&r, "CreatedAt"), "2026-11-28 11:00:00 +0000 UTC");
+        assert_eq!(cell(&r, "Networks"), "");
+        let r = with_listed(&info, |l| Row::of(l, now, true));
+        assert_eq!(cell(&r, "ID"), "0123456789abcdef");
+        assert_eq!(cell(&r, "Command"), "\"sh -c 'echo a; exit 3'\"");
+        let with_net = json!({"id": "ab", "status": "running", "network": {"mode": "bridge"}});
+        let r = with_listed(&with_net, |l| Row::of(l, now, false));
+        assert_eq!(cell(&r, "Networks"), "bridge");
+        assert_eq!(cell(&r, "ID"), "ab");
 
         let f = |specs: &[&str]| {
             Filters::parse(&specs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
         };
-        assert!(f(&["status=running", "status=exited"]).keep(&info));
-        assert!(!f(&["status=exited"]).keep(&info));
-        assert!(f(&["name=we", "label=tier=db", "id=0123"]).keep(&info));
-        assert!(!f(&["label=tier=web"]).keep(&info));
-        assert!(f(&["label=tier"]).keep(&info));
+        let keep = |filters: Filters| with_listed(&info, |l| filters.keep(l));
+        assert!(keep(f(&["status=running", "status=exited"])));
+        assert!(!keep(f(&["status=exited"])));
+        assert!(keep(f(&["name=we", "label=tier=db", "id=0123"])));
+        assert!(!keep(f(&["name=db"])));
+        assert!(!keep(f(&["id=123"])));
+        assert!(!keep(f(&["label=tier=web"])));
+        assert!(keep(f(&["label=tier"])));
+        assert!(!keep(f(&["label=zone"])));
         assert!(Filters::parse(&["status=nope".into()]).is_err());
         assert!(Filters::parse(&["color=red".into()]).is_err());
+    }
+
+    #[test]
+    fn the_default_table_is_what_its_template_renders() {
+        let now = humantime::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+        let table = Format::parse(DEFAULT_TABLE).unwrap();
+        let header = Row::header();
+        assert_eq!(
+            table.render_value(header.to_gtmpl()).unwrap(),
+            header.default_line()
+        );
+        assert_eq!(
+            header.default_line(),
+            "CONTAINER ID\tCOMMAND\tCREATED\tSTATUS\tNAMES"
+        );
+        let odd = json!({"id": "ff", "name": "n\"q", "status": "exited", "exit_code": 137,
+            "created_at": "2026-11-28T11:59:00Z", "finished_at": "2026-11-28T11:59:30Z",
+            "command": ["printf", "%s\t{{.ID}}", "é <&>"]});
+        for c in [info(), odd] {
+            for no_trunc in [false, true] {
+                let r = with_listed(&c, |l| Row::of(l, now, no_trunc));
+                assert_eq!(
+                    table.render_value(r.to_gtmpl()).unwrap(),
+                    r.default_line(),
+                    "{c}"
+                );
+            }
+        }
+        // A user's template sees every column (`json` prints them all).
+        let all = Format::parse("json").unwrap();
+        let r = with_listed(&info(), |l| Row::of(l, now, false));
+        let printed: Json = serde_json::from_str(&all.render_value(r.to_gtmpl()).unwrap()).unwrap();
+        assert_eq!(printed.as_object().unwrap().len(), COLUMNS.len());
+        assert_eq!(printed["Image"], "");
+    }
+
+    #[test]
+    fn text_is_borrowed_unless_escaped() {
+        let text =
+            r#"{"id": "abc", "name": "a\"b", "command": ["x", "y\nz"], "status": "created"}"#;
+        let l: Listed = serde_json::from_str(text).unwrap();
+        assert!(matches!(l.id.0, Cow::Borrowed("abc")));
+        assert!(matches!(&l.name.0, Cow::Owned(n) if n == "a\"b"));
+        assert_eq!(&*l.command[1], "y\nz");
+        assert_eq!(l.known_status(), Some(ContainerStatus::Created));
+        // A reply of the wrong shape is an error, not a row of blanks.
+        assert!(serde_json::from_str::<Listed>(r#"{"id": 3}"#).is_err());
+    }
+
+    #[test]
+    fn ids_are_cut_at_twelve_characters() {
+        assert_eq!(short_id("0123456789abcdef", false), "0123456789ab");
+        assert_eq!(short_id("0123456789abcdef", true), "0123456789abcdef");
+        assert_eq!(short_id("0123456789ab", false), "0123456789ab");
+        assert_eq!(short_id("short", false), "short");
     }
 }

@@ -12,6 +12,7 @@ pub mod events;
 mod exec;
 mod image;
 mod lifecycle;
+mod listing;
 mod netsetup;
 pub mod notify;
 mod pause;

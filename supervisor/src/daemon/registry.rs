@@ -104,44 +104,65 @@ impl Entry {
         }
     }
 
-    /// The API's view of the entry.
-    pub fn info(&self, root: &Root) -> ContainerInfo {
-        let paths = root.container(&self.meta.id);
-        let status = self.info_status();
-        let (pid, exit, started_at, reason, shim_pid) = match &self.phase {
-            Phase::Creating | Phase::Restoring | Phase::Unstarted => (None, None, None, None, None),
-            Phase::Unknown { reason, .. } => (None, None, None, Some(reason.clone()), None),
-            Phase::Live(s) => (
-                Some(s.pid),
-                s.exit.clone(),
-                s.started_at.clone(),
-                None,
+    /// What the phase says of the container's last or current run,
+    /// borrowed: `info` copies it, berthd's `list` encodes it in place.
+    pub fn facts(&self) -> RunFacts<'_> {
+        let none = RunFacts {
+            pid: None,
+            exit: None,
+            started_at: None,
+            reason: None,
+            shim_pid: None,
+        };
+        let facts = match &self.phase {
+            Phase::Creating | Phase::Restoring | Phase::Unstarted => none,
+            Phase::Unknown { reason, .. } => RunFacts {
+                reason: Some(reason),
+                ..none
+            },
+            Phase::Live(s) => RunFacts {
+                pid: Some(s.pid),
+                exit: s.exit.as_ref(),
+                started_at: s.started_at.as_deref(),
+                reason: None,
                 // A shim that answered with the exit retires by itself
                 // (an exited container holds no process): whether its
                 // pid still lives is a race with the caller, so only the
                 // shim of a container not yet exited is shown.
-                (s.status != ShimStatus::Stopped).then_some(s.shim_pid),
-            ),
-            Phase::Gone { exit, reason } => (
-                exit.as_ref().map(|e| e.pid),
-                exit.clone(),
-                exit.as_ref().and_then(|e| e.started_at.clone()),
-                reason.clone(),
-                None,
-            ),
+                shim_pid: (s.status != ShimStatus::Stopped).then_some(s.shim_pid),
+            },
+            Phase::Gone { exit, reason } => RunFacts {
+                pid: exit.as_ref().map(|e| e.pid),
+                exit: exit.as_ref(),
+                started_at: exit.as_ref().and_then(|e| e.started_at.as_deref()),
+                reason: reason.as_deref(),
+                shim_pid: None,
+            },
         };
+        RunFacts {
+            reason: facts
+                .reason
+                .or_else(|| facts.exit.and_then(|e| e.reason.as_deref())),
+            ..facts
+        }
+    }
+
+    /// The API's view of the entry.
+    pub fn info(&self, root: &Root) -> ContainerInfo {
+        let paths = root.container(&self.meta.id);
+        let f = self.facts();
         ContainerInfo {
             id: self.meta.id.clone(),
             name: self.meta.name.clone(),
-            status,
-            pid,
-            exit_code: exit.as_ref().map(|e| e.exit_code),
-            signal: exit.as_ref().and_then(|e| e.signal),
-            reason: reason.or_else(|| exit.as_ref().and_then(|e| e.reason.clone())),
+            status: self.info_status(),
+            pid: f.pid,
+            exit_code: f.exit.map(|e| e.exit_code),
+            signal: f.exit.and_then(|e| e.signal),
+            reason: f.reason.map(str::to_string),
             created_at: self.meta.created_at.clone(),
-            started_at,
-            finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
-            oom_killed: exit.as_ref().is_some_and(|e| e.oom_killed),
+            started_at: f.started_at.map(str::to_string),
+            finished_at: f.exit.map(|e| e.finished_at.clone()),
+            oom_killed: f.exit.is_some_and(|e| e.oom_killed),
             command: self.meta.command.clone(),
             rootfs: self.meta.rootfs.clone(),
             log_path: paths.log().display().to_string(),
@@ -151,13 +172,25 @@ impl Entry {
             tty: self.meta.tty,
             stdin: self.meta.stdin,
             auto_remove: self.meta.auto_remove,
-            shim_pid,
+            shim_pid: f.shim_pid,
             restart_count: self.meta.restart_count,
             restart: None,
             options: self.meta.options.clone(),
             network: None,
         }
     }
+}
+
+/// The run-time facts of one entry (see [`Entry::facts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RunFacts<'a> {
+    pub pid: Option<i32>,
+    pub exit: Option<&'a ExitRecord>,
+    pub started_at: Option<&'a str>,
+    /// Why the status is what it is: the phase's reason, else the exit
+    /// record's.
+    pub reason: Option<&'a str>,
+    pub shim_pid: Option<i32>,
 }
 
 /// The table of containers, behind one lock held only briefly. Entries

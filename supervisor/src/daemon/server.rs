@@ -19,12 +19,12 @@ use runtime_core::protocol::{
 use runtime_core::sockpath;
 
 use super::{
-    clients, create, events, exec, lifecycle, pause, reconcile, remove, restart, start, stats,
-    stop, top, update, watch, Daemon,
+    clients, create, events, exec, lifecycle, listing, pause, reconcile, remove, restart, start,
+    stats, stop, top, update, watch, Daemon,
 };
 use crate::api::{
-    methods as m, ContainerInfo, CreateParams, ExecRequest, KillParams, ListParams, RemoveParams,
-    StartParams, StopParams, Target,
+    methods as m, CreateParams, ExecRequest, KillParams, ListParams, RemoveParams, StartParams,
+    StopParams, Target,
 };
 use crate::rpc::{self, read_frame};
 
@@ -155,14 +155,12 @@ async fn connection(d: Arc<Daemon>, mut stream: UnixStream, slot: clients::Slot)
         let sent = match frame::decode_json::<Request>(&frame) {
             // A stream of many replies; it ends the connection.
             Ok(req) if req.method == m::EVENTS => return events::serve(&d, &mut stream, req).await,
-            // Encoded straight from the table (see `list`).
-            Ok(req) if req.method == m::LIST => match list(&d, &req).await {
-                Ok(list) => {
-                    let reply = ListReply {
-                        id: req.id,
-                        result: &list,
-                    };
-                    send(&mut stream, req.id, &reply).await
+            // Encoded straight from the table (see `listing`).
+            Ok(req) if req.method == m::LIST => match params::<Option<ListParams>>(&req) {
+                Ok(p) => {
+                    let all = p.unwrap_or_default().all;
+                    let reply = listing::reply(&d, req.id, all).await;
+                    send_encoded(&mut stream, req.id, reply).await
                 }
                 Err(e) => send(&mut stream, req.id, &Response::err(req.id, e)).await,
             },
@@ -189,13 +187,21 @@ async fn connection(d: Arc<Daemon>, mut stream: UnixStream, slot: clients::Slot)
     }
 }
 
-/// Sends the reply to request `id`, in several frames when it is large. A
-/// reply that cannot be encoded or is over the message limit is logged
-/// and replaced by an error reply, so the client says why instead of
-/// "connection closed".
+/// Sends the reply to request `id`, in several frames when it is large.
 async fn send<T: Serialize>(stream: &mut UnixStream, id: u64, resp: &T) -> std::io::Result<()> {
-    match rpc::encode_message(resp) {
-        Ok(bytes) => stream.write_all(&bytes).await,
+    send_encoded(stream, id, rpc::Message::encode(resp)).await
+}
+
+/// Sends an encoded reply to request `id`. A reply that could not be
+/// encoded or is over the message limit is logged and replaced by an
+/// error reply, so the client says why instead of "connection closed".
+async fn send_encoded(
+    stream: &mut UnixStream,
+    id: u64,
+    encoded: Result<rpc::Message, rpc::SendError>,
+) -> std::io::Result<()> {
+    match encoded {
+        Ok(message) => message.write_to(stream).await,
         Err(rpc::SendError::Io(e)) => Err(e),
         Err(e) => {
             log::error!("cannot send the reply to request {id}: {e}");
@@ -208,33 +214,6 @@ async fn send<T: Serialize>(stream: &mut UnixStream, id: u64, resp: &T) -> std::
             stream.write_all(&bytes).await
         }
     }
-}
-
-/// `list`'s successful reply: `Response::ok`'s shape, its result encoded
-/// from the `ContainerInfo`s themselves. At a thousand containers,
-/// building a `serde_json::Value` of the list, encoding it and dropping
-/// it was half of berthd's cost of a `ps`.
-#[derive(Serialize)]
-struct ListReply<'a> {
-    id: u64,
-    result: &'a [ContainerInfo],
-}
-
-/// The containers (all, or those that may run), newest first, each
-/// cached "running" entry settled against its exit record first.
-async fn list(d: &Daemon, req: &Request) -> Result<Vec<ContainerInfo>, RpcError> {
-    let all = params::<Option<ListParams>>(req)?.unwrap_or_default().all;
-    reconcile::settle_all(d).await;
-    let mut list: Vec<ContainerInfo> = d
-        .registry
-        .lock()
-        .values()
-        // A container being removed is gone as far as users are concerned.
-        .filter(|e| !e.removing && (all || e.maybe_running()))
-        .map(|e| e.info(&d.root))
-        .collect();
-    list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(list)
 }
 
 fn params<T: DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
@@ -366,42 +345,4 @@ fn info(d: &Daemon, id: &str) -> Result<Value, RpcError> {
         n
     });
     to_value(info)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::daemon::registry::{Entry, Phase};
-    use runtime_core::layout::Root;
-    use runtime_core::meta::ContainerMeta;
-
-    #[test]
-    fn the_list_reply_says_what_response_ok_of_its_value_said() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path());
-        let list: Vec<ContainerInfo> = ["a", "b"]
-            .iter()
-            .map(|id| {
-                let meta: ContainerMeta = serde_json::from_value(json!({
-                    "id": id, "name": format!("n-{id}"), "created_at": "2026-01-01T00:00:00Z",
-                    "command": ["sleep", "1"], "rootfs": "/r",
-                    "log": {"max_size": 0, "max_files": 1}, "runtime": "runc",
-                }))
-                .unwrap();
-                Entry::new(meta, Phase::Restoring).info(&root)
-            })
-            .collect();
-        let direct = rpc::encode_message(&ListReply {
-            id: 7,
-            result: &list,
-        })
-        .unwrap();
-        let via_value =
-            rpc::encode_message(&Response::ok(7, serde_json::to_value(&list).unwrap())).unwrap();
-        let decode = |bytes: &[u8]| -> Value {
-            serde_json::from_slice(&bytes[frame::HEADER_LEN..]).unwrap()
-        };
-        assert_eq!(decode(&direct), decode(&via_value));
-        assert_eq!(decode(&direct)["result"][1]["name"], "n-b");
-    }
 }
