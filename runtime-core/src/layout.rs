@@ -14,7 +14,10 @@
 //! files share one directory, exactly the layout of berth before the
 //! split.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// Default runtime root, on tmpfs-like /run so a reboot starts clean.
 pub const DEFAULT_ROOT: &str = "/run/berth";
@@ -153,13 +156,61 @@ impl Root {
     /// the split has everything in its runtime directory (its meta.json is
     /// there): it is found there and stays there until it is removed.
     pub fn container(&self, id: &str) -> ContainerPaths {
+        self.container_with(id, |dir| dir.join(META).exists())
+    }
+
+    /// [`Root::container`] for many containers in a row (berthd's
+    /// `list`): with two roots, each container's meta.json is looked for
+    /// relative to one open directory of the runtime root's containers,
+    /// not along the whole path (at thousands of containers those walks
+    /// were most of a `list`); with one root nothing is looked up.
+    pub fn lookup(&self) -> ContainerLookup<'_> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let containers = if self.is_single() {
+            None
+        } else {
+            rustix::fs::open(self.containers(), flags, Mode::empty()).ok()
+        };
+        ContainerLookup {
+            root: self,
+            containers,
+        }
+    }
+
+    /// One container's paths, `made_before_split` telling whether its
+    /// runtime directory holds its meta.json.
+    fn container_with(
+        &self,
+        id: &str,
+        made_before_split: impl FnOnce(&Path) -> bool,
+    ) -> ContainerPaths {
         let dir = self.containers().join(id);
-        let data = if self.is_single() || dir.join(META).exists() {
+        let data = if self.is_single() || made_before_split(&dir) {
             dir.clone()
         } else {
             self.data_containers().join(id)
         };
         ContainerPaths { dir, data }
+    }
+}
+
+/// See [`Root::lookup`].
+pub struct ContainerLookup<'a> {
+    root: &'a Root,
+    /// The runtime root's containers directory (`O_PATH`), with two roots.
+    containers: Option<OwnedFd>,
+}
+
+impl ContainerLookup<'_> {
+    /// What [`Root::container`] says of `id`.
+    pub fn container(&self, id: &str) -> ContainerPaths {
+        self.root.container_with(id, |dir| match &self.containers {
+            Some(fd) => {
+                let rel = Path::new(id).join(META);
+                rustix::fs::statat(fd, &rel, AtFlags::empty()).is_ok()
+            }
+            None => dir.join(META).exists(),
+        })
     }
 }
 
@@ -404,6 +455,18 @@ mod tests {
         assert_eq!(r.container_ids(), ["new1", "old1"]);
         let n = r.container("new1");
         assert_eq!(n.meta(), tmp.path().join("data/containers/new1/meta.json"));
+        // The lookup for many finds each where `container` does.
+        let many = r.lookup();
+        assert!(many.containers.is_some());
+        assert_eq!(many.container("old1").meta(), old.join(META));
+        assert_eq!(many.container("new1").meta(), n.meta());
+        assert_eq!(many.container("gone").dir(), r.container("gone").dir());
+        assert_eq!(
+            many.container("gone").data_dir(),
+            r.container("gone").data_dir()
+        );
+        // With one root there is nothing to look up.
+        assert!(Root::new(&run).lookup().containers.is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fmt::Display;
 
 use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 
-use runtime_core::layout::Root;
+use runtime_core::layout::ContainerLookup;
 
 use super::registry::Entry;
 use super::{reconcile, Daemon};
@@ -41,7 +41,7 @@ pub async fn reply(d: &Daemon, id: u64, all: bool) -> Result<Message, SendError>
         id,
         result: Listed {
             entries: &entries,
-            root: &d.root,
+            paths: &d.root.lookup(),
         },
     };
     serde_json::to_writer(message.payload(), &reply)?;
@@ -60,7 +60,7 @@ struct Reply<'a> {
 /// The entries, as a `[ContainerInfo]` serializes.
 struct Listed<'a> {
     entries: &'a [&'a Entry],
-    root: &'a Root,
+    paths: &'a ContainerLookup<'a>,
 }
 
 impl Serialize for Listed<'_> {
@@ -69,7 +69,7 @@ impl Serialize for Listed<'_> {
         for entry in self.entries {
             seq.serialize_element(&Info {
                 entry,
-                root: self.root,
+                paths: self.paths,
             })?;
         }
         seq.end()
@@ -81,7 +81,7 @@ impl Serialize for Listed<'_> {
 /// [`Entry::facts`]; a test holds the two to the same bytes).
 struct Info<'a> {
     entry: &'a Entry,
-    root: &'a Root,
+    paths: &'a ContainerLookup<'a>,
 }
 
 impl Serialize for Info<'_> {
@@ -89,7 +89,7 @@ impl Serialize for Info<'_> {
         let e = self.entry;
         let m = &e.meta;
         let f = e.facts();
-        let paths = self.root.container(&m.id);
+        let paths = self.paths.container(&m.id);
         let mut st = s.serialize_struct("ContainerInfo", 24)?;
         st.serialize_field("id", &m.id)?;
         st.serialize_field("name", &m.name)?;
@@ -136,6 +136,7 @@ mod tests {
     use crate::api::ContainerInfo;
     use crate::daemon::registry::Phase;
     use runtime_core::exit::ExitRecord;
+    use runtime_core::layout::Root;
     use runtime_core::meta::ContainerMeta;
     use runtime_core::protocol::{ShimState, ShimStatus};
     use serde_json::json;
@@ -235,6 +236,11 @@ mod tests {
     #[test]
     fn each_entry_encodes_as_its_container_info_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
+        // With two roots, a3 was made before the split: its data is in
+        // its runtime directory.
+        let legacy = dir.path().join("run/containers/a3");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join("meta.json"), "{}").unwrap();
         for root in [
             Root::new(dir.path().join("one root")),
             Root::with_data(dir.path().join("run"), dir.path().join("data \"lib\"")),
@@ -243,7 +249,7 @@ mod tests {
             let refs: Vec<&Entry> = entries.iter().collect();
             let encoded = serde_json::to_string(&Listed {
                 entries: &refs,
-                root: &root,
+                paths: &root.lookup(),
             })
             .unwrap();
             let infos: Vec<ContainerInfo> = entries.iter().map(|e| e.info(&root)).collect();
@@ -251,6 +257,8 @@ mod tests {
             // What the printers read is there (a test of the test).
             assert!(encoded.contains(r#""reason":"shim died""#), "{encoded}");
             assert!(encoded.contains(r#""labels":{"tier":"db"}"#), "{encoded}");
+            let legacy_data = format!(r#""data_dir":"{}""#, legacy.display());
+            assert_eq!(encoded.contains(&legacy_data), !root.is_single());
         }
     }
 }
