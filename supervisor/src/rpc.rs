@@ -66,6 +66,21 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<(Self, R), CallError> {
+        let (client, reply) = Self::connect_and_call_frame(path, agent, method, params).await?;
+        let result = decode_reply(method, &reply?)?;
+        Ok((client, result))
+    }
+
+    /// [`RpcClient::connect_and_call`], returning the call's reply frame
+    /// (for a caller that decodes it borrowing from it) apart from the
+    /// connection's own failures: the outer error is the connect or the
+    /// hello's, the inner one the call's.
+    pub async fn connect_and_call_frame<P: Serialize>(
+        path: &Path,
+        agent: &str,
+        method: &str,
+        params: &P,
+    ) -> Result<(Self, Result<Frame, CallError>), CallError> {
         let mut client = Self::open(path).await?;
         let mut bytes = client.encode_request("hello", &Hello::current(agent))?;
         bytes.extend_from_slice(&client.encode_request(method, params)?);
@@ -78,9 +93,8 @@ impl RpcClient {
         let hello = client.read_reply("hello").await?;
         let hello: Hello = decode_reply("hello", &hello)?;
         hello.check_compatible().map_err(CallError::Remote)?;
-        let reply = client.read_reply(method).await?;
-        let result = decode_reply(method, &reply)?;
-        Ok((client, result))
+        let reply = client.read_reply(method).await;
+        Ok((client, reply))
     }
 
     /// Connects and checks the peer's credentials.

@@ -192,15 +192,36 @@ impl ConnectError {
 /// Connects to berthd; tells "unreachable" apart from "refused".
 pub async fn try_connect(root: &std::path::Path) -> Result<RpcClient, ConnectError> {
     let sock = Root::new(root).api_socket();
-    RpcClient::connect(&sock, concat!("berth ", env!("CARGO_PKG_VERSION")))
+    RpcClient::connect(&sock, AGENT)
         .await
-        .map_err(|e| match e {
-            CallError::Transport(_) => ConnectError::Unreachable(unreachable(&sock)),
-            other => ConnectError::Refused(Failure {
-                message: other.to_string(),
-                code: 125,
-            }),
-        })
+        .map_err(|e| connect_error(&sock, e))
+}
+
+/// Connects to berthd and makes a call that changes nothing, written with
+/// the hello so berthd answers both in one turn (see
+/// `RpcClient::connect_and_call`); returns the call's reply frame.
+pub async fn connect_and_call_frame<P: serde::Serialize>(
+    root: &std::path::Path,
+    method: &str,
+    params: &P,
+) -> Result<(RpcClient, runtime_core::frame::Frame), Failure> {
+    let sock = Root::new(root).api_socket();
+    let (client, reply) = RpcClient::connect_and_call_frame(&sock, AGENT, method, params)
+        .await
+        .map_err(|e| connect_error(&sock, e).into_failure())?;
+    Ok((client, reply?))
+}
+
+const AGENT: &str = concat!("berth ", env!("CARGO_PKG_VERSION"));
+
+fn connect_error(sock: &std::path::Path, e: CallError) -> ConnectError {
+    match e {
+        CallError::Transport(_) => ConnectError::Unreachable(unreachable(sock)),
+        other => ConnectError::Refused(Failure {
+            message: other.to_string(),
+            code: 125,
+        }),
+    }
 }
 
 /// Says why berthd's socket cannot be reached: a permission problem (a

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use super::format::{print_rows, Format};
-use super::{connect, Failure, Outcome};
+use super::{connect_and_call_frame, Failure, Outcome};
 use crate::api::{methods, ContainerStatus, ListParams};
 use crate::rpc;
 
@@ -241,9 +241,9 @@ pub async fn ps(root: &Path, a: PsArgs) -> Outcome {
     // -n, -l and a status filter look at every container, as Docker's do.
     let all = a.all || a.latest || a.last.is_some() || !filters.status.is_empty();
     let last = if a.latest { Some(1) } else { a.last };
-    let mut c = connect(root).await?;
-    // The reply is decoded in place: its containers' text is borrowed.
-    let frame = c.call_frame(methods::LIST, &ListParams { all }).await?;
+    // `list` goes with the hello (one turn of berthd, not two); its reply
+    // is decoded in place: the containers' text is borrowed from it.
+    let (_client, frame) = connect_and_call_frame(root, methods::LIST, &ListParams { all }).await?;
     let bad = |e: serde_json::Error| Failure::new(format!("bad list reply from berthd: {e}"));
     if a.json {
         // berthd's own objects, as it encoded them (newest first): each
