@@ -8,9 +8,9 @@ another, one berth container and one bare `runc run -d` of a plain bundle
 per round, in a random order, so both start against the same host (the
 same mount table, the same number of processes). At each count: the
 start latency of the last starts before it, berthd's RSS and open fds,
-`berth ps --json` latency, SIGKILL berthd + restart until every container
-is listed running; after the largest count `rm -f` of all of them at once
-(and it must leave none). The bench draws the four against the count as
+`berth ps --json` and `berth ps` (the table) latency, SIGKILL berthd +
+restart until every container is listed running; after the largest count
+`rm -f` of all of them at once (and it must leave none). The bench draws the four against the count as
 one PNG (matplotlib) and names the limits this machine puts on the count.
 
 Lifecycles: berthd's RSS, fd count and `ps` latency, then N complete
@@ -108,6 +108,15 @@ class ScaleBench:
             raise SystemExit(f"bench: ps --json listed {len(last)} containers, expected {expect}")
         return med(ts), last
 
+    def table_ms(self, reps):
+        """Median wall time of `berth ps` (the table)."""
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self.b.berth("ps", stdout=subprocess.PIPE, check=True)
+            ts.append((time.perf_counter() - t0) * 1000 - self.b.launch_ms)
+        return med(ts)
+
     def launch(self):
         if not self.b.launch_ms:
             t = []
@@ -156,6 +165,7 @@ class ScaleBench:
             time.sleep(1)
             pid = b.berthd.pid
             ps, listed = self.ps_ms(3 if quick else 7, expect=n)
+            table = self.table_ms(3 if quick else 7)
             running = sum(1 for c in listed if c["status"] == "running")
             if running != n:
                 raise SystemExit(f"bench: {running} of {n} berth containers running")
@@ -165,7 +175,8 @@ class ScaleBench:
             self.points.append(dict(
                 n=n, berth_start=med(times["berth"][-k:]), runc_start=med(times["runc"][-k:]),
                 start_spread=(min(times["berth"][-k:]), max(times["berth"][-k:])), k=k,
-                rss_kb=rss_kb(pid), fds=fds(pid), ps_ms=ps, restart_ms=med(restarts),
+                rss_kb=rss_kb(pid), fds=fds(pid), ps_ms=ps, table_ms=table,
+                restart_ms=med(restarts),
                 restart_spread=(min(restarts), max(restarts)),
                 ps_after_restart=self.ps_ms(3 if quick else 5, expect=n)[0],
                 rss_after_restart_kb=rss_kb(pid),
@@ -400,12 +411,13 @@ class ScaleBench:
                  "berthd, start it, poll `ps --json` until all are listed running.", "",
                  f"![berth at scale]({PLOT})", "",
                  "| running | berth start ms | runc start ms | berth/runc | berthd RSS MiB | berthd fds | "
-                 "ps --json ms | restart ms | ps after restart ms | host memory used MiB |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "ps --json ms | ps ms | restart ms | ps after restart ms | host memory used MiB |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in self.points:
             lines.append(f"| {p['n']} | {p['berth_start']:.1f} ({p['start_spread'][0]:.0f}-{p['start_spread'][1]:.0f}, "
                          f"last {p['k']}) | {p['runc_start']:.1f} | {p['berth_start'] / p['runc_start']:.2f} | "
-                         f"{p['rss_kb'] / 1024:.1f} | {p['fds']} | {p['ps_ms']:.1f} | {p['restart_ms']:.0f} "
+                         f"{p['rss_kb'] / 1024:.1f} | {p['fds']} | {p['ps_ms']:.1f} | {p['table_ms']:.1f} | "
+                         f"{p['restart_ms']:.0f} "
                          f"({p['restart_spread'][0]:.0f}-{p['restart_spread'][1]:.0f}) | {p['ps_after_restart']:.1f} | "
                          f"{p['mem_used_kb'] / 1024:.0f} |")
         z = self.points[-1]
