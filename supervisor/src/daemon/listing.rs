@@ -140,6 +140,7 @@ mod tests {
     use runtime_core::meta::ContainerMeta;
     use runtime_core::protocol::{ShimState, ShimStatus};
     use serde_json::json;
+    use std::os::unix::ffi::OsStrExt;
 
     fn entry(id: &str, created: &str, phase: Phase) -> Entry {
         let meta: ContainerMeta = serde_json::from_value(json!({
@@ -244,6 +245,8 @@ mod tests {
         for root in [
             Root::new(dir.path().join("one root")),
             Root::with_data(dir.path().join("run"), dir.path().join("data \"lib\"")),
+            // Not UTF-8: shown lossily, as `Path::display` does.
+            Root::new(dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xffroot"))),
         ] {
             let entries = every_phase();
             let refs: Vec<&Entry> = entries.iter().collect();
