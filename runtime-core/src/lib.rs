@@ -12,6 +12,7 @@ pub mod console;
 pub mod error;
 pub mod exit;
 pub mod frame;
+pub mod heap;
 pub mod id;
 pub mod layout;
 pub mod limits;

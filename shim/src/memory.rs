@@ -15,16 +15,7 @@ const STACK_KEEP: usize = 4 * 1024;
 pub fn trim() {
     // Stack first: finding it allocates, and the heap trim should see that freed.
     trim_stack();
-    trim_heap();
-}
-
-fn trim_heap() {
-    // SAFETY: malloc_trim only walks and releases glibc's own free lists;
-    // it is safe to call at any time from the (only) thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    runtime_core::heap::trim();
 }
 
 /// Drops the pages of the main stack below the current frame (less a
@@ -56,8 +47,19 @@ fn trim_stack() {
     }
 }
 
-/// The low end of the `[stack]` mapping, from /proc/self/maps.
+/// The low end of the `[stack]` mapping, read from /proc/self/maps on the
+/// first trim only: every shim trims after each burst of requests, and at
+/// a supervisor restart thousands of them do so within a second, each
+/// read costing a walk of its mappings. The kernel only ever moves a
+/// stack mapping's low end down (as the stack grows), so a low end read
+/// earlier still lies inside the mapping: at worst a few pages grown
+/// since are not trimmed.
 fn stack_low() -> Option<usize> {
+    static LOW: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *LOW.get_or_init(read_stack_low)
+}
+
+fn read_stack_low() -> Option<usize> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
     let range = line.split_whitespace().next()?;

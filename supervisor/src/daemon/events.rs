@@ -389,8 +389,9 @@ fn write(d: &Daemon, ev: Event) {
 
 fn name_of(d: &Daemon, id: &str) -> String {
     d.registry
+        .lock()
         .get(id)
-        .map_or_else(|| id.to_string(), |e| e.meta.name)
+        .map_or_else(|| id.to_string(), |e| e.meta.name.clone())
 }
 
 /// Records an event that happens now (a start: at the shim's start time).

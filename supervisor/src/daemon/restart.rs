@@ -144,9 +144,9 @@ fn load(d: &Daemon, id: &str) -> RestartState {
     }
     let policy = d
         .registry
+        .lock()
         .get(id)
-        .and_then(|e| e.meta.restart_policy)
-        .and_then(|p| p.parse().ok())
+        .and_then(|e| e.meta.restart_policy.as_deref()?.parse().ok())
         .unwrap_or_default();
     RestartState {
         policy,
