@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use runtime_core::exit::ExitRecord;
-use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 use runtime_core::protocol::{shim_methods as m, ErrorCode, ShimStatus, WaitParams};
 use runtime_core::{atomic, heap};
@@ -45,7 +44,6 @@ const RESTORE_AT_ONCE: usize = 64;
 /// steps inline this was 10.5 kB per container: the exit path inlines a
 /// start.)
 async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Option<StartUp>) {
-    let paths = d.root.container(&id);
     let mut backoff = Duration::from_millis(100);
     loop {
         // At start-up the first adoption waits its turn, and counts as
@@ -55,7 +53,7 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Op
             Some(s) => Box::pin(Arc::clone(&s.gate).acquire_owned()).await.ok(),
             None => None,
         };
-        let step = Box::pin(adopt(&d, &id, &paths, &mut restoring, &mut backoff)).await;
+        let step = Box::pin(adopt(&d, &id, &mut restoring, &mut backoff)).await;
         drop(permit);
         drop(start_up);
         let (mut c, oom_kills) = match step {
@@ -97,16 +95,13 @@ enum Step {
 /// Connects to the container's shim and brings the entry up to date with
 /// its state, handling an exit, a gone or silent shim and, at start-up, a
 /// container a `run` left created.
-async fn adopt(
-    d: &Arc<Daemon>,
-    id: &str,
-    paths: &ContainerPaths,
-    restoring: &mut bool,
-    backoff: &mut Duration,
-) -> Step {
+async fn adopt(d: &Arc<Daemon>, id: &str, restoring: &mut bool, backoff: &mut Duration) -> Step {
     if d.registry.lock().get(id).is_none_or(|e| e.removing) {
         return Step::Done;
     }
+    // Made here, not held by `watch`: two paths per container for as
+    // long as it runs would be ~180 bytes of berthd's memory each.
+    let paths = &d.root.container(id);
     let (c, state) = match shim::connect_state(paths).await {
         Ok(answer) => answer,
         Err(CallError::Remote(e)) if e.code == ErrorCode::VersionMismatch => {
