@@ -175,8 +175,10 @@ pub struct ShimState {
     pub pid: i32,
     #[serde(default)]
     pub started_at: Option<String>,
+    /// Boxed: berthd keeps one `ShimState` per running container, where it
+    /// is `None`, and the record is 160 bytes inline.
     #[serde(default)]
-    pub exit: Option<ExitRecord>,
+    pub exit: Option<Box<ExitRecord>>,
     /// The shim's own PID, so berthd can watch it.
     pub shim_pid: i32,
     /// Processes started by `exec`: running ones and the most recent

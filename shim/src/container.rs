@@ -213,7 +213,7 @@ impl Container {
             status: self.phase().status(),
             pid: self.procs.init().pid,
             started_at: self.started_at.clone(),
-            exit: self.phase().exit().cloned(),
+            exit: self.phase().exit().cloned().map(Box::new),
             shim_pid: std::process::id() as i32,
             execs,
             oom_kills: self.oom.seen().0,

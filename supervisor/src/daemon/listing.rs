@@ -169,7 +169,7 @@ mod tests {
             status,
             pid: 7,
             started_at: Some("2026-01-01T00:00:02Z".into()),
-            exit,
+            exit: exit.map(Box::new),
             shim_pid: 6,
             execs: Vec::new(),
             oom_kills: 0,

@@ -65,8 +65,8 @@ impl Entry {
     /// How it ended, once it has: the exit record (if any) and why none.
     pub fn finished(&self) -> Option<(Option<&ExitRecord>, Option<&str>)> {
         match &self.phase {
-            Phase::Live(s) if s.status == ShimStatus::Stopped => Some((s.exit.as_ref(), None)),
-            Phase::Live(s) => s.exit.as_ref().map(|e| (Some(e), None)),
+            Phase::Live(s) if s.status == ShimStatus::Stopped => Some((s.exit.as_deref(), None)),
+            Phase::Live(s) => s.exit.as_deref().map(|e| (Some(e), None)),
             Phase::Gone { exit, reason } => Some((exit.as_ref(), reason.as_deref())),
             _ => None,
         }
@@ -122,7 +122,7 @@ impl Entry {
             },
             Phase::Live(s) => RunFacts {
                 pid: Some(s.pid),
-                exit: s.exit.as_ref(),
+                exit: s.exit.as_deref(),
                 started_at: s.started_at.as_deref(),
                 reason: None,
                 // A shim that answered with the exit retires by itself
