@@ -3,7 +3,7 @@
 //! restored concurrently (up to `RESTORE_AT_ONCE` at a time), each with its
 //! own timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -53,7 +53,8 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Op
             Some(s) => Box::pin(Arc::clone(&s.gate).acquire_owned()).await.ok(),
             None => None,
         };
-        let step = Box::pin(adopt(&d, &id, &mut restoring, &mut backoff)).await;
+        let restore = start_up.as_ref().map(|s| &*s.restore);
+        let step = Box::pin(adopt(&d, &id, restore, &mut restoring, &mut backoff)).await;
         drop(permit);
         drop(start_up);
         let (mut c, oom_kills) = match step {
@@ -95,7 +96,13 @@ enum Step {
 /// Connects to the container's shim and brings the entry up to date with
 /// its state, handling an exit, a gone or silent shim and, at start-up, a
 /// container a `run` left created.
-async fn adopt(d: &Arc<Daemon>, id: &str, restoring: &mut bool, backoff: &mut Duration) -> Step {
+async fn adopt(
+    d: &Arc<Daemon>,
+    id: &str,
+    restore: Option<&Restore>,
+    restoring: &mut bool,
+    backoff: &mut Duration,
+) -> Step {
     if d.registry.lock().get(id).is_none_or(|e| e.removing) {
         return Step::Done;
     }
@@ -156,6 +163,12 @@ async fn adopt(d: &Arc<Daemon>, id: &str, restoring: &mut bool, backoff: &mut Du
     }
     if *restoring && state.status == ShimStatus::Running {
         events::restored(d, id, &state);
+        match restore {
+            // Once every container is adopted.
+            Some(r) => r.execs_on_disk_later(id),
+            // Adopted after its first try at start-up failed.
+            None => events::restored_execs_on_disk(d, id),
+        }
         restart::adopted(d, id);
     }
     *restoring = false;
@@ -202,30 +215,62 @@ async fn on_exit(d: &Arc<Daemon>, id: &str) -> bool {
 struct StartUp {
     /// Where its first adoption waits its turn.
     gate: Arc<Semaphore>,
-    /// Held for its drop (see `Restore`).
-    _restore: Arc<Restore>,
+    restore: Arc<Restore>,
 }
 
 /// The start-up restore as a whole. Each watcher holds it through its
 /// first adoption, so it is dropped when every container found on disk
 /// has been adopted, settled or found not answering.
 struct Restore {
+    d: Arc<Daemon>,
     began: Instant,
     containers: usize,
+    /// Adopted running containers whose exec records on disk are still
+    /// to be read (see `events::restored_execs_on_disk`).
+    execs_on_disk: Mutex<Vec<String>>,
 }
+
+impl Restore {
+    fn execs_on_disk_later(&self, id: &str) {
+        lock(&self.execs_on_disk).push(id.to_string());
+    }
+}
+
+/// Containers whose exec records are read before the API gets its turn.
+const EXEC_RECORDS_AT_ONCE: usize = 64;
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        // The adoptions' connections, requests, replies and updates were
-        // freed in between the entries that stay: without a trim glibc
-        // keeps those pages (~1.8 MiB of berthd's RSS at 3,000).
-        heap::trim();
         log::info!(
             "restored {} containers in {:?}",
             self.containers,
             self.began.elapsed()
         );
+        let ids = std::mem::take(&mut *lock(&self.execs_on_disk));
+        let d = Arc::clone(&self.d);
+        let catch_up = async move {
+            for (n, id) in ids.iter().enumerate() {
+                events::restored_execs_on_disk(&d, id);
+                if n % EXEC_RECORDS_AT_ONCE == EXEC_RECORDS_AT_ONCE - 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(ids);
+            // The adoptions' connections, requests, replies and updates
+            // were freed in between the entries that stay: without a trim
+            // glibc keeps those pages (~1.8 MiB of berthd's RSS at 3,000).
+            heap::trim();
+        };
+        // Dropped by a watcher task, so within the runtime; not when the
+        // runtime itself is being torn down with watchers still restoring.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(catch_up);
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Loads every container on disk (under either root) as "restoring" and
@@ -235,8 +280,10 @@ pub fn restore_all(d: &Arc<Daemon>) {
     let gate = Arc::new(Semaphore::new(RESTORE_AT_ONCE));
     let ids = d.root.container_ids();
     let restore = Arc::new(Restore {
+        d: Arc::clone(d),
         began: Instant::now(),
         containers: ids.len(),
+        execs_on_disk: Mutex::new(Vec::new()),
     });
     for id in ids {
         let paths = d.root.container(&id);
@@ -248,7 +295,7 @@ pub fn restore_all(d: &Arc<Daemon>) {
                 let d2 = d.clone();
                 let start_up = StartUp {
                     gate: Arc::clone(&gate),
-                    _restore: Arc::clone(&restore),
+                    restore: Arc::clone(&restore),
                 };
                 tokio::spawn(async move { watch(d2, id, true, Some(start_up)).await });
             }
