@@ -534,6 +534,9 @@ async fn follow_exec(d: &Daemon, id: &str, exec_id: &str) {
 /// start-up restore runs once every container is adopted.
 pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
     record(d, EventKind::Restore, id);
+    if state.execs.is_empty() {
+        return;
+    }
     let name = name_of(d, id);
     for exec in &state.execs {
         restored_exec(d, id, &name, exec);

@@ -82,7 +82,9 @@ pub async fn settle(d: &Daemon, id: &str) {
 
 /// [`settle`] for every container (`list`): the entries cached as running
 /// are picked in one pass over the table, copying nothing but their IDs,
-/// and only their exit records are looked for.
+/// and only their exit records are looked for (each container's paths
+/// through one `Root::lookup`: with two roots, no walk of the whole path
+/// to its meta.json).
 pub async fn settle_all(d: &Daemon) {
     let running: Vec<String> = d
         .registry
@@ -92,8 +94,9 @@ pub async fn settle_all(d: &Daemon) {
         .map(|(id, _)| id.clone())
         .collect();
     let probe = ExitProbe::new(&d.root);
+    let paths = d.root.lookup();
     for id in running {
-        if probe.exists(&d.root.container(&id).exit()) {
+        if probe.exists(&paths.container(&id).exit()) {
             refresh(d, &id).await;
         }
     }
