@@ -260,6 +260,13 @@ pub struct OomTally {
     first_at: Option<String>,
     /// When new kills were last seen.
     last_at: Option<String>,
+    /// When the notification that has not been counted yet woke the
+    /// caller: the kernel notifies as its OOM handling begins, and the
+    /// kill it ends in is often counted only by a look 10-630 ms later.
+    /// The kill's time is the wake-up's, not the look's: a kill while
+    /// berthd was down must not be dated after berthd's return because
+    /// the look that counted it came late.
+    woke_at: Option<String>,
 }
 
 impl OomTally {
@@ -278,6 +285,7 @@ impl OomTally {
             watcher: Some(watcher),
             first_at: None,
             last_at: None,
+            woke_at: None,
         }
     }
 
@@ -299,12 +307,18 @@ impl OomTally {
             return 0;
         };
         match look(w) {
-            Ok(0) => 0,
+            Ok(0) => {
+                // The looks after a wake-up found nothing: it was not a kill.
+                if w.recheck_at().is_none() {
+                    self.woke_at = None;
+                }
+                0
+            }
             Ok(n) => {
                 log::info!("{n} OOM kill(s) in the container ({} so far)", w.total());
-                let now = crate::time::now_rfc3339();
-                self.first_at.get_or_insert_with(|| now.clone());
-                self.last_at = Some(now);
+                let at = self.woke_at.take().unwrap_or_else(crate::time::now_rfc3339);
+                self.first_at.get_or_insert_with(|| at.clone());
+                self.last_at = Some(at);
                 n
             }
             Err(e) => {
@@ -321,6 +335,8 @@ impl OomTally {
 
     /// The watch's fd woke the caller's loop ([`OomWatcher::wake`]).
     pub fn wake(&mut self) -> u64 {
+        // The earliest wake-up not counted yet stands for the kill.
+        self.woke_at.get_or_insert_with(crate::time::now_rfc3339);
         self.count(OomWatcher::wake)
     }
 
@@ -450,6 +466,49 @@ mod tests {
             looks += 1;
         }
         assert_eq!(looks, RECHECKS);
+    }
+
+    /// A kill counted by a look after the wake-up is dated at the
+    /// wake-up, not at the look (which can come hundreds of ms later):
+    /// berthd decides by that time whether it was down at the kill.
+    #[test]
+    fn a_kill_counted_late_takes_the_time_of_the_wake_up() {
+        let d = tempfile::tempdir().unwrap();
+        let events = d.path().join("memory.events");
+        fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let mut tally = OomTally::new(OomWatcher::v2(d.path()).unwrap());
+        fs::write(&events, "oom 1\noom_kill 0\n").unwrap();
+        let before_wake = crate::time::now_rfc3339();
+        assert_eq!(tally.wake(), 0);
+        std::thread::sleep(Duration::from_millis(30));
+        let before_kill = crate::time::now_rfc3339();
+        fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        let mut found = 0;
+        while let Some(at) = tally.recheck_at() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            found += tally.recheck_if_due();
+        }
+        assert_eq!(found, 1);
+        let (kills, at) = tally.seen();
+        let at = at.unwrap();
+        assert_eq!(kills, 1);
+        assert!(
+            before_wake <= at && at < before_kill,
+            "{before_wake} {at} {before_kill}"
+        );
+        // A wake-up whose looks found nothing leaves no time behind.
+        fs::write(&events, "oom 2\noom_kill 1\n").unwrap();
+        assert_eq!(tally.wake(), 0);
+        while let Some(at) = tally.recheck_at() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            assert_eq!(tally.recheck_if_due(), 0);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let before_second = crate::time::now_rfc3339();
+        fs::write(&events, "oom 2\noom_kill 2\n").unwrap();
+        assert_eq!(tally.check(), 1);
+        let (_, at) = tally.seen();
+        assert!(at.unwrap() >= before_second);
     }
 
     /// A child cgroup of our own, removed on drop (after its process).
