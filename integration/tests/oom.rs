@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::util::Env;
+use crate::util::{Env, RawControl};
 
 /// A shell that doubles a string until the OOM killer stops it (busybox
 /// ash holds the whole string, and its copies, in its own heap).
@@ -214,11 +214,21 @@ fn an_oom_kill_of_a_non_init_process_is_an_event_while_the_container_runs() {
 
     // While berthd is down (`logs` reads the disk meanwhile).
     let offline = init_pid(&env, "offline");
+    let offline_id = env.inspect("offline")["id"].as_str().unwrap().to_string();
     env.kill_berthd();
     go(offline);
     env.wait_until(20, "offline's child to be gone", || {
         env.ok(&["logs", "offline"]).contains("child-gone")
     });
+    // The kill happened while berthd was down once the shim has counted
+    // it: the shim dates a kill when it sees it, which on a loaded
+    // machine can come after the child's last words reached the log, and
+    // so after a berthd started right then (CI failed once that way).
+    let mut shim = RawControl::connect_id(&env, &offline_id);
+    env.wait_until(20, "offline's shim to count the kill", || {
+        shim.call("state", Value::Null)["result"]["oom_kills"] == 1
+    });
+    drop(shim);
     env.restore_and_crash(2);
     env.start_berthd();
     env.wait_restored();

@@ -605,6 +605,12 @@ impl RawControl {
     /// Connects to `name`'s shim control socket, without a hello.
     pub fn connect_silent(env: &Env, name: &str) -> RawControl {
         let id = env.inspect(name)["id"].as_str().expect("id").to_string();
+        RawControl::silent_to_id(env, &id)
+    }
+
+    /// Connects to the shim of container `id`, without a hello and
+    /// without asking berthd (which may be down).
+    fn silent_to_id(env: &Env, id: &str) -> RawControl {
         let sock = env.root.join("containers").join(id).join("shim.sock");
         let stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect control");
         // A shim that never answers fails the test instead of hanging it.
@@ -616,7 +622,14 @@ impl RawControl {
 
     /// Connects and says hello.
     pub fn connect(env: &Env, name: &str) -> RawControl {
-        let mut c = RawControl::connect_silent(env, name);
+        let id = env.inspect(name)["id"].as_str().expect("id").to_string();
+        RawControl::connect_id(env, &id)
+    }
+
+    /// Connects to the shim of container `id` and says hello; berthd
+    /// need not be up.
+    pub fn connect_id(env: &Env, id: &str) -> RawControl {
+        let mut c = RawControl::silent_to_id(env, id);
         let hello = c.call(
             "hello",
             serde_json::json!({"major": runtime_core::protocol::PROTOCOL_MAJOR, "minor": 0, "agent": "test"}),
