@@ -456,10 +456,16 @@ fn exec_exits_while_berthd_is_down_are_journaled_once_when_it_returns() {
         .map(|e| e["pid"].as_i64().unwrap() as i32)
         .collect();
     assert_eq!(pids.len(), 2, "{execs}");
+    let first_exit = std::path::Path::new(env.inspect("c")["data_dir"].as_str().unwrap())
+        .join(format!("exec-{}.exit", execs[0]["id"].as_str().unwrap()));
     // The first exec ends while berthd is down; the second after it is back.
     env.kill_berthd();
     std::fs::write(trigger.join("one"), "").unwrap();
-    env.wait_until(10, "the first exec to be reaped", || !alive(pids[0]));
+    // Its end is dated when the shim takes the status the reaper
+    // collected, which can come a moment after the PID is gone: wait for
+    // the record the shim writes after dating it, or a berthd started
+    // between the two would find the exit later than itself.
+    env.wait_until(10, "the first exec's exit record", || first_exit.exists());
     env.restore_and_crash(2);
     env.start_berthd();
     env.wait_restored();
@@ -490,12 +496,6 @@ fn exec_exits_while_berthd_is_down_are_journaled_once_when_it_returns() {
     assert!(all[0]["reconciled_at"].is_string(), "{all:?}");
     assert!(all[1]["reconciled_at"].is_null(), "{all:?}");
     env.ok(&["rm", "-f", "c"]);
-}
-
-/// True until the shim has reaped `pid` (a zombie still counts: the
-/// shim takes the exit's time when it reaps).
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// An exec still running when its container's init exits dies with the pid
