@@ -113,7 +113,16 @@ fn exec_passes_output_exit_code_env_workdir_user_and_stdin() {
 fn detached_exec_reports_its_exit_code_in_inspect() {
     let Some(env) = Env::new() else { return };
     sleeper(&env, "c");
-    let out = env.berth(&["exec", "-d", "c", "sh", "-c", "sleep 1; exit 3"]);
+    // Ends when told to, not after a fixed time: the checks of the running
+    // exec below took longer than a second on a loaded machine.
+    let out = env.berth(&[
+        "exec",
+        "-d",
+        "c",
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 3",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "-d prints nothing");
     let list = execs(&env, "c");
@@ -124,13 +133,15 @@ fn detached_exec_reports_its_exit_code_in_inspect() {
     // Docker's ExecIDs names the same exec.
     let ids = env.ok(&["inspect", "--format", "{{json .ExecIDs}}", "c"]);
     assert_eq!(ids.trim(), format!("[{}]", list[0]["id"]), "{ids}");
+    let id = list[0]["id"].clone();
+    env.ok(&["exec", "c", "touch", "/tmp/go"]);
+    // The trigger is an exec too: find ours by its ID.
+    let ours = |env: &Env| execs(env, "c").into_iter().find(|e| e["id"] == id);
     env.wait_until(10, "the detached exec to exit", || {
-        execs(&env, "c")
-            .first()
-            .is_some_and(|e| e["running"] == false)
+        ours(&env).is_some_and(|e| e["running"] == false)
     });
-    let list = execs(&env, "c");
-    assert_eq!(list[0]["exit"]["exit_code"], 3, "{list:?}");
+    let exec = ours(&env).expect("the exec listed");
+    assert_eq!(exec["exit"]["exit_code"], 3, "{exec}");
 }
 
 #[test]

@@ -26,8 +26,14 @@ fn containers_survive_berthd_sigkill_and_are_adopted() {
         "sleep 0.3; exit 9",
     ]);
     let pid = env.inspect("keep")["pid"].clone();
+    let ends_dir =
+        std::path::PathBuf::from(env.inspect("ends")["data_dir"].as_str().expect("data dir"));
     env.kill_berthd();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // "ends" exits while berthd is down: its shim's exit record says so
+    // (a fixed wait let a slow machine start berthd before the exit).
+    env.wait_until(10, "ends to exit while berthd is down", || {
+        ends_dir.join("exit").exists()
+    });
     env.start_berthd();
     env.wait_until(10, "restore", || {
         env.ps_all().iter().all(|c| c["status"] != "restoring")

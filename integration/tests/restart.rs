@@ -120,10 +120,24 @@ fn exits_while_berthd_is_down_keep_their_codes() {
     }
     env.ok(&["run", "-d", "--name", "victim", "--", "sleep", "1000"]);
     let victim = env.inspect("victim")["pid"].as_i64().expect("pid");
+    let exit_records: Vec<_> = ["e0", "e3", "e42", "victim"]
+        .iter()
+        .map(|n| {
+            let dir = env.inspect(n)["data_dir"]
+                .as_str()
+                .expect("dir")
+                .to_string();
+            std::path::PathBuf::from(dir).join("exit")
+        })
+        .collect();
     env.kill_berthd();
     // Killed from outside while nobody supervises.
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill victim");
-    sleep_ms(1500);
+    // All four end while berthd is down: their shims' exit records say so
+    // (a fixed wait let a slow machine start berthd before an exit).
+    env.wait_until(10, "the exit records while berthd is down", || {
+        exit_records.iter().all(|r| r.exists())
+    });
     env.start_berthd();
     env.wait_restored();
     for (name, code) in [("e0", 0), ("e3", 3), ("e42", 42), ("victim", 137)] {

@@ -172,7 +172,7 @@ fn detached_container_full_lifecycle() {
         .expect("web listed");
     assert!(row.contains(id) && row.contains("Up "), "{row}");
 
-    env.wait_until(5, "output in the log", || {
+    env.wait_until(10, "output in the log", || {
         stdout(&env.berth(&["logs", "web"])).contains("tick\ntick\n")
     });
 
@@ -225,9 +225,12 @@ fn kill_accepts_signal_forms() {
         "--",
         "sh",
         "-c",
-        "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+        "trap 'exit 42' USR1; echo ready; while true; do sleep 0.1; done",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Until the trap is set, SIGUSR1 would kill sh (138): wait for it.
+    env.wait_until(10, "the trap to be set", || {
+        env.ok(&["logs", "usr1"]).contains("ready")
+    });
     env.ok(&["kill", "--signal", "usr1", "usr1"]);
     assert_eq!(env.ok(&["wait", "usr1"]), "42\n");
 }
