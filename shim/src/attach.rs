@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
-use mio::{Registry, Token};
+use mio::{Interest, Registry, Token};
 
 use runtime_core::attach::{self as proto, AttachReply, AttachRequest};
 use runtime_core::exit::ExitRecord;
@@ -193,10 +193,11 @@ impl AttachHub {
                 self.evict_silent();
             }
             let token = tokens.next();
+            // Writable events drive output to clients slower than it.
             match admit(
                 &self.registry,
                 stream,
-                token,
+                (token, Interest::READABLE | Interest::WRITABLE),
                 self.clients.len(),
                 MAX_ATTACH_CLIENTS,
             ) {
@@ -560,9 +561,16 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         let mut tokens = Tokens::starting_at(100);
         let token = tokens.next();
-        let stream = admit(poll.registry(), UnixStream::from_std(ours), token, 0, 1)
-            .map_err(|(_, why)| why)
-            .unwrap();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let stream = admit(
+            poll.registry(),
+            UnixStream::from_std(ours),
+            (token, interest),
+            0,
+            1,
+        )
+        .map_err(|(_, why)| why)
+        .unwrap();
         hub.add(token, stream);
         (poll, hub, token, theirs)
     }

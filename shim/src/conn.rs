@@ -43,11 +43,11 @@ pub fn accept_one(listener: &UnixListener, what: &str) -> Option<UnixStream> {
 }
 
 /// Checks a new client (peer credentials, client limit) and registers it
-/// under `token`; on refusal, the stream and the reason.
+/// under `token` for `interest`; on refusal, the stream and the reason.
 pub fn admit(
     registry: &Registry,
     mut stream: UnixStream,
-    token: Token,
+    (token, interest): (Token, Interest),
     connected: usize,
     limit: usize,
 ) -> Result<UnixStream, (UnixStream, String)> {
@@ -60,7 +60,7 @@ pub fn admit(
             format!("refused: {limit} clients already connected"),
         ));
     }
-    match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+    match registry.register(&mut stream, token, interest) {
         Ok(()) => Ok(stream),
         Err(e) => Err((stream, format!("refused: register: {e}"))),
     }

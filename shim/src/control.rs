@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mio::net::UnixListener;
-use mio::{Registry, Token};
+use mio::{Interest, Registry, Token};
 use serde_json::Value;
 
 use runtime_core::frame::{self, Frame};
@@ -49,9 +49,30 @@ struct ControlClient {
     greeted: bool,
     /// Its pending `wait` requests.
     waits: usize,
+    /// Registered for writable events (see `watch_output`).
+    writable: bool,
 }
 
 impl ControlClient {
+    /// Registers the connection for writable events only while replies
+    /// wait to be sent. Registered for them always, the shim was woken
+    /// each time berthd read a reply, for nothing: a restarted berthd
+    /// adopting thousands of shims woke each once more, and paid a
+    /// cross-CPU wake-up in every read.
+    fn watch_output(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        let want = self.conn.queued() > 0;
+        if want != self.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.conn.stream, token, interest)?;
+            self.writable = want;
+        }
+        Ok(())
+    }
+
     /// When this client is closed unless it does something, if ever.
     fn deadline(&self) -> Option<Instant> {
         if !self.greeted {
@@ -100,7 +121,7 @@ impl ControlServer {
             match admit(
                 &self.registry,
                 stream,
-                token,
+                (token, Interest::READABLE),
                 self.clients.len(),
                 MAX_CONTROL_CLIENTS,
             ) {
@@ -110,6 +131,7 @@ impl ControlServer {
                         last_active: Instant::now(),
                         greeted: false,
                         waits: 0,
+                        writable: false,
                     };
                     self.clients.insert(token, client);
                 }
@@ -214,14 +236,18 @@ impl ControlServer {
         }
     }
 
-    /// After the loop answered a batch: drops clients that went away or
-    /// do not read their replies.
+    /// After the loop answered a batch (every turn, before it sleeps):
+    /// drops clients that went away or do not read their replies, and
+    /// watches for room to send what the others left unsent.
     pub fn settle(&mut self) {
+        let registry = &self.registry;
         let gone: Vec<Token> = self
             .clients
             .iter_mut()
             .filter_map(|(t, c)| {
-                let failed = c.conn.flush().is_err() || c.conn.queued() > CONTROL_QUEUE_LIMIT;
+                let failed = c.conn.flush().is_err()
+                    || c.conn.queued() > CONTROL_QUEUE_LIMIT
+                    || c.watch_output(registry, *t).is_err();
                 failed.then_some(*t)
             })
             .collect();
@@ -311,4 +337,71 @@ fn decode(f: &Frame) -> Result<Request, RpcError> {
 pub fn params<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, RpcError> {
     serde_json::from_value(req.params.clone())
         .map_err(|e| RpcError::new(ErrorCode::InvalidArgument, format!("{}: {e}", req.method)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream as StdStream;
+
+    /// Events for `token` within `ms`.
+    fn woken(poll: &mut mio::Poll, token: Token, ms: u64) -> bool {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        events.iter().any(|e| e.token() == token)
+    }
+
+    /// Reads one whole frame's worth of bytes (`len` of them).
+    fn read_exactly(s: &mut StdStream, len: usize) {
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).unwrap();
+    }
+
+    #[test]
+    fn a_client_reading_its_replies_wakes_the_shim_only_while_some_wait_to_be_sent() {
+        let mut poll = mio::Poll::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut server = ControlServer::new(listener, poll.registry().try_clone().unwrap());
+        let mut client = StdStream::connect(&path).unwrap();
+        server.accept(&mut Tokens::starting_at(100));
+        let token = *server.clients.keys().next().unwrap();
+        assert!(!woken(&mut poll, token, 50), "a new, silent client");
+
+        // A reply that fits the socket is sent at once; the client taking
+        // it wakes nobody.
+        let small = Response::ok(1, Value::String("small".into()));
+        let small_len = frame::encode_json(&small).unwrap().len();
+        server.reply(token, small);
+        server.settle();
+        read_exactly(&mut client, small_len);
+        assert!(!woken(&mut poll, token, 50), "woken by the client's read");
+
+        // One larger than the socket's buffer: the rest waits, and the
+        // client's reads wake the shim to send it, until all is sent.
+        let big = Response::ok(2, Value::String("x".repeat(900 * 1024)));
+        let big_len = frame::encode_json(&big).unwrap().len();
+        server.reply(token, big);
+        server.settle();
+        assert!(server.output_pending());
+        let reader = std::thread::spawn(move || {
+            read_exactly(&mut client, big_len);
+            client
+        });
+        while server.output_pending() {
+            assert!(
+                woken(&mut poll, token, 10_000),
+                "never woken to send the rest"
+            );
+            let mut requests = Vec::new();
+            server.on_readable(token, &mut requests);
+            server.settle();
+        }
+        let _client = reader.join().unwrap();
+        assert!(!woken(&mut poll, token, 50), "woken with nothing to send");
+    }
 }
