@@ -81,9 +81,41 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<(Self, Result<Frame, CallError>), CallError> {
+        Self::connect_call_then(path, agent, method, params, None::<(&str, &())>).await
+    }
+
+    /// [`RpcClient::connect_and_call`], with one more request (`then`)
+    /// written in the same write, its reply left for
+    /// [`RpcClient::read_long_reply`]: berthd's watcher asks a shim's
+    /// `state` and sends its `wait` long poll at once, so each shim is
+    /// woken once per adoption, not twice. The same rule holds for `then`
+    /// as for the call: it must change nothing, since a peer of another
+    /// major version receives it too.
+    pub async fn connect_and_call_then<P: Serialize, R: DeserializeOwned, T: Serialize>(
+        path: &Path,
+        agent: &str,
+        (method, params): (&str, &P),
+        then: (&str, &T),
+    ) -> Result<(Self, R), CallError> {
+        let (client, reply) =
+            Self::connect_call_then(path, agent, method, params, Some(then)).await?;
+        let result = decode_reply(method, &reply?)?;
+        Ok((client, result))
+    }
+
+    async fn connect_call_then<P: Serialize, T: Serialize>(
+        path: &Path,
+        agent: &str,
+        method: &str,
+        params: &P,
+        then: Option<(&str, &T)>,
+    ) -> Result<(Self, Result<Frame, CallError>), CallError> {
         let mut client = Self::open(path).await?;
         let mut bytes = client.encode_request("hello", &Hello::current(agent))?;
         bytes.extend_from_slice(&client.encode_request(method, params)?);
+        if let Some((then_method, then_params)) = then {
+            bytes.extend_from_slice(&client.encode_request(then_method, then_params)?);
+        }
         client
             .stream
             .write_all(&bytes)
@@ -134,6 +166,16 @@ impl RpcClient {
         let r = self.call(method, params).await;
         self.timeout = saved;
         r
+    }
+
+    /// The reply to a request already sent (the `then` of
+    /// [`RpcClient::connect_and_call_then`]), however long it takes.
+    pub async fn read_long_reply<R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+    ) -> Result<R, CallError> {
+        let frame = self.read_reply(method).await?;
+        decode_reply(method, &frame)
     }
 
     /// Sends one request and waits for its reply.
@@ -500,6 +542,52 @@ mod tests {
         assert_eq!(peer.await.unwrap(), ["hello", "state"]);
     }
 
+    /// The `then` request goes out with the hello and the call, before any
+    /// reply: the peer reads all three in one turn; its reply is read later.
+    #[tokio::test]
+    async fn connect_and_call_then_sends_three_requests_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let f = read_frame(&mut s).await.unwrap().unwrap();
+                got.push(frame::decode_json::<Request>(&f).unwrap());
+            }
+            let hello = json!({"major": PROTOCOL_MAJOR, "minor": 0, "agent": "peer"});
+            for (req, result) in got
+                .iter()
+                .zip([hello, json!({"status": "running"}), json!(7)])
+            {
+                write_message(&mut s, &Response::ok(req.id, result))
+                    .await
+                    .unwrap();
+            }
+            got.into_iter()
+                .map(|r| (r.method, r.params))
+                .collect::<Vec<_>>()
+        });
+        let wait = json!({"oom_kills": 0});
+        let call = RpcClient::connect_and_call_then::<_, Value, _>(
+            &path,
+            "test",
+            ("state", &()),
+            ("wait", &wait),
+        );
+        let (mut client, state) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("the peer got all three requests without answering any")
+            .unwrap();
+        assert_eq!(state, json!({"status": "running"}));
+        let waited: u64 = client.read_long_reply("wait").await.unwrap();
+        assert_eq!(waited, 7);
+        let got = peer.await.unwrap();
+        let methods: Vec<_> = got.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(methods, ["hello", "state", "wait"]);
+        assert_eq!(got[2].1, json!({"oom_kills": 0}));
+    }
     #[tokio::test(flavor = "current_thread")]
     async fn connect_and_call_refuses_another_major_version() {
         let dir = tempfile::tempdir().unwrap();

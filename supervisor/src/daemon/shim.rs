@@ -7,7 +7,7 @@ use runtime_core::layout::ContainerPaths;
 use runtime_core::meta::ContainerMeta;
 use runtime_core::shimcmd::ShimConfig;
 
-use runtime_core::protocol::{shim_methods, ErrorCode, RpcError, ShimState};
+use runtime_core::protocol::{shim_methods, ErrorCode, RpcError, ShimState, WaitParams};
 
 use super::Daemon;
 use crate::rpc::{CallError, RpcClient};
@@ -90,12 +90,26 @@ pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
     Ok(c)
 }
 
-/// Connects to a shim's control socket and asks its `state`, the request
-/// sent with the hello (one wake of the shim instead of two: at start-up
-/// berthd adopts every shim at once), both within [`SHIM_TIMEOUT`].
-pub async fn connect_state(paths: &ContainerPaths) -> Result<(RpcClient, ShimState), CallError> {
+/// Connects to a shim's control socket, asks its `state` and sends its
+/// `wait` long poll, all with the hello in one write (one wake of the shim
+/// instead of three: at start-up berthd adopts every shim at once); the
+/// hello and `state` answered within [`SHIM_TIMEOUT`]. The `wait` asks to
+/// hear of OOM kills past `oom_kills_known`; its reply is read with
+/// [`RpcClient::read_long_reply`].
+pub async fn connect_state_wait(
+    paths: &ContainerPaths,
+    oom_kills_known: u64,
+) -> Result<(RpcClient, ShimState), CallError> {
     let sock = paths.shim_sock();
-    let call = RpcClient::connect_and_call(&sock, AGENT, shim_methods::STATE, &());
+    let wait = WaitParams {
+        oom_kills: Some(oom_kills_known),
+    };
+    let call = RpcClient::connect_and_call_then(
+        &sock,
+        AGENT,
+        (shim_methods::STATE, &()),
+        (shim_methods::WAIT, &wait),
+    );
     let (mut c, state) = within_shim_timeout(paths, call).await?;
     c.set_timeout(SHIM_CALL_TIMEOUT);
     Ok((c, state))

@@ -62,12 +62,19 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Op
             Step::Again => continue,
             Step::Done => return,
         };
-        // The OOM kills of this run already heard of: the wait asks to be
-        // woken past them.
-        let wait = WaitParams {
-            oom_kills: Some(oom_kills),
+        // The `wait` sent with the `state` asked to hear of any OOM kill
+        // of this run (the count was not known yet). When `state` counted
+        // some already, that wait is answered at once: wait again, past them.
+        let answer = match Box::pin(c.read_long_reply::<Option<ExitRecord>>(m::WAIT)).await {
+            Ok(None) if oom_kills > 0 => {
+                let wait = WaitParams {
+                    oom_kills: Some(oom_kills),
+                };
+                Box::pin(c.long_call::<_, Option<ExitRecord>>(m::WAIT, &wait)).await
+            }
+            answer => answer,
         };
-        let pause = match Box::pin(c.long_call::<_, Option<ExitRecord>>(m::WAIT, &wait)).await {
+        let pause = match answer {
             // The exit, or a new OOM kill: loop to fetch the state.
             Ok(_) => false,
             Err(CallError::Remote(e)) => {
@@ -85,7 +92,8 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Op
 
 /// What `watch` does after one round of `adopt`.
 enum Step {
-    /// The shim answered and the container runs: wait on this connection.
+    /// The shim answered and the container runs: its `wait` is in flight
+    /// on this connection; `oom_kills` is what its `state` counted.
     Wait { client: RpcClient, oom_kills: u64 },
     /// Connect and ask again (a new shim, a retry).
     Again,
@@ -109,7 +117,7 @@ async fn adopt(
     // Made here, not held by `watch`: two paths per container for as
     // long as it runs would be ~180 bytes of berthd's memory each.
     let paths = &d.root.container(id);
-    let (c, state) = match shim::connect_state(paths).await {
+    let (c, state) = match shim::connect_state_wait(paths, 0).await {
         Ok(answer) => answer,
         Err(CallError::Remote(e)) if e.code == ErrorCode::VersionMismatch => {
             // Never kill what we cannot speak to: leave it, say why.
