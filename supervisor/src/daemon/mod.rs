@@ -197,7 +197,9 @@ async fn lock_root(lock_path: &Path) -> anyhow::Result<Flock<fs::File>> {
                     told = true;
                 }
                 file = f;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Looked at often: a restart waits for nothing but the old
+                // berthd's exit (closing thousands of sockets takes a few ms).
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((_, e)) => bail!("lock {}: {e}", lock_path.display()),
         }
