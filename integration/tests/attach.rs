@@ -258,12 +258,8 @@ fn stdin_round_trips_100_mib_through_cat_and_sha256sum() {
 #[test]
 fn stuck_client_is_cut_off_and_blocks_nobody() {
     let Some(env) = Env::new() else { return };
-    // Far more than a client's queue (4 MiB), one MiB every 50 ms at
-    // most: a pace the good client keeps up with also when a loaded
-    // machine leaves its thread unscheduled for a while. Written as fast
-    // as it could be (`head -c 200m`), the output put even the good client
-    // over its queue often enough, under load, to be cut off, as the
-    // shim's stall budget rightly does to a client that cannot keep up.
+    // Far more than a client's queue (4 MiB), at a pace the good client
+    // keeps up with: only the stuck one falls behind.
     let mib = 32;
     env.ok(&[
         "run",
@@ -276,9 +272,7 @@ fn stuck_client_is_cut_off_and_blocks_nobody() {
         "--",
         "sh",
         "-c",
-        &format!(
-            "read go; i=0; while [ $i -lt {mib} ]; do head -c 1m /dev/zero; sleep 0.05; i=$((i+1)); done"
-        ),
+        &crate::util::paced_zeros(mib),
     ]);
     let stuck = RawAttach::connect(&env, "firehose", false);
     let good = RawAttach::connect(&env, "firehose", false);

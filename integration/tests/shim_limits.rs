@@ -131,7 +131,8 @@ fn a_client_that_reads_in_small_slow_gulps_is_cut_off_and_gets_no_exit_after() {
         "--",
         "sh",
         "-c",
-        &format!("read go; head -c {mib}m /dev/zero"),
+        // Paced: only the slow client falls behind, not the good one.
+        &crate::util::paced_zeros(mib),
     ]);
     let slow = RawAttach::connect(&env, "gulps", false);
     let good = RawAttach::connect(&env, "gulps", false);

@@ -565,6 +565,20 @@ pub fn poll_until(
     panic!("timed out waiting for {what}; {}", context());
 }
 
+/// A script for `sh -c`: once a line arrives on stdin, `mib` MiB of zeros
+/// on stdout, one MiB every 50 ms at most. A client that reads as it
+/// comes keeps up with that, also when a loaded machine leaves its thread
+/// unscheduled for a while: it falls 4 MiB (its queue in the shim) behind
+/// only when unscheduled for ~200 ms at once. Output written as fast as
+/// `head` can put even a test's reading client over its queue often
+/// enough, under load, to be cut off, as the shim's stall budget rightly
+/// does to a client that cannot keep up.
+pub fn paced_zeros(mib: usize) -> String {
+    format!(
+        "read go; i=0; while [ $i -lt {mib} ]; do head -c 1m /dev/zero; sleep 0.05; i=$((i+1)); done"
+    )
+}
+
 /// stdout of an output as text.
 /// Writes to `f` until its filesystem refuses another byte (ENOSPC).
 pub fn fill_disk(f: &mut std::fs::File) {
