@@ -19,7 +19,14 @@ pub struct RpcClient {
     next_id: u64,
     /// Bound on each call's round trip, except `long_call`.
     timeout: Option<std::time::Duration>,
+    /// Bytes read ahead of the replies taken so far (see
+    /// `connect_call_then`); empty, and unallocated, nearly always.
+    ahead: Vec<u8>,
 }
+
+/// The read buffer for the first replies on a connection: a hello's and a
+/// shim's state fit, with room to spare.
+const FIRST_REPLIES_BUFFER: usize = 4096;
 
 /// Why a call failed: the transport, or the peer's own error reply.
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +129,18 @@ impl RpcClient {
             .await
             .map_err(|e| CallError::Transport(format!("send hello: {e}")))?;
         drop(bytes);
-        let hello = client.read_reply("hello").await?;
+        // The replies are written together and arrive together: read
+        // through one small buffer, one read(2) takes them all, not two
+        // (header, then body) per reply. Whatever was read past them (the
+        // `then`'s reply, answered at once) is kept for the next read.
+        let mut buffered =
+            tokio::io::BufReader::with_capacity(FIRST_REPLIES_BUFFER, &mut client.stream);
+        let hello = next_frame(&mut buffered, "hello").await?;
         let hello: Hello = decode_reply("hello", &hello)?;
         hello.check_compatible().map_err(CallError::Remote)?;
-        let reply = client.read_reply(method).await;
+        let reply = next_frame(&mut buffered, method).await;
+        let ahead = buffered.buffer().to_vec();
+        client.ahead = ahead;
         Ok((client, reply))
     }
 
@@ -148,6 +163,7 @@ impl RpcClient {
             stream,
             next_id: 1,
             timeout: None,
+            ahead: Vec::new(),
         })
     }
 
@@ -234,7 +250,8 @@ impl RpcClient {
     /// Reads the next reply of a streaming method (sent with
     /// `send_only`), which answers one request many times.
     pub async fn next_reply(&mut self) -> Result<Value, CallError> {
-        let frame = read_message(&mut self.stream)
+        let frame = self
+            .read_next()
             .await
             .map_err(CallError::Transport)?
             .ok_or_else(|| CallError::Transport("connection closed".into()))?;
@@ -279,11 +296,33 @@ impl RpcClient {
 
     /// Reads the reply to the oldest request not yet answered.
     async fn read_reply(&mut self, method: &str) -> Result<Frame, CallError> {
-        read_message(&mut self.stream)
-            .await
-            .map_err(|e| CallError::Transport(format!("{method}: {e}")))?
-            .ok_or_else(|| CallError::Transport(format!("{method}: connection closed")))
+        let message = self.read_next().await;
+        reply_frame(message, method)
     }
+
+    /// The next message, from what was read ahead first.
+    async fn read_next(&mut self) -> Result<Option<Frame>, String> {
+        if self.ahead.is_empty() {
+            return read_message(&mut self.stream).await;
+        }
+        let ahead = std::mem::take(&mut self.ahead);
+        let mut chained = (&ahead[..]).chain(&mut self.stream);
+        let message = read_message(&mut chained).await;
+        let (rest, _) = chained.into_inner();
+        self.ahead = rest.to_vec();
+        message
+    }
+}
+
+/// The reply to `method`, the next message on `r`.
+async fn next_frame<R: AsyncReadExt + Unpin>(r: &mut R, method: &str) -> Result<Frame, CallError> {
+    reply_frame(read_message(r).await, method)
+}
+
+fn reply_frame(message: Result<Option<Frame>, String>, method: &str) -> Result<Frame, CallError> {
+    message
+        .map_err(|e| CallError::Transport(format!("{method}: {e}")))?
+        .ok_or_else(|| CallError::Transport(format!("{method}: connection closed")))
 }
 
 /// A reply as `Response` has it, its result decoded straight into `R`:
@@ -557,14 +596,16 @@ mod tests {
                 got.push(frame::decode_json::<Request>(&f).unwrap());
             }
             let hello = json!({"major": PROTOCOL_MAJOR, "minor": 0, "agent": "peer"});
+            // All three replies in one write: the third arrives with the
+            // first two, read ahead of its turn.
+            let mut all = Vec::new();
             for (req, result) in got
                 .iter()
                 .zip([hello, json!({"status": "running"}), json!(7)])
             {
-                write_message(&mut s, &Response::ok(req.id, result))
-                    .await
-                    .unwrap();
+                all.extend(encode_message(&Response::ok(req.id, result)).unwrap());
             }
+            s.write_all(&all).await.unwrap();
             got.into_iter()
                 .map(|r| (r.method, r.params))
                 .collect::<Vec<_>>()
@@ -581,7 +622,13 @@ mod tests {
             .expect("the peer got all three requests without answering any")
             .unwrap();
         assert_eq!(state, json!({"status": "running"}));
-        let waited: u64 = client.read_long_reply("wait").await.unwrap();
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_long_reply::<u64>("wait"),
+        )
+        .await
+        .expect("the reply read ahead was lost")
+        .unwrap();
         assert_eq!(waited, 7);
         let got = peer.await.unwrap();
         let methods: Vec<_> = got.iter().map(|(m, _)| m.as_str()).collect();
