@@ -93,17 +93,15 @@ pub async fn connect(paths: &ContainerPaths) -> Result<RpcClient, CallError> {
 /// Connects to a shim's control socket, asks its `state` and sends its
 /// `wait` long poll, all with the hello in one write (one wake of the shim
 /// instead of three: at start-up berthd adopts every shim at once); the
-/// hello and `state` answered within [`SHIM_TIMEOUT`]. The `wait` asks to
-/// hear of OOM kills past `oom_kills_known`; its reply is read with
-/// [`RpcClient::read_long_reply`].
+/// hello and `state` answered within [`SHIM_TIMEOUT`]. The run's OOM kill
+/// count is not known before `state` answers, so the `wait` asks to hear
+/// of any (past 0): with kills counted already it is answered at once.
+/// Its reply is read with [`RpcClient::read_long_reply`].
 pub async fn connect_state_wait(
     paths: &ContainerPaths,
-    oom_kills_known: u64,
 ) -> Result<(RpcClient, ShimState), CallError> {
     let sock = paths.shim_sock();
-    let wait = WaitParams {
-        oom_kills: Some(oom_kills_known),
-    };
+    let wait = WaitParams { oom_kills: Some(0) };
     let call = RpcClient::connect_and_call_then(
         &sock,
         AGENT,

@@ -117,7 +117,7 @@ async fn adopt(
     // Made here, not held by `watch`: two paths per container for as
     // long as it runs would be ~180 bytes of berthd's memory each.
     let paths = &d.root.container(id);
-    let (c, state) = match shim::connect_state_wait(paths, 0).await {
+    let (c, state) = match shim::connect_state_wait(paths).await {
         Ok(answer) => answer,
         Err(CallError::Remote(e)) if e.code == ErrorCode::VersionMismatch => {
             // Never kill what we cannot speak to: leave it, say why.
