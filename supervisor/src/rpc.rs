@@ -544,16 +544,25 @@ mod tests {
     use runtime_core::protocol::PROTOCOL_MAJOR;
     use serde_json::json;
 
+    /// Accepts one connection and reads `n` requests from it, answering none.
+    async fn accept_requests(
+        listener: tokio::net::UnixListener,
+        n: usize,
+    ) -> (tokio::net::UnixStream, Vec<Request>) {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < n {
+            let f = read_frame(&mut s).await.unwrap().unwrap();
+            got.push(frame::decode_json::<Request>(&f).unwrap());
+        }
+        (s, got)
+    }
+
     /// A peer that answers nothing until it holds two requests, then
     /// answers hello (as `major`) and the second request; it returns the
     /// methods it got.
     async fn peer_wanting_two(listener: tokio::net::UnixListener, major: u32) -> Vec<String> {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            let f = read_frame(&mut s).await.unwrap().unwrap();
-            got.push(frame::decode_json::<Request>(&f).unwrap());
-        }
+        let (mut s, got) = accept_requests(listener, 2).await;
         let hello = json!({"major": major, "minor": 0, "agent": "peer"});
         let state = json!({"status": "running"});
         for (req, result) in got.iter().zip([hello, state]) {
@@ -589,12 +598,7 @@ mod tests {
         let path = dir.path().join("peer.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let peer = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            while got.len() < 3 {
-                let f = read_frame(&mut s).await.unwrap().unwrap();
-                got.push(frame::decode_json::<Request>(&f).unwrap());
-            }
+            let (mut s, got) = accept_requests(listener, 3).await;
             let hello = json!({"major": PROTOCOL_MAJOR, "minor": 0, "agent": "peer"});
             // All three replies in one write: the third arrives with the
             // first two, read ahead of its turn.
