@@ -534,13 +534,7 @@ async fn follow_exec(d: &Daemon, id: &str, exec_id: &str) {
 /// start-up restore runs once every container is adopted.
 pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
     record(d, EventKind::Restore, id);
-    if state.execs.is_empty() {
-        return;
-    }
-    let name = name_of(d, id);
-    for exec in &state.execs {
-        restored_exec(d, id, &name, exec);
-    }
+    restored_execs(d, id, &state.execs);
 }
 
 /// The exec records a restored container's shim left on disk (execs it
@@ -550,24 +544,25 @@ pub fn restored(d: &Arc<Daemon>, id: &str, state: &ShimState) {
 /// them, so it runs after. An exit also seen from the shim's state (or by
 /// a follower) is journaled once all the same: `exec_exited` is
 /// idempotent.
-pub fn restored_execs_on_disk(d: &Arc<Daemon>, id: &str) {
-    let paths = d.root.container(id);
-    let records = runtime_core::protocol::exec_records(&paths);
-    if records.is_empty() {
+pub fn restored_execs_on_disk(d: &Arc<Daemon>, id: &str, paths: &ContainerPaths) {
+    restored_execs(d, id, &runtime_core::protocol::exec_records(paths));
+}
+
+/// Execs found at a restore: an exit is journaled (once), a running one
+/// followed again. The container's name is looked up only when there is
+/// one: nearly never, and this runs for every container adopted.
+fn restored_execs(d: &Arc<Daemon>, id: &str, execs: &[ExecState]) {
+    if execs.is_empty() {
         return;
     }
     let name = name_of(d, id);
-    for exec in &records {
-        restored_exec(d, id, &name, exec);
-    }
-}
-
-fn restored_exec(d: &Arc<Daemon>, id: &str, name: &str, exec: &ExecState) {
-    match exec.exit.as_ref().filter(|_| !exec.running) {
-        Some(exit) => exec_exited(d, id, name, &exec.id, exit),
-        None => {
-            let (d, id, exec_id) = (Arc::clone(d), id.to_string(), exec.id.clone());
-            tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
+    for exec in execs {
+        match exec.exit.as_ref().filter(|_| !exec.running) {
+            Some(exit) => exec_exited(d, id, &name, &exec.id, exit),
+            None => {
+                let (d, id, exec_id) = (Arc::clone(d), id.to_string(), exec.id.clone());
+                tokio::spawn(async move { follow_exec(&d, &id, &exec_id).await });
+            }
         }
     }
 }

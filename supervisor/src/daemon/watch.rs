@@ -175,7 +175,7 @@ async fn adopt(
             // Once every container is adopted.
             Some(r) => r.execs_on_disk_later(id),
             // Adopted after its first try at start-up failed.
-            None => events::restored_execs_on_disk(d, id),
+            None => events::restored_execs_on_disk(d, id, paths),
         }
         restart::adopted(d, id);
     }
@@ -257,8 +257,9 @@ impl Drop for Restore {
         let ids = std::mem::take(&mut *lock(&self.execs_on_disk));
         let d = Arc::clone(&self.d);
         let catch_up = async move {
+            let paths = d.root.lookup();
             for (n, id) in ids.iter().enumerate() {
-                events::restored_execs_on_disk(&d, id);
+                events::restored_execs_on_disk(&d, id, &paths.container(id));
                 if n % EXEC_RECORDS_AT_ONCE == EXEC_RECORDS_AT_ONCE - 1 {
                     tokio::task::yield_now().await;
                 }
@@ -293,8 +294,10 @@ pub fn restore_all(d: &Arc<Daemon>) {
         containers: ids.len(),
         execs_on_disk: Mutex::new(Vec::new()),
     });
+    // One lookup for them all: with two roots, no walk of each whole path.
+    let lookup = d.root.lookup();
     for id in ids {
-        let paths = d.root.container(&id);
+        let paths = lookup.container(&id);
         match atomic::read_json::<ContainerMeta>(&paths.meta()) {
             Ok(meta) => {
                 d.registry
