@@ -96,26 +96,27 @@ class ScaleBench:
         self.lifecycle = None
 
     # ---- helpers ------------------------------------------------------
-    def ps_ms(self, reps, expect=None):
-        """Median wall time of `berth ps --json`, and its last listing."""
-        ts, last = [], []
+    def timed_ms(self, reps, *args):
+        """Median wall time of `berth ARGS` (less the harness's launch
+        cost), and the last run's output."""
+        ts, out = [], b""
         for _ in range(reps):
             t0 = time.perf_counter()
-            r = self.b.berth("ps", "--json", stdout=subprocess.PIPE, check=True)
+            out = self.b.berth(*args, stdout=subprocess.PIPE, check=True).stdout
             ts.append((time.perf_counter() - t0) * 1000 - self.b.launch_ms)
-            last = json.loads(r.stdout)
+        return med(ts), out
+
+    def ps_ms(self, reps, expect=None):
+        """Median wall time of `berth ps --json`, and its last listing."""
+        ms, out = self.timed_ms(reps, "ps", "--json")
+        last = json.loads(out)
         if expect is not None and len(last) != expect:
             raise SystemExit(f"bench: ps --json listed {len(last)} containers, expected {expect}")
-        return med(ts), last
+        return ms, last
 
     def table_ms(self, reps):
         """Median wall time of `berth ps` (the table)."""
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            self.b.berth("ps", stdout=subprocess.PIPE, check=True)
-            ts.append((time.perf_counter() - t0) * 1000 - self.b.launch_ms)
-        return med(ts)
+        return self.timed_ms(reps, "ps")[0]
 
     def launch(self):
         if not self.b.launch_ms:
