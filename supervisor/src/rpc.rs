@@ -1,6 +1,7 @@
 //! An async client for berth's JSON control protocol, used by the CLI to
 //! talk to berthd and by berthd to talk to shims.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -118,30 +119,104 @@ impl RpcClient {
         then: Option<(&str, &T)>,
     ) -> Result<(Self, Result<Frame, CallError>), CallError> {
         let mut client = Self::open(path).await?;
-        let mut bytes = client.encode_request("hello", &Hello::current(agent))?;
-        bytes.extend_from_slice(&client.encode_request(method, params)?);
-        if let Some((then_method, then_params)) = then {
-            bytes.extend_from_slice(&client.encode_request(then_method, then_params)?);
-        }
+        let bytes = first_requests(&mut client.next_id, agent, (method, params), then)?;
         client
             .stream
             .write_all(&bytes)
             .await
             .map_err(|e| CallError::Transport(format!("send hello: {e}")))?;
         drop(bytes);
-        // The replies are written together and arrive together: read
-        // through one small buffer, one read(2) takes them all, not two
-        // (header, then body) per reply. Whatever was read past them (the
-        // `then`'s reply, answered at once) is kept for the next read.
+        let reply = client.read_first_replies(method).await?;
+        Ok((client, reply))
+    }
+
+    /// [`RpcClient::connect_and_call_then`]'s first half, for a blocking
+    /// thread: connects without waiting, checks the peer and writes the
+    /// hello, the call and `then` in one write. Its replies are read with
+    /// [`RpcClient::replies_to`]. berthd's start-up reader sends these to
+    /// every shim while its async thread adopts the ones answered: the
+    /// connects (a path walk and a wake-up of the shim each) were a fifth
+    /// of that thread's work. A peer whose backlog is full is an error
+    /// here (the caller connects again the async way), not a wait.
+    pub fn connect_and_send<P: Serialize, T: Serialize>(
+        path: &Path,
+        agent: &str,
+        (method, params): (&str, &P),
+        then: (&str, &T),
+    ) -> Result<Sent, CallError> {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let transport = |what: &str, e: nix::Error| {
+            CallError::Transport(format!("{what} {}: {e}", path.display()))
+        };
+        let (short, _handle) =
+            sockpath::short(path).map_err(|e| CallError::Transport(e.to_string()))?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| transport("socket for", e))?;
+        let addr = UnixAddr::new(&short).map_err(|e| transport("address", e))?;
+        connect(fd.as_raw_fd(), &addr).map_err(|e| transport("connect", e))?;
+        let mut stream = std::os::unix::net::UnixStream::from(fd);
+        runtime_core::peercred::check(&stream).map_err(|why| {
+            CallError::Untrusted(format!(
+                "refusing to talk to the server at {}: {why}",
+                path.display()
+            ))
+        })?;
+        let mut next_id = 1;
+        let bytes = first_requests(&mut next_id, agent, (method, params), Some(then))?;
+        // A new connection's buffer takes these few hundred bytes whole; a
+        // short write is an error like any other (see above).
+        let written = std::io::Write::write(&mut stream, &bytes)
+            .map_err(|e| CallError::Transport(format!("send hello: {e}")))?;
+        if written != bytes.len() {
+            return Err(CallError::Transport("send hello: short write".into()));
+        }
+        Ok(Sent { stream, next_id })
+    }
+
+    /// The replies to what [`RpcClient::connect_and_send`] sent to call
+    /// `method`, read here (an async thread) as `connect_and_call_then`
+    /// reads them; the connection carries on as this client.
+    pub async fn replies_to<R: DeserializeOwned>(
+        sent: Sent,
+        method: &str,
+    ) -> Result<(Self, R), CallError> {
+        let stream = UnixStream::from_std(sent.stream)
+            .map_err(|e| CallError::Transport(format!("register connection: {e}")))?;
+        let mut client = RpcClient {
+            stream,
+            next_id: sent.next_id,
+            timeout: None,
+            ahead: Vec::new(),
+        };
+        let reply = client.read_first_replies(method).await?;
+        let result = decode_reply(method, &reply?)?;
+        Ok((client, result))
+    }
+
+    /// Reads the hello's reply and checks it, then the reply to `method`
+    /// (the outer error is the hello's). The replies are written together
+    /// and arrive together: read through one small buffer, one read(2)
+    /// takes them all, not two (header, then body) per reply. Whatever
+    /// was read past them (a `then`'s reply, answered at once) is kept
+    /// for the next read.
+    async fn read_first_replies(
+        &mut self,
+        method: &str,
+    ) -> Result<Result<Frame, CallError>, CallError> {
         let mut buffered =
-            tokio::io::BufReader::with_capacity(FIRST_REPLIES_BUFFER, &mut client.stream);
+            tokio::io::BufReader::with_capacity(FIRST_REPLIES_BUFFER, &mut self.stream);
         let hello = next_frame(&mut buffered, "hello").await?;
         let hello: Hello = decode_reply("hello", &hello)?;
         hello.check_compatible().map_err(CallError::Remote)?;
         let reply = next_frame(&mut buffered, method).await;
         let ahead = buffered.buffer().to_vec();
-        client.ahead = ahead;
-        Ok((client, reply))
+        self.ahead = ahead;
+        Ok(reply)
     }
 
     /// Connects and checks the peer's credentials.
@@ -284,14 +359,7 @@ impl RpcClient {
         method: &str,
         params: &P,
     ) -> Result<Vec<u8>, CallError> {
-        let req = Request {
-            id: self.next_id,
-            method: method.to_string(),
-            params: serde_json::to_value(params)
-                .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
-        };
-        self.next_id += 1;
-        frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))
+        encode_request(&mut self.next_id, method, params)
     }
 
     /// Reads the reply to the oldest request not yet answered.
@@ -312,6 +380,45 @@ impl RpcClient {
         self.ahead = rest.to_vec();
         message
     }
+}
+
+/// A connection [`RpcClient::connect_and_send`] made and sent its first
+/// requests on, for [`RpcClient::replies_to`].
+pub struct Sent {
+    stream: std::os::unix::net::UnixStream,
+    next_id: u64,
+}
+
+/// Request `*next_id`'s frame; the id moves on.
+fn encode_request<P: Serialize>(
+    next_id: &mut u64,
+    method: &str,
+    params: &P,
+) -> Result<Vec<u8>, CallError> {
+    let req = Request {
+        id: *next_id,
+        method: method.to_string(),
+        params: serde_json::to_value(params)
+            .map_err(|e| CallError::Transport(format!("encode {method}: {e}")))?,
+    };
+    *next_id += 1;
+    frame::encode_json(&req).map_err(|e| CallError::Transport(e.to_string()))
+}
+
+/// The hello, a call and maybe one more request, in one buffer for one
+/// write.
+fn first_requests<P: Serialize, T: Serialize>(
+    next_id: &mut u64,
+    agent: &str,
+    (method, params): (&str, &P),
+    then: Option<(&str, &T)>,
+) -> Result<Vec<u8>, CallError> {
+    let mut bytes = encode_request(next_id, "hello", &Hello::current(agent))?;
+    bytes.extend_from_slice(&encode_request(next_id, method, params)?);
+    if let Some((then_method, then_params)) = then {
+        bytes.extend_from_slice(&encode_request(next_id, then_method, then_params)?);
+    }
+    Ok(bytes)
 }
 
 /// The reply to `method`, the next message on `r`.
@@ -590,37 +697,30 @@ mod tests {
         assert_eq!(peer.await.unwrap(), ["hello", "state"]);
     }
 
-    /// The `then` request goes out with the hello and the call, before any
-    /// reply: the peer reads all three in one turn; its reply is read later.
-    #[tokio::test]
-    async fn connect_and_call_then_sends_three_requests_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peer.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let peer = tokio::spawn(async move {
-            let (mut s, got) = accept_requests(listener, 3).await;
-            let hello = json!({"major": PROTOCOL_MAJOR, "minor": 0, "agent": "peer"});
-            // All three replies in one write: the third arrives with the
-            // first two, read ahead of its turn.
-            let mut all = Vec::new();
-            for (req, result) in got
-                .iter()
-                .zip([hello, json!({"status": "running"}), json!(7)])
-            {
-                all.extend(encode_message(&Response::ok(req.id, result)).unwrap());
-            }
-            s.write_all(&all).await.unwrap();
-            got.into_iter()
-                .map(|r| (r.method, r.params))
-                .collect::<Vec<_>>()
-        });
-        let wait = json!({"oom_kills": 0});
-        let call = RpcClient::connect_and_call_then::<_, Value, _>(
-            &path,
-            "test",
-            ("state", &()),
-            ("wait", &wait),
-        );
+    /// A peer that answers nothing until it holds hello, `state` and
+    /// `wait`, then answers all three in one write (the third arrives with
+    /// the first two, read ahead of its turn); it returns what it got.
+    async fn peer_wanting_three(listener: tokio::net::UnixListener) -> Vec<(String, Value)> {
+        let (mut s, got) = accept_requests(listener, 3).await;
+        let hello = json!({"major": PROTOCOL_MAJOR, "minor": 0, "agent": "peer"});
+        let mut all = Vec::new();
+        for (req, result) in got
+            .iter()
+            .zip([hello, json!({"status": "running"}), json!(7)])
+        {
+            all.extend(encode_message(&Response::ok(req.id, result)).unwrap());
+        }
+        s.write_all(&all).await.unwrap();
+        got.into_iter().map(|r| (r.method, r.params)).collect()
+    }
+
+    /// What a client that sent hello, `state` and `wait` at once must see:
+    /// the state, then the `wait`'s reply that was read ahead; and the
+    /// peer got the three requests in order.
+    async fn check_three(
+        call: impl std::future::Future<Output = Result<(RpcClient, Value), CallError>>,
+        peer: tokio::task::JoinHandle<Vec<(String, Value)>>,
+    ) {
         let (mut client, state) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
             .await
             .expect("the peer got all three requests without answering any")
@@ -639,6 +739,55 @@ mod tests {
         assert_eq!(methods, ["hello", "state", "wait"]);
         assert_eq!(got[2].1, json!({"oom_kills": 0}));
     }
+
+    /// The `then` request goes out with the hello and the call, before any
+    /// reply: the peer reads all three in one turn; its reply is read later.
+    #[tokio::test]
+    async fn connect_and_call_then_sends_three_requests_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let peer = tokio::spawn(peer_wanting_three(listener));
+        let wait = json!({"oom_kills": 0});
+        let call = RpcClient::connect_and_call_then::<_, Value, _>(
+            &path,
+            "test",
+            ("state", &()),
+            ("wait", &wait),
+        );
+        check_three(call, peer).await;
+    }
+
+    /// The same three requests sent from a blocking thread (berthd's
+    /// start-up readers), their replies read on the async one.
+    #[tokio::test]
+    async fn requests_sent_from_a_blocking_thread_are_answered_on_the_async_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let peer = tokio::spawn(peer_wanting_three(listener));
+        let to = path.clone();
+        let sent = tokio::task::spawn_blocking(move || {
+            let wait = json!({"oom_kills": 0});
+            RpcClient::connect_and_send(&to, "test", ("state", &()), ("wait", &wait))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        check_three(RpcClient::replies_to::<Value>(sent, "state"), peer).await;
+    }
+
+    #[tokio::test]
+    async fn a_send_from_a_blocking_thread_to_no_server_is_an_error_not_a_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nobody.sock");
+        let err = RpcClient::connect_and_send(&path, "test", ("state", &()), ("wait", &()))
+            .err()
+            .expect("nothing listens there");
+        assert!(matches!(err, CallError::Transport(_)), "{err}");
+        assert!(err.to_string().contains("nobody.sock"), "{err}");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn connect_and_call_refuses_another_major_version() {
         let dir = tempfile::tempdir().unwrap();

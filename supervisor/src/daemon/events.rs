@@ -548,10 +548,23 @@ pub fn restored_execs_on_disk(d: &Arc<Daemon>, id: &str, paths: &ContainerPaths)
     restored_execs(d, id, &runtime_core::protocol::exec_records(paths));
 }
 
+/// The exec records on disk of containers `ids` (see
+/// [`restored_execs_on_disk`]), those that have any: blocking reads, for
+/// a blocking thread.
+pub fn execs_on_disk(d: &Daemon, ids: Vec<String>) -> Vec<(String, Vec<ExecState>)> {
+    let lookup = d.root.lookup();
+    ids.into_iter()
+        .filter_map(|id| {
+            let execs = runtime_core::protocol::exec_records(&lookup.container(&id));
+            (!execs.is_empty()).then_some((id, execs))
+        })
+        .collect()
+}
+
 /// Execs found at a restore: an exit is journaled (once), a running one
 /// followed again. The container's name is looked up only when there is
 /// one: nearly never, and this runs for every container adopted.
-fn restored_execs(d: &Arc<Daemon>, id: &str, execs: &[ExecState]) {
+pub fn restored_execs(d: &Arc<Daemon>, id: &str, execs: &[ExecState]) {
     if execs.is_empty() {
         return;
     }

@@ -142,8 +142,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
     let listener = server::bind(&daemon)?;
-    // Serve at once: containers not yet reconciled answer "restoring".
-    watch::restore_all(&daemon);
+    // Serve once every container on disk is in the table (each adopted
+    // in its own task meanwhile): those not yet reconciled answer
+    // "restoring".
+    watch::restore_all(&daemon).await;
     log::info!(
         "berthd {} listening on {}",
         env!("CARGO_PKG_VERSION"),

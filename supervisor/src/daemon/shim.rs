@@ -10,7 +10,7 @@ use runtime_core::shimcmd::ShimConfig;
 use runtime_core::protocol::{shim_methods, ErrorCode, RpcError, ShimState, WaitParams};
 
 use super::Daemon;
-use crate::rpc::{CallError, RpcClient};
+use crate::rpc::{CallError, RpcClient, Sent};
 
 /// How long one shim may take to answer a connect + hello.
 pub const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,6 +109,31 @@ pub async fn connect_state_wait(
         (shim_methods::WAIT, &wait),
     );
     let (mut c, state) = within_shim_timeout(paths, call).await?;
+    c.set_timeout(SHIM_CALL_TIMEOUT);
+    Ok((c, state))
+}
+
+/// [`connect_state_wait`]'s first half, for a blocking thread (berthd's
+/// start-up reader): connects and sends the hello, `state` and `wait`.
+/// [`state_wait_sent`] reads the answers.
+pub fn send_state_wait(paths: &ContainerPaths) -> Result<Sent, CallError> {
+    let wait = WaitParams { oom_kills: Some(0) };
+    RpcClient::connect_and_send(
+        &paths.shim_sock(),
+        AGENT,
+        (shim_methods::STATE, &()),
+        (shim_methods::WAIT, &wait),
+    )
+}
+
+/// [`connect_state_wait`] on a connection [`send_state_wait`] made:
+/// the same answers within the same time.
+pub async fn state_wait_sent(
+    paths: &ContainerPaths,
+    sent: Sent,
+) -> Result<(RpcClient, ShimState), CallError> {
+    let answers = RpcClient::replies_to(sent, shim_methods::STATE);
+    let (mut c, state) = within_shim_timeout(paths, answers).await?;
     c.set_timeout(SHIM_CALL_TIMEOUT);
     Ok((c, state))
 }
