@@ -21,6 +21,10 @@ pub enum CgroupError {
     },
     #[error("no cgroup found for pid {pid} (controller {controller})")]
     NoCgroup { pid: i32, controller: &'static str },
+    /// `/proc/PID/cgroup` lists the process at the root of the v1 memory
+    /// hierarchy: where the kernel shows a process that has exited.
+    #[error("pid {pid} is listed in the root memory cgroup: it has exited")]
+    Exited { pid: i32 },
 }
 
 /// A process's cgroup.
@@ -155,8 +159,39 @@ fn read(path: &Path) -> Result<String, CgroupError> {
 /// The cgroup of process `pid`, as this process sees the hierarchies.
 pub fn of_pid(pid: i32) -> Result<Cgroup, CgroupError> {
     let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
+    locate_here(pid, &proc_cgroup)
+}
+
+/// [`of_pid`] for a container's process, which runc never leaves in a
+/// hierarchy's root. On v1 the kernel lists a process that has exited (a
+/// zombie not yet reaped) in the root cgroups, so a container's init that
+/// ended before its shim looked would give the host's root memory cgroup:
+/// an OOM watch there counts every OOM kill on the host as the
+/// container's. That is an error here (v2 keeps a zombie's own path).
+pub fn of_container_pid(pid: i32) -> Result<Cgroup, CgroupError> {
+    let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
+    if memory_v1_at_root(&proc_cgroup) {
+        return Err(CgroupError::Exited { pid });
+    }
+    locate_here(pid, &proc_cgroup)
+}
+
+/// Whether `/proc/PID/cgroup` lists a v1 memory hierarchy with the
+/// process at its root.
+fn memory_v1_at_root(proc_cgroup: &str) -> bool {
+    proc_cgroup.lines().any(|line| {
+        let mut it = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            return false;
+        };
+        path == "/" && ctrls.split(',').any(|c| c == "memory")
+    })
+}
+
+/// [`locate`] against this process's own mountinfo.
+fn locate_here(pid: i32, proc_cgroup: &str) -> Result<Cgroup, CgroupError> {
     let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
-    locate(pid, &proc_cgroup, &mountinfo, |p| {
+    locate(pid, proc_cgroup, &mountinfo, |p| {
         // A hybrid host mounts a v2 hierarchy beside v1 with few or no
         // controllers (this one's has hugetlb): v2 only if it has memory.
         fs::read_to_string(p.join("cgroup.controllers"))
@@ -202,6 +237,19 @@ mod tests {
         assert!(cg.v1_dir(1, "memory").is_err());
         let e = locate(9, "0::/x\n", v2, |_| false).unwrap_err();
         assert!(e.to_string().contains("pid 9"), "{e}");
+    }
+
+    #[test]
+    fn a_process_listed_in_the_root_memory_cgroup_has_exited() {
+        // How v1 lists a zombie: every hierarchy at its root.
+        let zombie = "8:pids:/\n4:memory:/\n2:cpu,cpuacct:/\n0::/abc\n";
+        assert!(memory_v1_at_root(zombie));
+        let running = "8:pids:/abc\n4:memory:/abc\n2:cpu,cpuacct:/abc\n0::/abc\n";
+        assert!(!memory_v1_at_root(running));
+        // v2 only: a zombie keeps its path, nothing to refuse.
+        assert!(!memory_v1_at_root("0::/\n"));
+        // A controller merely named like memory is not it.
+        assert!(!memory_v1_at_root("3:memory_x:/\n4:memory:/abc\n"));
     }
 
     #[test]

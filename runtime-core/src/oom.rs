@@ -98,9 +98,10 @@ pub fn parse_oom_kill(text: &str) -> Option<u64> {
 }
 
 impl OomWatcher {
-    /// Watches the memory cgroup of process `pid` (the container's init).
+    /// Watches the memory cgroup of process `pid` (the container's init;
+    /// one that has exited is an error, see `cgroup::of_container_pid`).
     pub fn for_pid(pid: i32) -> Result<OomWatcher, OomError> {
-        match cgroup::of_pid(pid)? {
+        match cgroup::of_container_pid(pid)? {
             Cgroup::V2(dir) => OomWatcher::v2(&dir),
             cg @ Cgroup::V1(_) => OomWatcher::v1(cg.v1_dir(pid, "memory")?),
         }
@@ -582,6 +583,87 @@ mod tests {
         assert_eq!(status.signal(), Some(9), "{status:?}");
         assert_eq!(w.check().unwrap(), 1);
         assert_eq!(w.check().unwrap(), 0);
+    }
+
+    /// A container's init that has exited before its watch began: on v1
+    /// the kernel lists a zombie in the root cgroups, and the watch must
+    /// not land on the host's root memory cgroup (where every OOM kill on
+    /// the host would count as the container's). A live process in the
+    /// same cgroup is watched there.
+    #[test]
+    fn an_exited_init_is_not_watched_in_the_root_memory_cgroup() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+            eprintln!("SKIPPED: needs root to make a cgroup");
+            return;
+        }
+        let me = std::process::id() as i32;
+        let own = cgroup::of_pid(me).unwrap();
+        let dir = match &own {
+            Cgroup::V2(d) => d.join(format!("zombie-test-{me}")),
+            Cgroup::V1(_) => own
+                .v1_dir(me, "memory")
+                .unwrap()
+                .join(format!("zombie-test-{me}")),
+        };
+        fs::create_dir(&dir).unwrap();
+        let mut cg = TempCgroup {
+            dir: dir.clone(),
+            child: None,
+        };
+        let in_cgroup = |then: &str| {
+            let script = format!(
+                "echo $$ > {} && exec {then}",
+                dir.join("cgroup.procs").display()
+            );
+            std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap()
+        };
+        let state = |pid: u32| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()))
+        };
+        // Alive in the cgroup: watched there.
+        let live = in_cgroup("/bin/sleep 30");
+        let pid = live.id();
+        cg.child = Some(live);
+        let moved = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("/bin/sleep"))
+        });
+        assert!(moved, "the shell did not move itself in and exec sleep");
+        let w = OomWatcher::for_pid(pid as i32).unwrap();
+        assert_eq!(w.counter_file().parent(), Some(dir.as_path()));
+        if let Some(mut c) = cg.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Exited, not yet reaped: a zombie (the guard reaps it).
+        let gone = in_cgroup("/bin/true");
+        let pid = gone.id();
+        cg.child = Some(gone);
+        let zombie = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            state(pid) == Some('Z')
+        });
+        assert!(zombie, "the child did not exit within a second");
+        let listed = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let got = OomWatcher::for_pid(pid as i32);
+        match got {
+            Ok(w) => {
+                // v2 keeps a zombie's own cgroup: watched there, not at the root.
+                assert!(matches!(own, Cgroup::V2(_)), "{listed}");
+                assert_eq!(w.counter_file().parent(), Some(dir.as_path()), "{listed}");
+            }
+            Err(e) => assert!(
+                matches!(e, OomError::Cgroup(cgroup::CgroupError::Exited { .. })),
+                "{listed}: {e}"
+            ),
+        }
     }
 
     #[test]
