@@ -16,7 +16,9 @@
 //! CAP_SYS_ADMIN and refused (EPERM) without, as Docker's own profile
 //! does; with both rules in the filter the first one, the allow, won, so
 //! a container without CAP_SYS_ADMIN could call `setns`, where Docker's
-//! cannot.
+//! cannot. (containers/common allows it for everyone so that `podman
+//! exec` works in nested rootless Podman; berth follows Docker here.
+//! `unshare` stays allowed, as that file has it.)
 
 use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
 use serde::Deserialize;

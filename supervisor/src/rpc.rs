@@ -160,12 +160,7 @@ impl RpcClient {
         let addr = UnixAddr::new(&short).map_err(|e| transport("address", e))?;
         connect(fd.as_raw_fd(), &addr).map_err(|e| transport("connect", e))?;
         let mut stream = std::os::unix::net::UnixStream::from(fd);
-        runtime_core::peercred::check(&stream).map_err(|why| {
-            CallError::Untrusted(format!(
-                "refusing to talk to the server at {}: {why}",
-                path.display()
-            ))
-        })?;
+        check_server(&stream, path)?;
         let mut next_id = 1;
         let bytes = first_requests(&mut next_id, agent, (method, params), Some(then))?;
         // A new connection's buffer takes these few hundred bytes whole; a
@@ -226,14 +221,7 @@ impl RpcClient {
         let stream = UnixStream::connect(&short)
             .await
             .map_err(|e| CallError::Transport(format!("connect {}: {e}", path.display())))?;
-        // The server is checked as it checks us: a socket someone else
-        // managed to bind there must not get to name the files we open.
-        runtime_core::peercred::check(&stream).map_err(|why| {
-            CallError::Untrusted(format!(
-                "refusing to talk to the server at {}: {why}",
-                path.display()
-            ))
-        })?;
+        check_server(&stream, path)?;
         Ok(RpcClient {
             stream,
             next_id: 1,
@@ -387,6 +375,19 @@ impl RpcClient {
 pub struct Sent {
     stream: std::os::unix::net::UnixStream,
     next_id: u64,
+}
+
+/// The server is checked as it checks us: a socket someone else managed
+/// to bind at `path` must not get to name the files we open.
+fn check_server<F: std::os::fd::AsFd>(stream: &F, path: &Path) -> Result<(), CallError> {
+    runtime_core::peercred::check(stream)
+        .map(drop)
+        .map_err(|why| {
+            CallError::Untrusted(format!(
+                "refusing to talk to the server at {}: {why}",
+                path.display()
+            ))
+        })
 }
 
 /// Request `*next_id`'s frame; the id moves on.

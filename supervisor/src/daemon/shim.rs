@@ -101,13 +101,7 @@ pub async fn connect_state_wait(
     paths: &ContainerPaths,
 ) -> Result<(RpcClient, ShimState), CallError> {
     let sock = paths.shim_sock();
-    let wait = WaitParams { oom_kills: Some(0) };
-    let call = RpcClient::connect_and_call_then(
-        &sock,
-        AGENT,
-        (shim_methods::STATE, &()),
-        (shim_methods::WAIT, &wait),
-    );
+    let call = RpcClient::connect_and_call_then(&sock, AGENT, (shim_methods::STATE, &()), WAIT_ANY);
     let (mut c, state) = within_shim_timeout(paths, call).await?;
     c.set_timeout(SHIM_CALL_TIMEOUT);
     Ok((c, state))
@@ -117,14 +111,17 @@ pub async fn connect_state_wait(
 /// start-up reader): connects and sends the hello, `state` and `wait`.
 /// [`state_wait_sent`] reads the answers.
 pub fn send_state_wait(paths: &ContainerPaths) -> Result<Sent, CallError> {
-    let wait = WaitParams { oom_kills: Some(0) };
     RpcClient::connect_and_send(
         &paths.shim_sock(),
         AGENT,
         (shim_methods::STATE, &()),
-        (shim_methods::WAIT, &wait),
+        WAIT_ANY,
     )
 }
+
+/// The `wait` an adoption sends with its `state`: the run's OOM kill
+/// count is not known yet, so it asks to hear of any.
+const WAIT_ANY: (&str, &WaitParams) = (shim_methods::WAIT, &WaitParams { oom_kills: Some(0) });
 
 /// [`connect_state_wait`] on a connection [`send_state_wait`] made:
 /// the same answers within the same time.

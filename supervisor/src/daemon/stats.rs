@@ -176,7 +176,8 @@ fn host_memory() -> u64 {
 
 /// Samples the cgroup of process `pid`.
 pub fn sample_pid(pid: i32) -> Result<Sample, StatsError> {
-    let cg = cgroup::of_pid(pid)?;
+    // Not of an exited process: on v1 that is the host's root cgroup.
+    let cg = cgroup::of_container_pid(pid)?;
     let (counters, version) = match &cg {
         Cgroup::V2(dir) => (read_v2(dir)?, 2),
         Cgroup::V1(_) => (

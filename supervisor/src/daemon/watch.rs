@@ -269,10 +269,23 @@ impl Drop for Restore {
             // disk), and nearly all of them hold no exec record. Only
             // what is found comes back to be acted on here.
             let reader = Arc::clone(&d);
-            let found = tokio::task::spawn_blocking(move || events::execs_on_disk(&reader, ids))
-                .await
-                .unwrap_or_default();
+            let found = match tokio::task::spawn_blocking(move || {
+                events::execs_on_disk(&reader, ids)
+            })
+            .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    log::error!("reading the restored containers' exec records: {e}");
+                    Vec::new()
+                }
+            };
             for (id, execs) in found {
+                // The API was served meanwhile: a container removed since
+                // has nothing left to journal or follow.
+                if d.registry.get(&id).is_none_or(|e| e.removing) {
+                    continue;
+                }
                 events::restored_execs(&d, &id, &execs);
             }
             // The adoptions' connections, requests, replies and updates
@@ -328,17 +341,27 @@ pub async fn restore_all(d: &Arc<Daemon>) {
     }
     drop(tx);
     while let Some(batch) = rx.recv().await {
-        for (id, meta, sent) in batch {
-            let Some(meta) = meta else {
-                // No meta.json: berthd died before the container was made
-                // (or while removing it, after its definition went).
-                log::warn!(
-                    "removing half-made container directory {}",
-                    d.root.container(&id).dir().display()
-                );
-                let d2 = d.clone();
-                tokio::spawn(async move { reconcile::discard(&d2, &id).await });
-                continue;
+        for (id, found) in batch {
+            let (meta, sent) = match found {
+                OnDisk::Defined(meta, sent) => (*meta, sent),
+                OnDisk::Undefined => {
+                    // No meta.json: berthd died before the container was
+                    // made (or while removing it, after its definition went).
+                    log::warn!(
+                        "removing half-made container directory {}",
+                        d.root.container(&id).dir().display()
+                    );
+                    let d2 = d.clone();
+                    tokio::spawn(async move { reconcile::discard(&d2, &id).await });
+                    continue;
+                }
+                OnDisk::Unreadable(why) => {
+                    // Never removed for it: out of fds, an I/O error or a
+                    // damaged file says nothing about the container, whose
+                    // shim may be running. Left as it is, unlisted.
+                    log::error!("container {id} left alone, not listed: {why}");
+                    continue;
+                }
             };
             d.registry
                 .lock()
@@ -358,11 +381,20 @@ pub async fn restore_all(d: &Arc<Daemon>) {
 /// berthd's thread per batch, not per container.
 const METAS_AT_ONCE: usize = 32;
 
-/// A container found on disk, with its definition if it has one and
-/// then, if that worked, its shim's connection with the first requests
-/// sent. (A connection that failed is made again by the adoption, which
-/// says why.)
-type Found = (String, Option<ContainerMeta>, Option<Sent>);
+/// A container found on disk, by id.
+type Found = (String, OnDisk);
+
+/// What the start-up readers found of one container.
+enum OnDisk {
+    /// Its definition and, if that worked, its shim's connection with the
+    /// first requests sent. (A connection that failed is made again by the
+    /// adoption, which says why.)
+    Defined(Box<ContainerMeta>, Option<Sent>),
+    /// No meta.json: a half-made container.
+    Undefined,
+    /// meta.json could not be read or parsed (why).
+    Unreadable(String),
+}
 
 /// Reads the containers' meta.json and sends each shim its first
 /// requests (see `restore_all`). A closed channel (berthd shutting down)
@@ -373,12 +405,16 @@ fn read_metas(d: &Daemon, ids: Vec<String>, tx: &tokio::sync::mpsc::UnboundedSen
     let mut batch = Vec::with_capacity(METAS_AT_ONCE);
     for id in ids {
         let paths = lookup.container(&id);
-        let meta = atomic::read_json::<ContainerMeta>(&paths.meta()).ok();
-        let sent = match meta {
-            Some(_) => shim::send_state_wait(&paths).ok(),
-            None => None,
+        let found = match atomic::read_json::<ContainerMeta>(&paths.meta()) {
+            Ok(meta) => OnDisk::Defined(Box::new(meta), shim::send_state_wait(&paths).ok()),
+            Err(runtime_core::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                OnDisk::Undefined
+            }
+            Err(e) => OnDisk::Unreadable(e.to_string()),
         };
-        batch.push((id, meta, sent));
+        batch.push((id, found));
         if batch.len() == METAS_AT_ONCE {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(METAS_AT_ONCE));
             if tx.send(full).is_err() {
