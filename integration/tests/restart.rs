@@ -339,3 +339,56 @@ fn restart_loop_loses_nothing_and_leaks_nothing() {
     }
     env.assert_clean();
 }
+
+/// A container whose meta.json cannot be read at start-up is left alone:
+/// not listed, never removed (its shim and container keep running), the
+/// reason in berthd's log. Once the file is readable again, the next
+/// berthd adopts it as if nothing happened. (Any failure to read it used
+/// to remove the directory as half-made.)
+#[test]
+fn a_container_whose_definition_cannot_be_read_is_left_alone() {
+    let Some(mut env) = Env::new() else {
+        return;
+    };
+    env.ok(&["run", "-d", "--name", "kept", "--", "sleep", "1000"]);
+    let info = env.inspect("kept");
+    let id = info["id"].as_str().expect("id").to_string();
+    let pid = info["pid"].as_i64().expect("pid");
+    let dir = std::path::PathBuf::from(info["data_dir"].as_str().expect("data_dir"));
+    let meta = dir.join("meta.json");
+    let good = std::fs::read(&meta).expect("meta.json");
+    env.kill_berthd();
+    // Put the definition back whatever happens, so the guard of `env`
+    // (dropped after this) can remove the container.
+    struct Restore<'a>(&'a std::path::Path, &'a [u8]);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, self.1);
+        }
+    }
+    let _restore = Restore(&meta, &good);
+    std::fs::write(&meta, b"{ damaged").expect("damage meta.json");
+    env.start_berthd();
+    env.wait_restored();
+    assert!(
+        env.ps_all().iter().all(|c| c["id"] != id.as_str()),
+        "a container with an unreadable definition was listed"
+    );
+    assert!(dir.exists(), "the container's directory was removed");
+    assert!(alive(pid), "the container's process was stopped");
+    let log = env.berthd_log();
+    assert!(
+        log.contains(&id) && log.contains("left alone"),
+        "berthd did not say why: {log}"
+    );
+
+    std::fs::write(&meta, &good).expect("repair meta.json");
+    env.kill_berthd();
+    env.start_berthd();
+    env.wait_until(20, "the adoption", || {
+        env.ps_all()
+            .iter()
+            .any(|c| c["id"] == id.as_str() && c["status"] == "running")
+    });
+    assert_eq!(env.inspect("kept")["pid"].as_i64(), Some(pid));
+}
