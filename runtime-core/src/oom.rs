@@ -518,6 +518,29 @@ mod tests {
         child: Option<std::process::Child>,
     }
 
+    impl TempCgroup {
+        /// `<name>-<pid>` in our own memory cgroup, and that cgroup; `None`
+        /// (the test skipped) without root, which CI always has.
+        fn under_our_own(name: &str) -> Option<(Cgroup, TempCgroup)> {
+            if !nix::unistd::geteuid().is_root() {
+                assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+                eprintln!("SKIPPED: needs root to make a cgroup");
+                return None;
+            }
+            let me = std::process::id() as i32;
+            let own = cgroup::of_pid(me).unwrap();
+            let dir = match &own {
+                Cgroup::V2(d) => d.join(format!("{name}-{me}")),
+                Cgroup::V1(_) => own
+                    .v1_dir(me, "memory")
+                    .unwrap()
+                    .join(format!("{name}-{me}")),
+            };
+            fs::create_dir(&dir).unwrap();
+            Some((own, TempCgroup { dir, child: None }))
+        }
+    }
+
     impl Drop for TempCgroup {
         fn drop(&mut self) {
             if let Some(c) = self.child.as_mut() {
@@ -532,31 +555,13 @@ mod tests {
     /// OOM-killed, the watch's fd becomes readable and `check` counts it.
     #[test]
     fn the_kernel_reports_a_real_oom_kill() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
-            eprintln!("SKIPPED: needs root to make a cgroup");
+        let Some((own, mut cg)) = TempCgroup::under_our_own("oom-test") else {
             return;
-        }
-        let me = std::process::id() as i32;
-        let own = cgroup::of_pid(me).unwrap();
-        let (dir, limit_file, procs) = match &own {
-            Cgroup::V2(d) => (
-                d.join(format!("oom-test-{me}")),
-                "memory.max",
-                "cgroup.procs",
-            ),
-            Cgroup::V1(_) => (
-                own.v1_dir(me, "memory")
-                    .unwrap()
-                    .join(format!("oom-test-{me}")),
-                "memory.limit_in_bytes",
-                "cgroup.procs",
-            ),
         };
-        fs::create_dir(&dir).unwrap();
-        let mut cg = TempCgroup {
-            dir: dir.clone(),
-            child: None,
+        let dir = cg.dir.clone();
+        let (limit_file, procs) = match &own {
+            Cgroup::V2(_) => ("memory.max", "cgroup.procs"),
+            Cgroup::V1(_) => ("memory.limit_in_bytes", "cgroup.procs"),
         };
         fs::write(dir.join(limit_file), "8388608").unwrap();
         let _ = fs::write(dir.join("memory.swap.max"), "0");
@@ -592,25 +597,10 @@ mod tests {
     /// same cgroup is watched there.
     #[test]
     fn an_exited_init_is_not_watched_in_the_root_memory_cgroup() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
-            eprintln!("SKIPPED: needs root to make a cgroup");
+        let Some((own, mut cg)) = TempCgroup::under_our_own("zombie-test") else {
             return;
-        }
-        let me = std::process::id() as i32;
-        let own = cgroup::of_pid(me).unwrap();
-        let dir = match &own {
-            Cgroup::V2(d) => d.join(format!("zombie-test-{me}")),
-            Cgroup::V1(_) => own
-                .v1_dir(me, "memory")
-                .unwrap()
-                .join(format!("zombie-test-{me}")),
         };
-        fs::create_dir(&dir).unwrap();
-        let mut cg = TempCgroup {
-            dir: dir.clone(),
-            child: None,
-        };
+        let dir = cg.dir.clone();
         let in_cgroup = |then: &str| {
             let script = format!(
                 "echo $$ > {} && exec {then}",
