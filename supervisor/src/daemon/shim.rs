@@ -102,9 +102,7 @@ pub async fn connect_state_wait(
 ) -> Result<(RpcClient, ShimState), CallError> {
     let sock = paths.shim_sock();
     let call = RpcClient::connect_and_call_then(&sock, AGENT, (shim_methods::STATE, &()), WAIT_ANY);
-    let (mut c, state) = within_shim_timeout(paths, call).await?;
-    c.set_timeout(SHIM_CALL_TIMEOUT);
-    Ok((c, state))
+    state_within_shim_timeout(paths, call).await
 }
 
 /// [`connect_state_wait`]'s first half, for a blocking thread (berthd's
@@ -129,7 +127,15 @@ pub async fn state_wait_sent(
     paths: &ContainerPaths,
     sent: Sent,
 ) -> Result<(RpcClient, ShimState), CallError> {
-    let answers = RpcClient::replies_to(sent, shim_methods::STATE);
+    state_within_shim_timeout(paths, RpcClient::replies_to(sent, shim_methods::STATE)).await
+}
+
+/// The hello and `state` answered within [`SHIM_TIMEOUT`]; later calls on
+/// the connection get [`SHIM_CALL_TIMEOUT`], as [`connect`]'s do.
+async fn state_within_shim_timeout(
+    paths: &ContainerPaths,
+    answers: impl std::future::Future<Output = Result<(RpcClient, ShimState), CallError>>,
+) -> Result<(RpcClient, ShimState), CallError> {
     let (mut c, state) = within_shim_timeout(paths, answers).await?;
     c.set_timeout(SHIM_CALL_TIMEOUT);
     Ok((c, state))

@@ -283,7 +283,7 @@ impl Drop for Restore {
             for (id, execs) in found {
                 // The API was served meanwhile: a container removed since
                 // has nothing left to journal or follow.
-                if d.registry.get(&id).is_none_or(|e| e.removing) {
+                if d.registry.lock().get(&id).is_none_or(|e| e.removing) {
                     continue;
                 }
                 events::restored_execs(&d, &id, &execs);
