@@ -579,7 +579,6 @@ pub fn paced_zeros(mib: usize) -> String {
     )
 }
 
-/// stdout of an output as text.
 /// Writes to `f` until its filesystem refuses another byte (ENOSPC).
 pub fn fill_disk(f: &mut std::fs::File) {
     let chunk = vec![0xa5u8; 64 * 1024];
@@ -595,6 +594,7 @@ pub fn fill_disk(f: &mut std::fs::File) {
     while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
 }
 
+/// stdout of an output as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
