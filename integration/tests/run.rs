@@ -288,3 +288,40 @@ fn run_rm_leaves_nothing() {
     env.wait_until(10, "auto-removal", || env.ps_all().is_empty());
     env.assert_clean();
 }
+
+/// A container gets a cgroup namespace of its own on a unified (v2) host
+/// and the host's on a v1 or hybrid one, as `runc spec` and Docker's
+/// default `--cgroupns` do: on v1 a namespace makes runc mount every
+/// hierarchy afresh in the container, and the kernel walks every cgroup on
+/// the host for each of those mounts, a cost per start that grows with
+/// the number of containers. Either way its limits are in its own cgroup
+/// files (`limits_reach_the_cgroup`).
+#[test]
+fn cgroup_namespace_private_only_on_a_unified_host() {
+    let Some(env) = Env::new() else { return };
+    let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .expect("statfs /sys/fs/cgroup")
+        .filesystem_type()
+        == nix::sys::statfs::CGROUP2_SUPER_MAGIC;
+    env.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "ns",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    let pid = env.inspect("ns")["pid"].as_i64().expect("pid");
+    let ns = |p: String| std::fs::read_link(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let host = ns("/proc/self/ns/cgroup".to_string());
+    let container = ns(format!("/proc/{pid}/ns/cgroup"));
+    if unified {
+        assert_ne!(container, host, "a v2 host: the container's own");
+    } else {
+        assert_eq!(container, host, "a v1 host: the host's");
+    }
+    env.ok(&["rm", "-f", "ns"]);
+}
