@@ -7,7 +7,11 @@ Scale: idle containers (`--network none`: a Linux bridge takes at most
 another, one berth container and one bare `runc run -d` of a plain bundle
 per round, in a random order, so both start against the same host (the
 same mount table, the same number of processes). At each count: the
-start latency of the last starts before it, berthd's RSS and open fds,
+start latency (probe rounds: the same number at every count, each round a
+berth start, a bare runc start and a berth start in a second root that
+holds only SMALL containers, in a random order, each probe removed before
+the next so the count stays N; the second root tells berth's own growth,
+its code and its root's state, from the host's), berthd's RSS and open fds,
 `berth ps --json` and `berth ps` (the table) latency, SIGKILL berthd +
 restart until every container is listed running (each restart after 2 s of
 quiet). After the largest count
@@ -36,10 +40,25 @@ PLOT = os.path.join("bench", "scale.png")
 QUIET_S = 2
 # Lifecycles before the steady-state "before" figure (see ScaleBench.lifecycles).
 WARM = 100
+# Probe rounds of the start latency at each count (quick: fewer), and the
+# containers in the second berth root the probes also start in.
+PROBES, PROBES_QUICK = 20, 10
+SMALL = 10
+# The second root's berthd bridge (10.47.x.x: helper flat's private range;
+# its containers use --network none, the bridge is only berthd's set-up).
+SMALL_BRIDGE = ["--bridge", "bs47", "--bridge-subnet", "10.47.3.0/24"]
 
 
 def med(xs):
     return statistics.median(xs)
+
+
+def quartiles(xs):
+    """The first and third quartiles (the spread the start rows report)."""
+    if len(xs) < 2:
+        return (xs[0], xs[0])
+    q = statistics.quantiles(xs, n=4)
+    return (q[0], q[2])
 
 
 def fds(pid):
@@ -119,6 +138,43 @@ def settle_cgroups(limit_s=60):
     return time.monotonic() - t0
 
 
+class SmallRoot:
+    """A second berthd with a root of its own holding SMALL idle containers,
+    for the probes: a start there and one in the bench's main root, in the
+    same round, meet the same host, so their ratio is what berth's own code
+    and its root's state add as the main root grows."""
+
+    def __init__(self, bench):
+        self.b = bench
+        self.root = os.path.join(bench.t, "small")
+        berthd = os.path.join(os.path.dirname(bench.berth_bin), "berthd")
+        log = open(os.path.join(bench.t, "berthd-small.log"), "a")
+        self.berthd = subprocess.Popen([berthd, "--root", self.root, *SMALL_BRIDGE], stdout=log, stderr=log)
+        bench.pids.append(self.berthd.pid)
+        for _ in range(500):
+            if self.berth("ps", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                return
+            time.sleep(0.01)
+        raise SystemExit("bench: the second berthd did not start")
+
+    def berth(self, *args, **kw):
+        return subprocess.run([self.b.berth_bin, "--root", self.root, *args], **kw)
+
+    def start(self):
+        """Starts one idle container; returns its ID."""
+        return self.berth("run", "-d", "--network", "none", "--", "sleep", "1000000", check=True,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True).stdout.strip()
+
+    def stop(self):
+        """Removes its containers and stops its berthd cleanly (which
+        removes its fixed rules; scripts/bench's clean-up does if not)."""
+        ids = self.berth("ps", "-aq", stdout=subprocess.PIPE, text=True, check=True).stdout.split()
+        if ids:
+            self.berth("rm", "-f", *ids, check=True, stdout=subprocess.DEVNULL)
+        self.berthd.terminate()
+        self.berthd.wait(timeout=30)
+
+
 class ScaleBench:
     def __init__(self, bench, counts, root):
         self.b = bench
@@ -169,37 +225,65 @@ class ScaleBench:
         self.launch()
         b = self.b
         quick = b.quick
+        small = SmallRoot(b)
         sleep_b = b.bundle("scale-sleep", ["/bin/sleep", "1000000"])
         runc_ids = []
         have = 0
-        times = {"berth": [], "runc": []}
         mem0 = meminfo_kb("MemAvailable")
         pids0 = len([p for p in os.listdir("/proc") if p.isdigit()])
         t_start = time.monotonic()
+        for _ in range(SMALL):
+            small.start()
 
-        def start(name, i):
-            t0 = time.perf_counter()
+        def runc_start(rid):
+            subprocess.run(["runc", "--root", b.runc_root, "run", "-d", "--bundle", sleep_b, rid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
+
+        def fill(name, i):
             if name == "berth":
                 b.berth("run", "-d", "--network", "none", "--", "sleep", "1000000", check=True,
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
             else:
                 rid = f"sc{os.getpid()}-{i}"
-                subprocess.run(["runc", "--root", b.runc_root, "run", "-d", "--bundle", sleep_b, rid],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, check=True)
+                runc_start(rid)
                 runc_ids.append(rid)
-            times[name].append((time.perf_counter() - t0) * 1000 - b.launch_ms)
+
+        def probe(name):
+            """One timed start (less the harness's launch cost); the
+            container is removed (untimed) before the next probe."""
+            t0 = time.perf_counter()
+            if name == "berth":
+                cid = b.berth("run", "-d", "--network", "none", "--", "sleep", "1000000", check=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True).stdout.strip()
+            elif name == "small":
+                cid = small.start()
+            else:
+                cid = f"probe{os.getpid()}"
+                runc_start(cid)
+            ms = (time.perf_counter() - t0) * 1000 - b.launch_ms
+            if name == "berth":
+                b.berth("rm", "-f", cid, check=True, stdout=subprocess.DEVNULL)
+            elif name == "small":
+                small.berth("rm", "-f", cid, check=True, stdout=subprocess.DEVNULL)
+            else:
+                subprocess.run(["runc", "--root", b.runc_root, "delete", "-f", cid], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return ms
 
         for n in self.counts:
             while have < n:
                 for name in b.shuffled(["berth", "runc"]):
-                    start(name, have)
+                    fill(name, have)
                 have += 1
                 if have % 500 == 0:
                     print(f"bench: scale: {have} of each running ({time.monotonic() - t_start:.0f}s)",
                           file=sys.stderr)
-            # The starts just before this count: up to the last 20.
-            k = min(20, n)
+            time.sleep(1)
+            times = {"berth": [], "runc": [], "small": []}
+            for _ in range(PROBES_QUICK if quick else PROBES):
+                for name in b.shuffled(list(times)):
+                    times[name].append(probe(name))
             time.sleep(1)
             pid = b.berthd.pid
             ps, listed = self.ps_ms(3 if quick else 7, expect=n)
@@ -211,8 +295,10 @@ class ScaleBench:
             time.sleep(1)
             pid = b.berthd.pid
             self.points.append(dict(
-                n=n, berth_start=med(times["berth"][-k:]), runc_start=med(times["runc"][-k:]),
-                start_spread=(min(times["berth"][-k:]), max(times["berth"][-k:])), k=k,
+                n=n, berth_start=med(times["berth"]), runc_start=med(times["runc"]),
+                small_start=med(times["small"]), start_spread=quartiles(times["berth"]),
+                runc_spread=quartiles(times["runc"]), small_spread=quartiles(times["small"]),
+                k=len(times["berth"]),
                 rss_kb=rss_kb(pid), fds=fds(pid), ps_ms=ps, table_ms=table,
                 restart_ms=med(restarts),
                 restart_spread=(min(restarts), max(restarts)),
@@ -221,9 +307,11 @@ class ScaleBench:
                 mem_used_kb=mem0 - meminfo_kb("MemAvailable"),
                 pids=len([p for p in os.listdir("/proc") if p.isdigit()]) - pids0))
             p = self.points[-1]
-            print(f"bench: scale {n}: start {p['berth_start']:.1f} ms (runc {p['runc_start']:.1f}), "
+            print(f"bench: scale {n}: start {p['berth_start']:.1f} ms (runc {p['runc_start']:.1f}, "
+                  f"berth in a {SMALL}-container root {p['small_start']:.1f}), "
                   f"berthd RSS {p['rss_kb'] / 1024:.1f} MiB, {p['fds']} fds, ps --json {ps:.1f} ms, "
                   f"restart {p['restart_ms']:.0f} ms", file=sys.stderr)
+        small.stop()
         self.find_limits(have)
         # The reference line's containers go before the berth-only figures:
         # the targets name N idle containers on this machine, and the rows
@@ -461,16 +549,25 @@ class ScaleBench:
                  "builds, so compare berth with runc in the same row, not with other runs). Idle containers "
                  "(`--network none`: a Linux bridge takes at most 1024 ports, so a bridged run stops at "
                  "1,023) started one after another, one berth and one bare `runc run -d` of a plain bundle "
-                 "per round in a random order, so both start against the same host. Start latency: median "
-                 "of the last starts before the count (minus the harness's launch cost). Restart: SIGKILL "
+                 "per round in a random order, so both start against the same host. Start latency: at each "
+                 f"count {self.points[0]['k'] if self.points else PROBES} probe rounds, each a `berth run -d`, a bare "
+                 f"`runc run -d` and a `berth run -d` in a second berth root that holds {SMALL} containers "
+                 "throughout, in a random order, each probe removed before the next so the count stays N; "
+                 "median (first-third quartile), minus the harness's launch cost. The second root meets the "
+                 "same host in the same rounds: the main root's start against it is what berth's own code and "
+                 "root state add with the count, the second root's growth is the host's. Restart: SIGKILL "
                  "berthd after 2 s of quiet, start it, poll `ps --json` until all are listed running.", "",
                  f"![berth at scale]({PLOT})", "",
-                 "| running | berth start ms | runc start ms | berth/runc | berthd RSS MiB | berthd fds | "
+                 f"| running | berth start ms | runc start ms | berth/runc | berth start in the {SMALL}-container "
+                 "root ms | berthd RSS MiB | berthd fds | "
                  "ps --json ms | ps ms | restart ms | ps after restart ms | host memory used MiB |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def spread(p, key):
+            return f"{p[key + '_start']:.1f} ({p[key + '_spread'][0]:.0f}-{p[key + '_spread'][1]:.0f})"
         for p in self.points:
-            lines.append(f"| {p['n']} | {p['berth_start']:.1f} ({p['start_spread'][0]:.0f}-{p['start_spread'][1]:.0f}, "
-                         f"last {p['k']}) | {p['runc_start']:.1f} | {p['berth_start'] / p['runc_start']:.2f} | "
+            lines.append(f"| {p['n']} | {p['berth_start']:.1f} ({p['start_spread'][0]:.0f}-{p['start_spread'][1]:.0f}) "
+                         f"| {spread(p, 'runc')} | {p['berth_start'] / p['runc_start']:.2f} | {spread(p, 'small')} | "
                          f"{p['rss_kb'] / 1024:.1f} | {p['fds']} | {p['ps_ms']:.1f} | {p['table_ms']:.1f} | "
                          f"{p['restart_ms']:.0f} "
                          f"({p['restart_spread'][0]:.0f}-{p['restart_spread'][1]:.0f}) | {p['ps_after_restart']:.1f} | "
@@ -493,9 +590,13 @@ class ScaleBench:
                   + (f" In the row above, with the {z['n']} reference containers running too: ps --json "
                      f"{z['ps_ms']:.1f} ms, restart {z['restart_ms']:.0f} ms. `ps --json` after these restarts: "
                      f"{t['ps_after_restart']:.1f} ms." if self.alone else "")
-                  + f" Start with {z['n']} running against {first['n']}: berth "
+                  + f" Start with {z['n']} running against {first['n']} (medians of {z['k']} probes each): berth "
                   f"{z['berth_start'] / first['berth_start']:.2f}x, bare runc "
-                  f"{z['runc_start'] / first['runc_start']:.2f}x."]
+                  f"{z['runc_start'] / first['runc_start']:.2f}x; of berth's, its own part (the main root's "
+                  f"start against the {SMALL}-container root's in the same rounds) "
+                  f"{z['berth_start'] / z['small_start']:.2f}x at {z['n']} ({first['berth_start'] / first['small_start']:.2f}x "
+                  f"at {first['n']}), the host's (the {SMALL}-container root's start at {z['n']} against at "
+                  f"{first['n']}) {z['small_start'] / first['small_start']:.2f}x."]
         g = [(k, self.growth(k)) for k in ("berth_start", "runc_start", "rss_kb", "ps_ms", "restart_ms")]
         if len(self.points) >= 2:
             a = self.points[-2]
@@ -586,7 +687,9 @@ def draw(data, path):
     panels = [
         (ax[0][0], "start latency of one more container, ms",
          [("berth run -d", [p["berth_start"] for p in pts]),
-          ("runc run -d (bare, reference)", [p["runc_start"] for p in pts])]),
+          ("runc run -d (bare, reference)", [p["runc_start"] for p in pts])]
+         + ([(f"berth run -d in a root of {SMALL} (same rounds)", [p["small_start"] for p in pts])]
+            if all("small_start" in p for p in pts) else [])),
         (ax[0][1], "berthd RSS, MiB", [("berthd", [p["rss_kb"] / 1024 for p in pts])]),
         (ax[1][0], "berth ps --json, ms", [("berth ps --json", [p["ps_ms"] for p in pts])]),
         (ax[1][1], "SIGKILL berthd, restart until all listed running, ms",
