@@ -106,15 +106,11 @@ pub async fn connect_state_wait(
 }
 
 /// [`connect_state_wait`]'s first half, for a blocking thread (berthd's
-/// start-up reader): connects and sends the hello, `state` and `wait`.
-/// [`state_wait_sent`] reads the answers.
-pub fn send_state_wait(paths: &ContainerPaths) -> Result<Sent, CallError> {
-    RpcClient::connect_and_send(
-        &paths.shim_sock(),
-        AGENT,
-        (shim_methods::STATE, &()),
-        WAIT_ANY,
-    )
+/// start-up reader): connects to the shim socket `sock` (absolute, or
+/// relative to the reader's own working directory) and sends the hello,
+/// `state` and `wait`. [`state_wait_sent`] reads the answers.
+pub fn send_state_wait(sock: &std::path::Path) -> Result<Sent, CallError> {
+    RpcClient::connect_and_send(sock, AGENT, (shim_methods::STATE, &()), WAIT_ANY)
 }
 
 /// The `wait` an adoption sends with its `state`: the run's OOM kill
