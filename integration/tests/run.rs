@@ -325,3 +325,49 @@ fn cgroup_namespace_private_only_on_a_unified_host() {
     }
     env.ok(&["rm", "-f", "ns"]);
 }
+
+/// The shim opens the container's log while the runtime creates the
+/// container; when it cannot, the start fails with the reason and
+/// nothing runs on: the runtime's container is deleted, no shim stays.
+#[test]
+fn a_start_whose_log_cannot_be_opened_leaves_nothing_running() {
+    let Some(env) = Env::new() else { return };
+    // Its first run ends at once; a second would run on.
+    let script = "[ -e /ran ] && exec sleep 1000; touch /ran";
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nolog",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    env.wait_until(10, "the container's exit and its shim's", || {
+        env.inspect("nolog")["status"] == "exited" && env.our_processes().is_empty()
+    });
+    let dir = std::path::PathBuf::from(env.inspect("nolog")["data_dir"].as_str().expect("dir"));
+    // The current log segment becomes a directory: it cannot be appended to.
+    let segment = dir.join("log.1");
+    std::fs::remove_file(&segment).expect("remove log.1");
+    std::fs::create_dir(&segment).expect("mkdir log.1");
+    let out = env.berth(&["start", "nolog"]);
+    assert!(!out.status.success(), "started without a log");
+    assert!(stderr(&out).contains("log.1"), "{}", stderr(&out));
+    assert!(
+        env.runc_containers().is_empty(),
+        "the runtime's container is left: {:?}",
+        env.runc_containers()
+    );
+    assert!(
+        env.our_processes().is_empty(),
+        "left running: {:?}",
+        env.our_processes()
+    );
+    assert_eq!(env.inspect("nolog")["status"], "exited");
+    std::fs::remove_dir(&segment).expect("rmdir log.1");
+    env.ok(&["rm", "nolog"]);
+}

@@ -61,13 +61,19 @@ pub fn bind(paths: &ContainerPaths, name: &str) -> Result<UnixListener, String> 
     Ok(listener)
 }
 
-/// Creates pipes or the console socket and runs `runc create`.
-pub fn create_container(
+/// Creates pipes or the console socket and runs `runc create`; while the
+/// runtime works, runs `meanwhile` (the shim's own preparation: its
+/// sockets and the log), so that work is off the start's critical path
+/// (the runtime's tens of milliseconds leave a core idle between its
+/// steps). Either failing fails the whole: the runtime's container is
+/// deleted.
+pub fn create_container<M>(
     cfg: &ShimConfig,
     paths: &ContainerPaths,
     runc: &Runc,
     reaper: &mut Reaper,
-) -> Result<(ShimStdio, Option<OwnedFd>, i32), String> {
+    meanwhile: impl FnOnce() -> Result<M, String>,
+) -> Result<(ShimStdio, Option<OwnedFd>, i32, M), String> {
     let _ = fs::remove_file(paths.init_pid());
     let mut opts = CreateOpts {
         start: cfg.start,
@@ -98,6 +104,7 @@ pub fn create_container(
     // Drop our copies of the child's ends so EOF means the container closed them.
     drop(cmd);
     let child = spawned.map_err(|e| format!("runtime {}: {e}", runc.binary.display()))?;
+    let prepared = meanwhile();
     let status = reaper.wait_for(child.id() as i32);
     // Logged for operators and for scripts/bench's breakdown of a start.
     log::info!(
@@ -107,6 +114,7 @@ pub fn create_container(
     );
     let result = (|| {
         check_status(runc, mark, status, "create")?;
+        let prepared = prepared?;
         let shim_stdio = match (shim_stdio, &console) {
             (Some(s), _) => s,
             (None, Some(l)) => stdio::receive_pty(l, cfg.stdin).map_err(|e| e.to_string())?,
@@ -122,13 +130,13 @@ pub fn create_container(
             .trim()
             .parse()
             .map_err(|e| format!("bad pid file {:?}: {e}", pid_text))?;
-        Ok((shim_stdio, pid))
+        Ok((shim_stdio, pid, prepared))
     })();
     if console.is_some() {
         let _ = fs::remove_file(paths.console_sock());
     }
     match result {
-        Ok((s, pid)) => {
+        Ok((s, pid, prepared)) => {
             let pty = if cfg.tty {
                 s.stdout
                     .as_ref()
@@ -136,7 +144,7 @@ pub fn create_container(
             } else {
                 None
             };
-            Ok((s, pty, pid))
+            Ok((s, pty, pid, prepared))
         }
         Err(msg) => {
             // Leave nothing half-made behind: runc state and any init.

@@ -1,32 +1,34 @@
-//! `berth-shim start`: daemonize the real shim and report its address.
+//! `berth-shim start`: daemonize the real shim; it reports to berthd.
 //!
 //! berthd runs this short-lived process. It forks; the child becomes the
 //! serving shim (the same code as `berth-shim serve`, without a second
-//! exec: one less program load on every container start) and reports over
-//! a readiness pipe: "ok" (container created, sockets accepting) or an
-//! error. The parent prints one JSON line and exits, so the serving shim is
-//! orphaned (it calls setsid itself): it is never a child of berthd past
-//! start-up and a killed berthd takes no shim with it.
+//! exec: one less program load on every container start) and the parent
+//! exits at once, so the serving shim is orphaned (it calls setsid
+//! itself): it is never a child of berthd past start-up and a killed
+//! berthd takes no shim with it. The serving shim reports straight to
+//! berthd on the pipe that is this process's stdout: one line, `ok` and
+//! its address and state (container created, sockets accepting) or
+//! `error` and the reason, then it closes the pipe. berthd reads until
+//! that end of file; nobody else has to wake up between the runtime's
+//! exit and berthd's (the parent used to wait for the report and print it
+//! itself: one more process scheduled and exiting on every start's
+//! critical path).
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
-use nix::fcntl::OFlag;
-use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, fork, ForkResult};
 
 use runtime_core::shimcmd::ShimConfig;
 
-/// Runs `start`; prints the address line on success, the reason on failure.
+/// Runs `start`: exits 0 once the serving shim is forked (it reports
+/// on stdout itself), 1 with the reason on stderr when it cannot be.
 pub fn start(config: &ShimConfig) -> ExitCode {
     match run(config) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("{msg}");
             ExitCode::from(1)
@@ -34,7 +36,7 @@ pub fn start(config: &ShimConfig) -> ExitCode {
     }
 }
 
-fn run(c: &ShimConfig) -> Result<String, String> {
+fn run(c: &ShimConfig) -> Result<(), String> {
     let shim_log = c.paths().shim_log();
     let log = OpenOptions::new()
         .append(true)
@@ -43,60 +45,46 @@ fn run(c: &ShimConfig) -> Result<String, String> {
         .open(&shim_log)
         .map_err(|e| format!("open {}: {e}", shim_log.display()))?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    let (read_end, write_end) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // berthd's pipe, as the serving shim's report fd: a copy of our
+    // stdout above the stdio range, close-on-exec (stdout itself becomes
+    // /dev/null there).
+    let report = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("dup stdout: {e}"))?;
     // SAFETY: `start` is single threaded (nothing has spawned a thread), so
     // the child may run any code; it never returns into our caller.
     #[allow(unsafe_code)]
     let forked = unsafe { fork() }.map_err(|e| format!("fork berth-shim serve: {e}"))?;
-    let child = match forked {
+    match forked {
         ForkResult::Child => {
-            drop(read_end);
-            // Cosmetic: if it fails, ps shows `start`.
-            let _ = show_as_serve();
-            // stdout is berthd's pipe: it must see EOF when `start` exits.
             let redirected = dup2(null.as_raw_fd(), 0)
                 .and_then(|_| dup2(null.as_raw_fd(), 1))
                 .and_then(|_| dup2(log.as_raw_fd(), 2));
             if let Err(e) = redirected {
-                eprintln!("berth-shim: redirect stdio: {e}");
+                // The report fd is still berthd's pipe: say why there.
+                let _ = writeln!(File::from(report), "error berth-shim: redirect stdio: {e}");
                 std::process::exit(1);
             }
             drop((null, log));
             let mut config = c.clone();
-            config.ready_fd = Some(write_end.into_raw_fd());
+            config.ready_fd = Some(report.into_raw_fd());
             let code = crate::server::serve(config);
             // Flush nothing of the parent's: leave at once with the code.
             std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
         }
-        ForkResult::Parent { child } => child,
-    };
-    drop(write_end);
-    drop((null, log));
-    let mut report = String::new();
-    File::from(read_end)
-        .read_to_string(&mut report)
-        .map_err(|e| format!("read shim readiness: {e}"))?;
-    let report = report.trim();
-    if let Some(line) = report.strip_prefix("ok ") {
-        // The shim runs on; it reparents to init when we exit.
-        return Ok(line.to_string());
-    }
-    let status = waitpid(child, None).map_err(|e| format!("wait for shim: {e}"))?;
-    match report.strip_prefix("error ") {
-        Some(msg) => Err(msg.to_string()),
-        None => Err(format!(
-            "berth-shim {} during start-up; see {}",
-            runtime_core::runc::status_text(status),
-            shim_log.display()
-        )),
+        ForkResult::Parent { .. } => {
+            // Our copy closed: berthd's end of file is the serving shim's.
+            drop(report);
+            Ok(())
+        }
     }
 }
 
 /// Makes `ps` show the forked shim as `berth-shim serve ...` rather than
 /// `start ...`: the verb in the command line is overwritten in place (the
 /// two words have the same length), through /proc/self/mem.
-fn show_as_serve() -> std::io::Result<()> {
+pub fn show_as_serve() -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let invalid =
         |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());

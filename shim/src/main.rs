@@ -2,9 +2,10 @@
 //! log, reaps its init and records its exit, so berthd can come and go.
 //!
 //! `berth-shim start ...` is what berthd runs: it forks the serving shim
-//! (what `berth-shim serve ...` runs), waits until the container is created
-//! and the sockets accept, prints their addresses and state as one JSON
-//! line, and exits.
+//! (what `berth-shim serve ...` runs) and exits; the serving shim, once
+//! the container is created and the sockets accept, writes their
+//! addresses and state as one line on its inherited stdout (berthd's
+//! pipe) and closes it.
 #![deny(unsafe_code)]
 
 mod attach;

@@ -130,7 +130,13 @@ pub fn serve(config: ShimConfig) -> ExitCode {
                 Ok(line) => report(format!("ok {line}\n")),
                 Err(e) => report(format!("error encoding the readiness report: {e}\n")),
             }
+            // berthd's end of file: it has its answer.
+            let forked_by_start = ready.is_some();
             drop(ready);
+            if forked_by_start {
+                // Cosmetic, so after the report: if it fails, ps shows `start`.
+                let _ = crate::daemon::show_as_serve();
+            }
             log::info!(
                 "container {} created, init pid {}",
                 shim.c.cfg.id,
@@ -174,12 +180,19 @@ impl Shim {
         // container that never got one.
         atomic::write_until_reboot(&paths.shim_pid(), std::process::id().to_string().as_bytes())
             .map_err(|e| e.to_string())?;
-        let mut control_listener = bind(&paths, SHIM_SOCK)?;
-        let mut attach_listener = bind(&paths, ATTACH_SOCK)?;
         let mut reaper = Reaper::default();
+        // The sockets and the log are made while the runtime runs: all
+        // exist before the report (berthd connects right after it), and
+        // a log that cannot be opened fails the start, nothing left running.
+        let own_files = || {
+            let control = bind(&paths, SHIM_SOCK)?;
+            let attach = bind(&paths, ATTACH_SOCK)?;
+            let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
+            Ok((control, attach, log))
+        };
         let created = crate::mountns::enter(&cfg)
-            .and_then(|()| create_container(&cfg, &paths, &runc, &mut reaper));
-        let (stdio, pty, init_pid) = match created {
+            .and_then(|()| create_container(&cfg, &paths, &runc, &mut reaper, own_files));
+        let (stdio, pty, init_pid, own) = match created {
             Ok(v) => v,
             Err(msg) => {
                 let _ = fs::remove_file(paths.shim_sock());
@@ -188,7 +201,7 @@ impl Shim {
                 return Err(msg);
             }
         };
-        let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
+        let (mut control_listener, mut attach_listener, log) = own;
         let register = |e: io::Error| format!("register: {e}");
         let reg = poll.registry();
         reg.register(&mut control_listener, CONTROL_LISTENER, Interest::READABLE)

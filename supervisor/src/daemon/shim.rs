@@ -17,7 +17,7 @@ pub const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one shim call (other than `wait`) may take.
 pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What `berth-shim start` prints once the container is created.
+/// What the serving shim reports once the container is created.
 pub type ShimAddress = runtime_core::protocol::ShimReady;
 
 /// Runs `berth-shim start`; the error is the shim's (often runc's) message.
@@ -62,6 +62,9 @@ pub async fn start_shim(
         runtime_core::shimcmd::tunables_env(inherited.as_deref()),
     );
     cmd.stdin(std::process::Stdio::null());
+    // `start` exits as soon as it has forked the serving shim; the report
+    // comes from the serving shim, which closes the pipe after it: the
+    // end of `output()`.
     let out = cmd
         .output()
         .await
@@ -74,11 +77,25 @@ pub async fn start_shim(
             msg
         });
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "unreadable answer from berth-shim start ({e}): {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
+    read_report(&out.stdout, &paths.shim_log())
+}
+
+/// The serving shim's one-line report: `ok` and its address, or `error`
+/// and why; nothing at all when it died before it could say.
+fn read_report(out: &[u8], shim_log: &Path) -> Result<ShimAddress, String> {
+    let text = String::from_utf8_lossy(out);
+    let report = text.trim();
+    if let Some(line) = report.strip_prefix("ok ") {
+        return serde_json::from_str(line)
+            .map_err(|e| format!("unreadable answer from berth-shim ({e}): {line:?}"));
+    }
+    Err(match report.strip_prefix("error ") {
+        Some(msg) => msg.to_string(),
+        None if report.is_empty() => format!(
+            "berth-shim exited during start-up without a report; see {}",
+            shim_log.display()
+        ),
+        None => format!("unreadable answer from berth-shim: {report:?}"),
     })
 }
 
@@ -248,5 +265,29 @@ pub fn from_call(id: &str, e: CallError) -> RpcError {
             ErrorCode::Internal,
             format!("container {id}: shim unreachable: {t}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_is_an_address_or_the_reason() {
+        let log = Path::new("/r/c/shim.log");
+        let ok = read_report(b"ok {\"pid\":5,\"init_pid\":6}\n", log).expect("ok report");
+        assert_eq!((ok.pid, ok.init_pid), (5, 6));
+        let err = read_report(b"error runc create failed: no such file\n", log).unwrap_err();
+        assert_eq!(err, "runc create failed: no such file");
+        let died = read_report(b"", log).unwrap_err();
+        assert!(
+            died.contains("without a report") && died.contains("/r/c/shim.log"),
+            "{died}"
+        );
+        let garbled = read_report(b"ok {nope\n", log).unwrap_err();
+        assert!(
+            garbled.starts_with("unreadable answer from berth-shim"),
+            "{garbled}"
+        );
     }
 }
