@@ -392,3 +392,39 @@ fn a_container_whose_definition_cannot_be_read_is_left_alone() {
     });
     assert_eq!(env.inspect("kept")["pid"].as_i64(), Some(pid));
 }
+
+/// A SIGTERM while berthd is still restoring its containers stops it
+/// through its shutdown steps (exit 0, the API socket gone), where the
+/// signal's default action used to kill it. A FIFO as one container's
+/// meta.json holds the restore in place: its reader waits in open(2) for
+/// a writer that never comes.
+#[test]
+fn sigterm_during_the_start_up_restore_stops_berthd_cleanly() {
+    let Some(mut env) = Env::new() else {
+        return;
+    };
+    env.ok(&["run", "-d", "--name", "a", "--", "sleep", "1000"]);
+    env.kill_berthd();
+    let held = env.root.join("containers").join("0".repeat(64));
+    std::fs::create_dir(&held).expect("held container directory");
+    nix::unistd::mkfifo(
+        &held.join("meta.json"),
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .expect("mkfifo");
+    // The killed berthd's socket name is still there: gone first, then
+    // the new one is bound after the handlers are installed and before
+    // the restore begins, which never ends while the FIFO is there.
+    let sock = env.root.join("berthd.sock");
+    std::fs::remove_file(&sock).expect("remove the killed berthd's socket");
+    env.spawn_berthd();
+    env.wait_until(10, "the API socket", || sock.exists());
+    let status = env.stop_berthd();
+    assert!(status.success(), "{status:?}; log:\n{}", env.berthd_log());
+    assert!(!sock.exists(), "the API socket was left behind");
+    std::fs::remove_dir_all(&held).expect("remove the held directory");
+    env.start_berthd();
+    env.wait_restored();
+    assert_eq!(env.inspect("a")["status"], "running");
+    env.ok(&["rm", "-f", "a"]);
+}

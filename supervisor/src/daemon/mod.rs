@@ -141,17 +141,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             log::warn!("{e}");
         }
     });
+    // Caught before the restore: at thousands of containers it takes a
+    // few hundred ms, and a SIGTERM then must still stop berthd through
+    // the steps below.
+    let mut stop = server::Stop::catch().context("install SIGTERM/SIGINT handlers")?;
     let listener = server::bind(&daemon)?;
     // Serve once every container on disk is in the table (each adopted
     // in its own task meanwhile): those not yet reconciled answer
     // "restoring".
-    watch::restore_all(&daemon).await;
-    log::info!(
-        "berthd {} listening on {}",
-        env!("CARGO_PKG_VERSION"),
-        daemon.root.api_socket().display()
-    );
-    let served = server::serve(Arc::clone(&daemon), listener).await;
+    let restored = tokio::select! {
+        () = watch::restore_all(&daemon) => true,
+        () = stop.asked() => false,
+    };
+    let served = if restored {
+        log::info!(
+            "berthd {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            daemon.root.api_socket().display()
+        );
+        server::serve(Arc::clone(&daemon), listener, &mut stop).await
+    } else {
+        // Clients queued on the socket were never served; the containers
+        // not yet read are left as they are, for the next berthd.
+        log::info!(
+            "berthd stopping during its start-up restore; containers and shims keep running"
+        );
+        server::close(&daemon);
+        Ok(())
+    };
     if let Err(e) = runtime_core::net::netns::release_pins(&daemon.root.containers()) {
         log::warn!("{e}");
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use runtime_core::frame;
 use runtime_core::protocol::{
@@ -41,17 +41,42 @@ pub fn bind(d: &Daemon) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves until SIGTERM or SIGINT, then closes the API and returns. Shims
-/// and containers are left running: that is the point of berth.
+/// SIGTERM and SIGINT, caught from berthd's start-up on: one arriving
+/// while containers are still being restored stops berthd through its
+/// shutdown steps, not the signal's default death.
+pub struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    /// Installs the handlers.
+    pub fn catch() -> std::io::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Returns once either signal has arrived.
+    pub async fn asked(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Serves until `stop` is asked (SIGTERM or SIGINT), then closes the API
+/// and returns. Shims and containers are left running: that is the point
+/// of berth.
 ///
 /// Out of file descriptors (EMFILE/ENFILE) the loop does not spin: it
 /// closes the longest-idle clients and backs off (10 ms doubling to 1 s),
 /// logging once per episode. At most [`MAX_CLIENTS`] connections are
 /// served; past that the longest-idle one makes room, or the newcomer is
 /// told why and closed.
-pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+pub async fn serve(d: Arc<Daemon>, listener: UnixListener, stop: &mut Stop) -> anyhow::Result<()> {
     let clients = clients::Clients::default();
     let mut backoff = clients::Backoff::default();
     // The socket is bound and listening: a client connecting from now on
@@ -86,16 +111,21 @@ pub async fn serve(d: Arc<Daemon>, listener: UnixListener) -> anyhow::Result<()>
                     tokio::time::sleep(backoff.delay()).await;
                 }
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            () = stop.asked() => break,
         }
     }
     log::info!("berthd stopping; containers and shims keep running");
     if let Err(e) = d.config.notify.stopping() {
         log::warn!("{e}");
     }
-    let _ = std::fs::remove_file(d.root.api_socket());
+    close(&d);
     Ok(())
+}
+
+/// Removes the API socket's name: nobody connects to a berthd on its way
+/// out (clients already connected finish with the process).
+pub fn close(d: &Daemon) {
+    let _ = std::fs::remove_file(d.root.api_socket());
 }
 
 /// Most API connections served at once.
