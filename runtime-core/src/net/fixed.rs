@@ -66,16 +66,41 @@ fn rules(c: &NetConfig) -> Vec<(&'static str, &'static str, bool, Vec<String>)> 
 }
 
 fn iptables(table: &str, op: &str, chain: &str, rule: &[String]) -> Result<(), String> {
-    let out = Command::new("iptables")
-        .args(["--wait", "-t", table, op, chain])
+    let mut cmd = Command::new("iptables");
+    cmd.args(["--wait", "-t", table, op, chain])
         .args(rule)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .map_err(|e| format!("run iptables: {e}"))?;
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    dies_with_caller(&mut cmd);
+    let out = cmd.output().map_err(|e| format!("run iptables: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Has `cmd`'s child killed if the thread that runs it dies first. berthd
+/// adds these rules off its start-up path; SIGKILLed meanwhile (a test's
+/// clean-up, an operator), its `iptables -A` used to finish on its own,
+/// after whoever cleaned up had deleted the rules, and leave one behind.
+/// Killing iptables is safe: each change is committed to the kernel whole
+/// or not at all, and the next berthd makes sure of the rules again.
+fn dies_with_caller(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let caller = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The caller died between fork and prctl: no signal will come.
+            if nix::unistd::getppid().as_raw() as u32 != caller {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -130,4 +155,28 @@ pub fn remove(c: &NetConfig) -> Result<(), NetError> {
 /// The comment every fixed rule of `bridge` carries (for tools and tests).
 pub fn comment(bridge: &str) -> String {
     format!("berth bridge {bridge}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// The child outlives the thread that started it only until that
+    /// thread ends, as an `iptables` of berthd's does not outlive berthd.
+    #[test]
+    fn a_child_dies_with_the_thread_that_ran_it() {
+        let child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("1000");
+            dies_with_caller(&mut cmd);
+            cmd.spawn().expect("spawn sleep")
+        })
+        .join()
+        .expect("the spawning thread");
+        let mut child = child;
+        let status = child.wait().expect("wait sleep");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
 }
