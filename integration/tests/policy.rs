@@ -209,44 +209,55 @@ fn an_exit_while_berthd_is_down_is_restarted_once_when_it_returns() {
 /// berthd died after its policy ran the container again but before it
 /// counted the restart: adopting the container completes the count. (The
 /// start-up reader tells the adoption which containers have a policy
-/// record at all; if it missed this one, the count would stay at 2.)
+/// record at all; if it missed this one, the count would stay at 2.) With
+/// one root and with two, where the record is read by a different path.
 #[test]
 fn a_restart_berthd_died_during_is_counted_when_the_container_is_adopted() {
-    let Some(mut env) = Env::new() else { return };
-    env.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "p",
-        "--restart",
-        "on-failure:5",
-        "--",
-        "sleep",
-        "1000",
-    ]);
-    let id = env.inspect("p")["id"].as_str().unwrap().to_string();
-    env.kill_berthd();
-    let record = serde_json::json!({
-        "policy": {"name": "on-failure", "max_retries": 5},
-        "count": 2,
-        "delay_ms": 400,
-        "decided_exit": "code 1 at 2026-01-01T00:00:00Z",
-        "pending": {
-            "due": "2026-01-01T00:00:00Z",
-            "attempt": 3,
-            "exit": "code 1 at 2026-01-01T00:00:00Z",
-            "announced": true
-        }
-    });
-    let path = env.root.join("containers").join(&id).join("restart.json");
-    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
-    env.start_berthd();
-    env.wait_restored();
-    let info = env.inspect("p");
-    assert_eq!(info["status"], "running");
-    assert_eq!(info["restart"]["count"], 3, "{info}");
-    assert!(info["restart"]["restarting_at"].is_null(), "{info}");
-    env.ok(&["rm", "-f", "p"]);
+    for split in [false, true] {
+        let Some(mut env) = Env::stopped() else {
+            return;
+        };
+        let data = if split {
+            env.split_roots()
+        } else {
+            env.root.clone()
+        };
+        env.start_berthd();
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "p",
+            "--restart",
+            "on-failure:5",
+            "--",
+            "sleep",
+            "1000",
+        ]);
+        let id = env.inspect("p")["id"].as_str().unwrap().to_string();
+        env.kill_berthd();
+        let record = serde_json::json!({
+            "policy": {"name": "on-failure", "max_retries": 5},
+            "count": 2,
+            "delay_ms": 400,
+            "decided_exit": "code 1 at 2026-01-01T00:00:00Z",
+            "pending": {
+                "due": "2026-01-01T00:00:00Z",
+                "attempt": 3,
+                "exit": "code 1 at 2026-01-01T00:00:00Z",
+                "announced": true
+            }
+        });
+        let path = data.join("containers").join(&id).join("restart.json");
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        env.start_berthd();
+        env.wait_restored();
+        let info = env.inspect("p");
+        assert_eq!(info["status"], "running", "split roots: {split}");
+        assert_eq!(info["restart"]["count"], 3, "split roots: {split}: {info}");
+        assert!(info["restart"]["restarting_at"].is_null(), "{info}");
+        env.ok(&["rm", "-f", "p"]);
+    }
 }
 
 #[test]

@@ -180,8 +180,8 @@ fn absolute(flag: &str, p: PathBuf) -> anyhow::Result<PathBuf> {
 /// come from the heap, which then keeps up to twice that unreturned. That
 /// was 6-10 MiB of berthd's RSS at 3,000 containers; fixed at 128 KiB each,
 /// large blocks are mapped and unmapped and the heap's free top returned.
-/// One arena for every thread: the start-up readers (blocking threads)
-/// parse every container's meta.json, and with an arena each their
+/// One arena for every thread: the start-up reader threads parse every
+/// container's meta.json, and with an arena each their
 /// leftovers kept berthd's RSS ~0.4 MiB higher at 3,000 containers. They
 /// and the async thread do allocate at the same time during a restore;
 /// measured, the restart was no slower with the one arena.

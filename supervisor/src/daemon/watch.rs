@@ -4,6 +4,7 @@
 //! own timeout.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ async fn watch(d: Arc<Daemon>, id: String, mut restoring: bool, mut start_up: Op
         let restore = start_up.as_ref().map(|s| (&*s.restore, s.restart_record));
         let step = Box::pin(adopt(&d, &id, restore, sent, &mut restoring, &mut backoff)).await;
         drop(permit);
+        if let Some(s) = &start_up {
+            s.restore.settled.fetch_add(1, Ordering::Relaxed);
+        }
         drop(start_up);
         let (mut c, oom_kills) = match step {
             Step::Wait { client, oom_kills } => (client, oom_kills),
@@ -257,6 +261,9 @@ struct Restore {
     d: Arc<Daemon>,
     began: Instant,
     containers: usize,
+    /// Containers whose first adoption has run its course (fewer than
+    /// found when berthd stopped during the restore).
+    settled: AtomicUsize,
     /// Adopted running containers whose exec records on disk are still
     /// to be read (see `events::restored_execs_on_disk`).
     execs_on_disk: Mutex<Vec<String>>,
@@ -271,9 +278,10 @@ impl Restore {
 impl Drop for Restore {
     fn drop(&mut self) {
         log::info!(
-            "restored {} containers in {:?}",
-            self.containers,
-            self.began.elapsed()
+            "restored {} containers in {:?} ({} found on disk)",
+            self.settled.load(Ordering::Relaxed),
+            self.began.elapsed(),
+            self.containers
         );
         let ids = std::mem::take(&mut *lock(&self.execs_on_disk));
         let d = Arc::clone(&self.d);
@@ -338,6 +346,7 @@ pub async fn restore_all(d: &Arc<Daemon>) {
         d: Arc::clone(d),
         began: Instant::now(),
         containers: ids.len(),
+        settled: AtomicUsize::new(0),
         execs_on_disk: Mutex::new(Vec::new()),
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -359,10 +368,11 @@ pub async fn restore_all(d: &Arc<Daemon>) {
             .name("berthd-restore".into())
             .spawn(move || read_metas(&reader, share, Here::enter(&reader.root), &tx2));
         if let Err(e) = spawned {
-            log::warn!("start-up reader thread: {e}; reading on the blocking pool");
-            let reader = Arc::clone(d);
-            let tx = tx.clone();
-            tokio::task::spawn_blocking(move || read_metas(&reader, kept, None, &tx));
+            // Read here then, before serving (the batches wait in the
+            // channel). Not on the blocking pool: a reader stuck in a
+            // read there would hold up berthd's exit for good.
+            log::warn!("start-up reader thread: {e}; reading on berthd's own thread");
+            read_metas(d, kept, None, &tx);
         }
     }
     drop(tx);
@@ -449,12 +459,19 @@ fn read_metas(
                 // thread: nearly no container has one, and a name that
                 // is not there costs ext4 a scan of the directory
                 // (a sixth of that thread's work in a restart at 3,000).
-                near(paths.restart_state()).exists(),
+                // A stat that fails for another reason than absence
+                // says "maybe": looking costs the adoption one read.
+                near(paths.restart_state()).try_exists().unwrap_or(true),
             ),
             Err(runtime_core::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 OnDisk::Undefined
+            }
+            // Named by its whole path in the log, not the reader's
+            // relative one.
+            Err(runtime_core::Error::Io { op, source, .. }) => {
+                OnDisk::Unreadable(format!("{op} {}: {source}", paths.meta().display()))
             }
             Err(e) => OnDisk::Unreadable(e.to_string()),
         };
