@@ -160,21 +160,26 @@ fn unless_stopped_after_stop_stays_stopped_across_berthd_restarts() {
     env.ok(&["rm", "u"]);
 }
 
-#[test]
-fn an_exit_while_berthd_is_down_is_restarted_once_when_it_returns() {
-    let Some(mut env) = Env::new() else { return };
+/// Runs an idle container `name` with policy on-failure:5; its id.
+fn run_on_failure_5(env: &Env, name: &str) -> String {
     env.ok(&[
         "run",
         "-d",
         "--name",
-        "p",
+        name,
         "--restart",
         "on-failure:5",
         "--",
         "sleep",
         "1000",
     ]);
-    let id = env.inspect("p")["id"].as_str().unwrap().to_string();
+    env.inspect(name)["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_exit_while_berthd_is_down_is_restarted_once_when_it_returns() {
+    let Some(mut env) = Env::new() else { return };
+    let id = run_on_failure_5(&env, "p");
     let pid = env.inspect("p")["pid"].as_i64().unwrap() as i32;
     env.kill_berthd();
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
@@ -223,18 +228,7 @@ fn a_restart_berthd_died_during_is_counted_when_the_container_is_adopted() {
             env.root.clone()
         };
         env.start_berthd();
-        env.ok(&[
-            "run",
-            "-d",
-            "--name",
-            "p",
-            "--restart",
-            "on-failure:5",
-            "--",
-            "sleep",
-            "1000",
-        ]);
-        let id = env.inspect("p")["id"].as_str().unwrap().to_string();
+        let id = run_on_failure_5(&env, "p");
         env.kill_berthd();
         let record = serde_json::json!({
             "policy": {"name": "on-failure", "max_retries": 5},
