@@ -93,16 +93,7 @@ pub fn isolate_pins(dir: &Path) -> Result<(), NetError> {
 /// `dir`, so a stopped berthd with no container leaves nothing mounted.
 /// With pins left it keeps the mount: unmounting it would take them away.
 pub fn release_pins(dir: &Path) -> Result<(), NetError> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Ok(());
-    };
-    let top = dir.to_string_lossy();
-    let under = format!("{top}/");
-    let points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(unescape))
-        .collect();
-    if !points.iter().any(|p| *p == top) || points.iter().any(|p| p.starts_with(&under)) {
+    if mounts_under(dir).is_none_or(|under| !under.is_empty()) {
         return Ok(());
     }
     // A bind stacked twice (two berthds racing long ago) goes layer by layer.
@@ -110,6 +101,29 @@ pub fn release_pins(dir: &Path) -> Result<(), NetError> {
         umount2(dir, MntFlags::MNT_DETACH).map_err(|e| err("unmount", dir, e))?;
     }
     Ok(())
+}
+
+/// The mount points strictly under `dir` in this process's mount
+/// namespace (the pins, when `dir` is the runtime root's `containers`),
+/// or None when `dir` is not a mount point itself (no [`isolate_pins`]).
+pub fn mounts_under(dir: &Path) -> Option<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let top = dir.to_string_lossy();
+    let under = format!("{top}/");
+    let points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape))
+        .collect();
+    if !points.iter().any(|p| *p == top) {
+        return None;
+    }
+    Some(
+        points
+            .into_iter()
+            .filter(|p| p.starts_with(&under))
+            .map(PathBuf::from)
+            .collect(),
+    )
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
