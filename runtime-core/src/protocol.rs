@@ -285,8 +285,9 @@ pub fn valid_exec_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The shim's readiness report: what `berth-shim start` prints as one
-/// JSON line once the container is created and the sockets accept. One
+/// The shim's readiness report: the one JSON line the serving shim writes
+/// on berthd's pipe once the container is created and the sockets accept
+/// (`berth-shim start` printed the same line in earlier releases). One
 /// type for both ends (the shim writes it, berthd reads it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimReady {

@@ -6,9 +6,10 @@
 //! exits at once, so the serving shim is orphaned (it calls setsid
 //! itself): it is never a child of berthd past start-up and a killed
 //! berthd takes no shim with it. The serving shim reports straight to
-//! berthd on the pipe that is this process's stdout: one line, `ok` and
-//! its address and state (container created, sockets accepting) or
-//! `error` and the reason, then it closes the pipe. berthd reads until
+//! berthd on the pipe that is this process's stdout: one line, its
+//! address and state as JSON (container created, sockets accepting; the
+//! line earlier releases' `start` printed) or `error` and the reason, then
+//! it closes the pipe. berthd reads until
 //! that end of file; nobody else has to wake up between the runtime's
 //! exit and berthd's (the parent used to wait for the report and print it
 //! itself: one more process scheduled and exiting on every start's

@@ -126,8 +126,11 @@ pub fn serve(config: ShimConfig) -> ExitCode {
                 attach: shim.c.paths.attach_sock(),
                 state: Some(shim.c.state()),
             };
+            // A bare JSON line, as `berth-shim start` printed it before
+            // the serving shim reported itself: a berthd of an older
+            // release, running this shim during an upgrade, reads it.
             match serde_json::to_string(&ready_report) {
-                Ok(line) => report(format!("ok {line}\n")),
+                Ok(line) => report(format!("{line}\n")),
                 Err(e) => report(format!("error encoding the readiness report: {e}\n")),
             }
             // berthd's end of file: it has its answer.
@@ -181,36 +184,40 @@ impl Shim {
         atomic::write_until_reboot(&paths.shim_pid(), std::process::id().to_string().as_bytes())
             .map_err(|e| e.to_string())?;
         let mut reaper = Reaper::default();
-        // The sockets and the log are made while the runtime runs: all
-        // exist before the report (berthd connects right after it), and
-        // a log that cannot be opened fails the start, nothing left running.
+        // The sockets, their servers and the log are made while the
+        // runtime runs: all exist before the report (berthd connects right
+        // after it), and any of them failing fails the start with the
+        // runtime's container deleted, nothing left running.
         let own_files = || {
-            let control = bind(&paths, SHIM_SOCK)?;
-            let attach = bind(&paths, ATTACH_SOCK)?;
+            let mut control_listener = bind(&paths, SHIM_SOCK)?;
+            let mut attach_listener = bind(&paths, ATTACH_SOCK)?;
             let log = LogWriter::open(&paths.log(), cfg.log).map_err(|e| e.to_string())?;
-            Ok((control, attach, log))
+            let register = |e: io::Error| format!("register: {e}");
+            let reg = poll.registry();
+            reg.register(&mut control_listener, CONTROL_LISTENER, Interest::READABLE)
+                .map_err(register)?;
+            reg.register(&mut attach_listener, ATTACH_LISTENER, Interest::READABLE)
+                .map_err(register)?;
+            let clone = || reg.try_clone().map_err(register);
+            let control = ControlServer::new(control_listener, clone()?);
+            let hub = AttachHub::new(attach_listener, clone()?);
+            Ok((control, hub, log))
         };
         let created = crate::mountns::enter(&cfg)
             .and_then(|()| create_container(&cfg, &paths, &runc, &mut reaper, own_files));
-        let (stdio, pty, init_pid, own) = match created {
+        let (stdio, pty, init_pid, (control, hub, log)) = match created {
             Ok(v) => v,
             Err(msg) => {
                 let _ = fs::remove_file(paths.shim_sock());
                 let _ = fs::remove_file(paths.attach_sock());
                 let _ = fs::remove_file(paths.shim_pid());
+                // Unmounted before the report: berthd, told, may clean
+                // up or start the container again with a new shim while
+                // this one is still exiting.
+                crate::mountns::release(cfg.overlay.as_ref());
                 return Err(msg);
             }
         };
-        let (mut control_listener, mut attach_listener, log) = own;
-        let register = |e: io::Error| format!("register: {e}");
-        let reg = poll.registry();
-        reg.register(&mut control_listener, CONTROL_LISTENER, Interest::READABLE)
-            .map_err(register)?;
-        reg.register(&mut attach_listener, ATTACH_LISTENER, Interest::READABLE)
-            .map_err(register)?;
-        let clone = || reg.try_clone().map_err(register);
-        let control = ControlServer::new(control_listener, clone()?);
-        let hub = AttachHub::new(attach_listener, clone()?);
         let phase = if cfg.start {
             Phase::Running
         } else {

@@ -80,23 +80,26 @@ pub async fn start_shim(
     read_report(&out.stdout, &paths.shim_log())
 }
 
-/// The serving shim's one-line report: `ok` and its address, or `error`
-/// and why; nothing at all when it died before it could say.
+/// The serving shim's one-line report: its address as a JSON line, or
+/// `error` and why; nothing at all when it died before it could say. The
+/// JSON line is what `berth-shim start` printed in earlier releases, so a
+/// shim and a berthd of different releases (an upgrade under way) still
+/// understand each other; an older shim reports a failure by its exit
+/// status instead (see `start`).
 fn read_report(out: &[u8], shim_log: &Path) -> Result<ShimAddress, String> {
     let text = String::from_utf8_lossy(out);
     let report = text.trim();
-    if let Some(line) = report.strip_prefix("ok ") {
-        return serde_json::from_str(line)
-            .map_err(|e| format!("unreadable answer from berth-shim ({e}): {line:?}"));
+    if let Some(msg) = report.strip_prefix("error ") {
+        return Err(msg.to_string());
     }
-    Err(match report.strip_prefix("error ") {
-        Some(msg) => msg.to_string(),
-        None if report.is_empty() => format!(
+    if report.is_empty() {
+        return Err(format!(
             "berth-shim exited during start-up without a report; see {}",
             shim_log.display()
-        ),
-        None => format!("unreadable answer from berth-shim: {report:?}"),
-    })
+        ));
+    }
+    serde_json::from_str(report)
+        .map_err(|e| format!("unreadable answer from berth-shim ({e}): {report:?}"))
 }
 
 /// Connects to a shim's control socket with a timeout.
@@ -275,8 +278,20 @@ mod tests {
     #[test]
     fn the_report_is_an_address_or_the_reason() {
         let log = Path::new("/r/c/shim.log");
-        let ok = read_report(b"ok {\"pid\":5,\"init_pid\":6}\n", log).expect("ok report");
+        // What this release's shim writes.
+        let ready = runtime_core::protocol::ShimReady {
+            pid: 5,
+            init_pid: 6,
+            control: "/r/c/shim.sock".into(),
+            attach: "/r/c/attach.sock".into(),
+            state: None,
+        };
+        let line = format!("{}\n", serde_json::to_string(&ready).unwrap());
+        let ok = read_report(line.as_bytes(), log).expect("this release's report");
         assert_eq!((ok.pid, ok.init_pid), (5, 6));
+        // What `berth-shim start` of an earlier release printed.
+        let old = read_report(b"{\"pid\":7,\"init_pid\":8}\n", log).expect("an older report");
+        assert_eq!((old.pid, old.init_pid), (7, 8));
         let err = read_report(b"error runc create failed: no such file\n", log).unwrap_err();
         assert_eq!(err, "runc create failed: no such file");
         let died = read_report(b"", log).unwrap_err();
@@ -284,7 +299,7 @@ mod tests {
             died.contains("without a report") && died.contains("/r/c/shim.log"),
             "{died}"
         );
-        let garbled = read_report(b"ok {nope\n", log).unwrap_err();
+        let garbled = read_report(b"{nope\n", log).unwrap_err();
         assert!(
             garbled.starts_with("unreadable answer from berth-shim"),
             "{garbled}"
