@@ -55,13 +55,15 @@ fn shed_other_pins(state_dir: &Path, containers: &Path) -> Result<(), String> {
         None
     };
     // A bind stacked twice (two berthds racing long ago) goes layer by
-    // layer; a few at most.
+    // layer; a few at most. `containers` is a mount point (the pins were
+    // found under it): unmount first, then look again. Each look reads
+    // the whole mount table, ~1 ms at 1,000 pins, on every start.
     for _ in 0..4 {
-        if netns::mounts_under(containers).is_none() {
-            break;
-        }
         umount2(containers, MntFlags::MNT_DETACH)
             .map_err(|e| format!("unmount {}: {e}", containers.display()))?;
+        if !netns::is_mounted(containers) {
+            break;
+        }
     }
     if let Some(file) = keep {
         let source = format!("/proc/self/fd/{}", file.as_raw_fd());
